@@ -1,0 +1,71 @@
+"""Fold operations: small pure functions on tensors.
+
+Each fold has a hook twin that does the same thing to activations at run time. The hook is the
+specification; the fold is its compilation into a weight or a bias. Shapes are given in the
+docstrings; `axis` is always the axis of the weight that indexes the module's output units
+(`[out, in]` Linear: 0; GPT-2 Conv1D `[in, out]` and embeddings `[vocab, d]`: 1; a bias: 0).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _along(vec: torch.Tensor, ndim: int, axis: int) -> torch.Tensor:
+    """Reshape a 1-D `vec` so it broadcasts along `axis` of an `ndim`-D tensor."""
+    shape = [1] * ndim
+    shape[axis] = vec.numel()
+    return vec.reshape(shape)
+
+
+# --- folds (weights) -------------------------------------------------------------------------
+
+
+def scale_units(w: torch.Tensor, alpha: torch.Tensor, axis: int) -> torch.Tensor:
+    """AURA: scale output unit j by alpha[j].  w: [..., N (at axis), ...], alpha: [N]."""
+    return w * _along(alpha.to(w.dtype), w.ndim, axis)
+
+
+def shift_units(b: torch.Tensor, alpha: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """AURA mean-shift on a bias: b -> b + (1 - alpha) * mu (after `scale_units`).  b, alpha, mu: [N]."""
+    return b + (1 - alpha.to(b.dtype)) * mu.to(b.dtype)
+
+
+def add_vector(b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Steering: b -> b + v.  b, v: [d]."""
+    return b + v.to(b.dtype)
+
+
+def project_out(w: torch.Tensor, r: torch.Tensor, axis: int) -> torch.Tensor:
+    """Directional ablation: remove the component along unit `r` from the d-axis of `w`.
+
+    w: [..., d (at axis), ...], r: [d] with |r| = 1.  Returns (I - r r^T) applied along `axis`:
+    a Linear `[d, in]` weight (axis 0) becomes (I - r r^T) W; an embedding `[vocab, d]` (axis 1)
+    becomes E - (E r) r^T; a bias `[d]` (axis 0) becomes b - (b.r) r.
+    """
+    r = r.to(w.dtype)
+    moved = w.movedim(axis, -1)  # [..., d]
+    coef = moved @ r  # [...]
+    return (moved - coef.unsqueeze(-1) * r).movedim(-1, axis)
+
+
+# --- hooks (activations) ---------------------------------------------------------------------
+
+
+def hook_scale(h: torch.Tensor, alpha: torch.Tensor, mu: torch.Tensor | None = None) -> torch.Tensor:
+    """h: [..., N] -> alpha * h (+ (1 - alpha) * mu)."""
+    out = h * alpha.to(h.dtype)
+    if mu is not None:
+        out = out + (1 - alpha.to(h.dtype)) * mu.to(h.dtype)
+    return out
+
+
+def hook_add(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """h: [..., d] -> h + v at every position."""
+    return h + v.to(h.dtype)
+
+
+def hook_project_out(h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """h: [..., d] -> h - (h.r) r."""
+    r = r.to(h.dtype)
+    return h - (h @ r).unsqueeze(-1) * r

@@ -1,0 +1,105 @@
+"""Streaming checkpoint rewrite: shard by shard, tensor by tensor.
+
+Edited tensors are computed in float64 (float32 when large) and cast once to the output dtype;
+the rounding error of that cast is recorded per tensor. Untouched tensors are copied bit-exact
+when the dtype does not change. Sharding is preserved; new tensors (zero biases, an untied
+lm_head) go into the shard of the tensor they belong with. Peak memory: one output shard.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import ExitStack
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from .compile import Plan, TensorEdit
+from .source import INDEX_NAME
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SIDE_FILES = (".json", ".jinja", ".txt", ".model", ".tiktoken")  # tokenizer, generation config, ...
+F64_LIMIT = 1 << 27  # elements: fold in float64 below this, float32 above
+
+
+def _anchor(plan: Plan, edit: TensorEdit) -> str:
+    """The source tensor whose shard a new tensor joins."""
+    if edit.source is not None:
+        return edit.source
+    weight = edit.name.rsplit(".", 1)[0] + ".weight"
+    return weight if weight in plan.checkpoint.files else next(iter(plan.checkpoint.files))
+
+
+def compute(edit: TensorEdit, read, out_dtype: torch.dtype) -> tuple[torch.Tensor, float]:
+    """Apply an edit's ops; return the cast tensor and the max abs rounding error of the cast."""
+    if edit.source is None:
+        t = torch.zeros(edit.shape, dtype=torch.float64)
+    else:
+        src = read(edit.source)
+        t = src.to(torch.float64 if src.numel() <= F64_LIMIT else torch.float32)
+    for op in edit.ops:
+        t = op.apply(t)
+    out = t.to(out_dtype)
+    err = (out.to(t.dtype) - t).abs().max().item() if t.numel() else 0.0
+    return out, err
+
+
+def rewrite(plan: Plan, out_dir: Path, progress: bool = True) -> list[dict]:
+    """Write the baked checkpoint into `out_dir` (which must exist and be empty)."""
+    ckpt = plan.checkpoint
+    out_dtype = DTYPES[plan.dtype]
+    by_shard: dict[str, list[str]] = {f: [] for f in ckpt.shard_files}
+    for name, f in ckpt.files.items():
+        by_shard[f].append(name)
+    for name, edit in plan.edits.items():
+        if name not in ckpt.files:
+            by_shard[ckpt.files[_anchor(plan, edit)]].append(name)
+
+    stats: list[dict] = []
+    weight_map: dict[str, str] = {}
+    total_size = 0
+    with ExitStack() as stack:
+        handles: dict[str, object] = {}
+
+        def read(name: str) -> torch.Tensor:
+            f = ckpt.files[name]
+            if f not in handles:
+                handles[f] = stack.enter_context(safe_open(str(ckpt.path / f), "pt"))
+            return handles[f].get_tensor(name)
+
+        bar = tqdm(total=sum(len(v) for v in by_shard.values()), desc="baking tensors", unit="tensor",
+                   disable=not progress)
+        for fname, names in by_shard.items():
+            shard: dict[str, torch.Tensor] = {}
+            for name in names:
+                if name in plan.edits:
+                    edit = plan.edits[name]
+                    shard[name], err = compute(edit, read, out_dtype)
+                    stats.append({"tensor": name, "source": edit.source, "note": edit.note,
+                                  "ops": [f"#{op.step} {plan.steps[op.step].kind}: {op.describe()}" for op in edit.ops],
+                                  "rounding_max_abs": err})
+                else:
+                    t = read(name)
+                    shard[name] = t if t.dtype == out_dtype or not t.is_floating_point() else t.to(out_dtype)
+                weight_map[name] = fname
+                total_size += shard[name].numel() * shard[name].element_size()
+                bar.update(1)
+            save_file(shard, str(out_dir / fname), metadata={"format": "pt"})
+            del shard
+        bar.close()
+
+    if len(by_shard) > 1 or (ckpt.path / INDEX_NAME).is_file():
+        (out_dir / INDEX_NAME).write_text(json.dumps(
+            {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}, indent=2))
+    config = dict(ckpt.config)
+    config.update(plan.config_updates)
+    config.pop("torch_dtype", None)
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    for p in sorted(ckpt.path.iterdir()):
+        if p.is_file() and p.suffix in SIDE_FILES and p.name not in ("config.json", INDEX_NAME, "bake_report.json"):
+            shutil.copyfile(p, out_dir / p.name)
+    return stats

