@@ -66,6 +66,7 @@ class Family:
     extra_embeds: tuple[Writer, ...] = ()
     lm_head: str = "lm_head.weight"
     bias_slot: BiasSlot | None = None  # None: no slot; steering refused unless the bias exists
+    native_mlp_bias: bool = False  # the MLP output projection always has a bias (GPT-2)
     norm_offset: float = 0.0  # effective norm scale = offset + weight (Gemma: 1 + w)
     moe: bool = False
     notes: tuple[str, ...] = field(default=())
@@ -128,8 +129,8 @@ FAMILIES: tuple[Family, ...] = (
         "mistral", ("mistral",),
         bias_slot=BiasSlot({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "mlp_bias": True},
                            _LLAMA_MLP_BIASES,
-                           "re-declared as Llama with mlp_bias: true (exact: without a sliding window "
-                           "Mistral and Llama compute the same function)",
+                           "re-declared as Llama with mlp_bias: true when sliding_window is null (then Mistral "
+                           "and Llama compute the same function); refused with a sliding window",
                            blocked=_needs_no_window),
     ),
     _dense(
@@ -137,8 +138,9 @@ FAMILIES: tuple[Family, ...] = (
         bias_slot=BiasSlot({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
                             "attention_bias": True, "mlp_bias": True},
                            ("model.layers.{i}.self_attn.o_proj.bias",) + _LLAMA_MLP_BIASES,
-                           "re-declared as Llama with attention_bias and mlp_bias (exact: Qwen2 is Llama "
-                           "with q/k/v biases; the o_proj and MLP biases Llama adds are written as zeros)",
+                           "re-declared as Llama with attention_bias and mlp_bias (Qwen2 is Llama with q/k/v "
+                           "biases; the o_proj and MLP biases Llama adds are written as zeros); refused when "
+                           "use_sliding_window is true",
                            blocked=_needs_no_window),
     ),
     _dense(
@@ -163,6 +165,7 @@ FAMILIES: tuple[Family, ...] = (
         extra_embeds=(_embedding("transformer.wpe"),),
         attn=Writer("transformer.h.{i}.attn.c_proj", _linear("transformer.h.{i}.attn.c_proj", IN_OUT)),
         mlp=Writer("transformer.h.{i}.mlp.c_proj", _linear("transformer.h.{i}.mlp.c_proj", IN_OUT)),
+        native_mlp_bias=True,
     ),
     Family(
         name="mixtral",
@@ -237,22 +240,23 @@ def steer_slot(fam: Family, config: dict, names) -> tuple[bool, str]:
 
 def exactness(fam: Family, config: dict | None = None, names=()) -> dict[str, str]:
     """One line per kind: how it bakes on this family (exact / approximate / refused)."""
-    out = {"aura": "exact: scales weight rows (columns for Conv1D) and bias of the named module"}
+    units = "weight columns (Conv1D)" if fam.layout == IN_OUT else "weight rows"
+    out = {"aura": f"exact: scales the module's output units ({units} and bias)"}
     if fam.post_norm:
         out["ablate"] = ("approximate only (`approximate: true`): writers are orthogonalized against r*g, "
                          "g = the post-norm's scale; the deviation is measured")
     else:
         extra = " (experts' down projections)" if fam.moe else ""
-        out["ablate"] = "exact: orthogonalizes every residual writer" + extra + " (unties tied embeddings)"
+        out["ablate"] = "exact: orthogonalizes every residual writer" + extra + "; unties tied embeddings"
     if config is None:
         if fam.post_norm:
             out["steer"] = "refused: no bias slot before the residual add (post-norm)"
-        elif fam.bias_slot is None and fam.layout == OUT_IN:
-            out["steer"] = "refused: " + (fam.notes[0] if fam.notes else "no MLP output bias")
-        elif fam.bias_slot is None:
+        elif fam.native_mlp_bias:
             out["steer"] = "exact: adds to the existing MLP output bias"
-        else:
+        elif fam.bias_slot is not None:
             out["steer"] = "exact: " + fam.bias_slot.note
+        else:
+            out["steer"] = "refused: " + (fam.notes[0] if fam.notes else "no MLP output bias")
     else:
         ok, how = steer_slot(fam, config, names)
         out["steer"] = ("exact: " if ok else "refused: ") + how

@@ -14,7 +14,7 @@ _FNS = {"scale": fold.hook_scale, "add": fold.hook_add, "project_out": fold.hook
 
 
 def _make(hook: Hook):
-    fn, vec = _FNS[hook.fn], hook.vec.to(torch.float32)
+    fn, vec = _FNS[hook.fn], hook.vec  # float64; the fold helpers cast it to the activation's dtype
 
     def forward_hook(module, args, output):
         if isinstance(output, tuple):

