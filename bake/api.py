@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__, arch
+from . import __version__, arch, interrupt
 from . import recipe as recipe_mod
 from .compile import Plan, compile_plan
 from .errors import BakeError, VerificationFailed
@@ -113,14 +113,16 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
         raise BakeError(f"output {out} exists and is not empty; pass --force to replace it")
     started = time.time()
     p = plan(r)
-    if out == p.checkpoint.path or p.checkpoint.path in out.parents:
-        raise BakeError(f"output {out} is inside the input model folder; the input is never modified")
+    src = p.checkpoint.path
+    if out == src or src in out.parents or out in src.parents:
+        raise BakeError(f"output {out} and the input model {src} overlap; the input is never modified, "
+                        "so choose an output outside it (and not a folder that contains it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
     tmp = out.parent / f".{out.name}{TMP_TAG}{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         stats = rewrite(p, tmp, progress=progress)
         verification = run_verify(p, tmp, progress=progress)
         report = {**plan_summary(p), "bake_version": __version__, "output": str(out), "edits": stats,
@@ -129,10 +131,15 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
             f"# resolved by bake {__version__}; `bake verify {out.name}` re-checks it\n"
             + yaml.safe_dump(_resolved_recipe(p), sort_keys=False))
         (tmp / "bake_report.json").write_text(json.dumps(report, indent=2) + "\n")
-        if out.exists():
+        interrupt.check()
+        if out.exists():  # --force: swap, and put the old folder back if the swap fails
             trash = out.parent / f".{out.name}{TMP_TAG}old-{os.getpid()}"
             os.replace(out, trash)
-            os.replace(tmp, out)
+            try:
+                os.replace(tmp, out)
+            except OSError:
+                os.replace(trash, out)
+                raise
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, out)

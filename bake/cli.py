@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 
-from . import __version__, api, arch
+from . import __version__, api, arch, interrupt
 from .errors import BakeError, VerificationFailed
 
 
@@ -106,51 +105,57 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)  # unwinds through apply(), which removes its temp folder
+def _dispatch(args, progress: bool, out) -> int:
+    if args.cmd == "plan":
+        summary = api.plan_summary(api.plan(args.recipe))
+        print(json.dumps(summary, indent=2) if args.json else format_plan(summary), file=out)
+    elif args.cmd == "apply":
+        report = api.apply(args.recipe, output=args.output, force=args.force, progress=progress)
+        if args.json:
+            print(json.dumps(report, indent=2), file=out)
+        else:
+            if not args.quiet:
+                print(format_plan(report), file=out)
+            print(format_verification(report["verification"]), file=out)
+            print(f"wrote {report['output']} in {report['seconds']} s", file=out)
+    elif args.cmd == "verify":
+        result = api.verify(args.output, progress=progress)
+        print(json.dumps(result, indent=2) if args.json else format_verification(result["verification"]), file=out)
+    elif args.cmd == "arch":
+        if args.table:
+            print(exactness_table(), file=out)
+        elif not args.model:
+            raise BakeError("bake arch: give a model (folder, .gguf, Hub id or builtin:NAME) or --table")
+        else:
+            info = api.arch_info(args.model)
+            print(json.dumps(info, indent=2) if args.json else format_arch(info), file=out)
+    return 0
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    progress = not (args.quiet or args.json)
+    previous = interrupt.install()  # SIGTERM unwinds through apply(), which removes its temp folder
     out = sys.stdout
     try:
-        if args.cmd == "plan":
-            summary = api.plan_summary(api.plan(args.recipe))
-            print(json.dumps(summary, indent=2) if args.json else format_plan(summary), file=out)
-        elif args.cmd == "apply":
-            report = api.apply(args.recipe, output=args.output, force=args.force, progress=progress)
+        return _dispatch(args, not (args.quiet or args.json), out)
+    except BaseException as e:
+        if interrupt.received is not None:  # whatever the signal turned into on its way out
+            print("bake: terminated; nothing was written", file=sys.stderr)
+            raise SystemExit(128 + interrupt.received) from None
+        if isinstance(e, VerificationFailed):
+            report = e.report or {}
             if args.json:
                 print(json.dumps(report, indent=2), file=out)
-            else:
-                if not args.quiet:
-                    print(format_plan(report), file=out)
+            elif "verification" in report:
                 print(format_verification(report["verification"]), file=out)
-                print(f"wrote {report['output']} in {report['seconds']} s", file=out)
-        elif args.cmd == "verify":
-            result = api.verify(args.output, progress=progress)
-            print(json.dumps(result, indent=2) if args.json else format_verification(result["verification"]), file=out)
-        elif args.cmd == "arch":
-            if args.table:
-                print(exactness_table(), file=out)
-            elif not args.model:
-                raise BakeError("bake arch: give a model (folder, .gguf, Hub id or builtin:NAME) or --table")
-            else:
-                info = api.arch_info(args.model)
-                print(json.dumps(info, indent=2) if args.json else format_arch(info), file=out)
-        return 0
-    except VerificationFailed as e:
-        report = e.report or {}
-        if args.json:
-            print(json.dumps(report, indent=2), file=out)
-        elif "verification" in report:
-            print(format_verification(report["verification"]), file=out)
-        print(f"bake: {e}", file=sys.stderr)
-        return e.exit_code
-    except BakeError as e:
-        print(f"bake: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("bake: interrupted; nothing was written", file=sys.stderr)
-        return 130
+            print(f"bake: {e}", file=sys.stderr)
+            return e.exit_code
+        if isinstance(e, BakeError):
+            print(f"bake: error: {e}", file=sys.stderr)
+            return e.exit_code
+        if isinstance(e, KeyboardInterrupt):
+            print("bake: interrupted; nothing was written", file=sys.stderr)
+            return 130
+        raise
+    finally:
+        interrupt.uninstall(previous)

@@ -38,7 +38,7 @@ class Steer(_Strict):
     kind: Literal["steer"]
     layers: list[int] = Field(min_length=1)
     vector: str
-    scale: float = 1.0
+    scale: float = Field(default=1.0, allow_inf_nan=False)
     approximate: bool = False
 
     _layers_list = field_validator("layers", mode="before")(_as_list)
@@ -49,7 +49,7 @@ class Ablate(_Strict):
 
     kind: Literal["ablate"]
     direction: str
-    layers: Union[Literal["all"], list[int]] = "all"
+    layers: Union[Literal["all"], Annotated[list[int], Field(min_length=1)]] = "all"
     approximate: bool = False
 
 

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from . import interrupt
 from .compile import Plan, TensorEdit
 from .source import INDEX_NAME
 
@@ -90,6 +91,7 @@ def rewrite(plan: Plan, out_dir: Path, progress: bool = True) -> list[dict]:
                 bar.update(1)
             save_file(shard, str(out_dir / fname), metadata={"format": "pt"})
             del shard
+            interrupt.check()
         bar.close()
 
     if len(by_shard) > 1 or (ckpt.path / INDEX_NAME).is_file():

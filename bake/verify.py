@@ -10,11 +10,13 @@ hidden-state difference with the first layer that diverges.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from . import interrupt
 from .compile import Plan
 from .hooks import hooked
 
@@ -133,6 +135,7 @@ def verify(plan: Plan, baked_dir: Path, progress: bool = True) -> dict:
             ref = _run(ref_model, ids, vcfg.generate_tokens, pad)
         got = _run(baked_model, ids, vcfg.generate_tokens, pad)
         per_prompt.append({"prompt": label, **compare(ref, got)})
+        interrupt.check()
 
     rtol = HIDDEN_RTOL[plan.dtype]
     n_h = len(per_prompt[0]["hidden_max_abs"])
@@ -153,9 +156,11 @@ def verify(plan: Plan, baked_dir: Path, progress: bool = True) -> dict:
     }
     failures = []
     check_tol = plan.exact or explicit_abs
-    if check_tol and tol_abs is not None and metrics["max_abs_logit"] > tol_abs:
+    if check_tol and tol_abs is not None and not metrics["max_abs_logit"] <= tol_abs:  # NaN fails too
         failures.append(f"max abs logit difference {metrics['max_abs_logit']:.3g} > tolerance {tol_abs:g}")
-    if (plan.exact or vcfg.min_top1 is not None) and metrics["top1_agreement"] < tol_top1:
+    if not math.isfinite(metrics["max_abs_logit"]):
+        failures.append("non-finite logits in the baked or hooked model")
+    elif (plan.exact or vcfg.min_top1 is not None) and not metrics["top1_agreement"] >= tol_top1:
         failures.append(f"top-1 agreement {metrics['top1_agreement']:.4f} < {tol_top1:g}")
     if failures:
         where = (f"hidden state {first} ({'embeddings' if first == 0 else f'output of block {first - 1}'})"

@@ -194,8 +194,6 @@ def test_verify_tolerance_must_be_positive(tmp_path, llama, art):
     load_fails(tmp_path, text, "verify.max_abs_logit:", "greater than 0")
 
 
-@pytest.mark.xfail(strict=True, reason="bug in bake/recipe.py: Steer.scale accepts .nan/.inf (pydantic floats allow "
-                                       "them); the bake writes a NaN bias and verification reports `passed`")
 @pytest.mark.parametrize("scale", [".nan", ".inf", "-.inf"])
 def test_non_finite_scale(tmp_path, llama, art, scale):
     p = tmp_path / "recipe.yaml"
@@ -204,7 +202,6 @@ def test_non_finite_scale(tmp_path, llama, art, scale):
         bake.plan(p)
 
 
-@pytest.mark.xfail(strict=True, reason="bug in bake/recipe.py: Ablate.layers accepts [] (no min_length), a silent no-op")
 def test_ablate_empty_layers(tmp_path, llama, art):
     r = {"model": str(llama), "interventions": [{"kind": "ablate", "layers": [],
                                                  "direction": str(art / "two.safetensors#direction")}]}
@@ -443,14 +440,12 @@ def test_output_inside_input_model(tmp_path, llama, art):
     for out in (llama / "baked", llama):
         with pytest.raises(BakeError) as ei:
             bake.apply(steer(llama, str(art / "v.pt")), output=out, progress=False, force=True)
-        assert "inside the input model folder" in str(ei.value)
+        assert "overlap; the input is never modified" in str(ei.value)
     assert tree_digest(llama) == before
     assert not (llama / "baked").exists()
     assert list(llama.glob(".baked.bake-tmp-*")) == [] and list(llama.parent.glob(f".{llama.name}.bake-tmp-*")) == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug in bake/api.py apply(): with --force, an output folder that CONTAINS "
-                                       "the input model is moved aside and deleted, deleting the input model")
 def test_force_output_containing_the_input_model_keeps_the_model(tmp_path, art):
     parent = tmp_path / "work"
     model = tiny.build("llama", parent / "model")
@@ -622,10 +617,90 @@ def test_sigterm_mid_bake_cleans_up(tmp_path, kill_recipe):
     rc = proc.wait(timeout=60)
     err = proc.stderr.read().decode()
     proc.stderr.close()
-    assert rc != 0
-    assert rc == 128 + signal.SIGTERM, f"rc {rc}; stderr:\n{err[-2000:]}"  # the CLI's handler ran, not the default
-    assert "Traceback" not in err
+    # 143 = the CLI's handler ran and unwound. (Rarely the SystemExit raised by the handler is turned into
+    # another exception by a native extension, e.g. safetensors' get_tensor -> ValueError, rc 1: see
+    # test_sigterm_converted_by_an_extension. The contract checked here holds either way.)
+    assert rc != 0, f"the bake ignored SIGTERM and finished; stderr:\n{err[-2000:]}"
+    assert rc > 0, f"killed by the default SIGTERM action (rc {rc}): the CLI's handler did not run"
     assert not out.exists()
     assert not tmp.exists(), "SIGTERM left the temp folder behind"
     assert list(tmp_path.glob(".baked.bake-tmp-*")) == []
     assert tree_digest(model) == before
+
+
+# --- SIGTERM in-process: the handler's SystemExit must unwind apply() whatever code it lands in ----
+
+
+def _sigterm_self():
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler in (signal.SIG_DFL, signal.SIG_IGN, None):  # never SIGTERM pytest itself without a handler
+        raise AssertionError(f"bake.cli.main installed no SIGTERM handler (found {handler!r})")
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(1000):  # Python runs the handler at the next bytecode boundary
+        pass
+
+
+def _cli_apply(llama, art, tmp_path) -> tuple[list[str], Path]:
+    p = tmp_path / "recipe.yaml"
+    p.write_text(GOOD.format(model=llama, vec=art / "v.pt"))
+    out = tmp_path / "out"
+    return ["apply", str(p), "-o", str(out), "-q"], out
+
+
+def test_sigterm_while_writing_unwinds_and_cleans(tmp_path, llama, art, monkeypatch, keep_sigterm):
+    before = tree_digest(llama)
+    real_save, calls = bake.rewrite.save_file, []
+
+    def save_then_term(tensors, filename, metadata=None):
+        real_save(tensors, filename, metadata=metadata)
+        calls.append(filename)
+        if len(calls) == 2:  # after the second shard: a partial temp folder exists
+            _sigterm_self()
+
+    monkeypatch.setattr(bake.rewrite, "save_file", save_then_term)
+    argv, out = _cli_apply(llama, art, tmp_path)
+    with pytest.raises(SystemExit) as ei:
+        bake.cli.main(argv)
+    assert ei.value.code == 128 + signal.SIGTERM
+    assert len(calls) == 2
+    assert leftovers(out) == []
+    assert tree_digest(llama) == before
+
+
+def test_sigterm_converted_by_an_extension(tmp_path, llama, art, monkeypatch, keep_sigterm):
+    def save_like_an_extension(tensors, filename, metadata=None):
+        try:
+            _sigterm_self()
+        except BaseException as e:  # what PyO3 / C code does with an error raised inside its callback
+            raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from e
+
+    monkeypatch.setattr(bake.rewrite, "save_file", save_like_an_extension)
+    argv, out = _cli_apply(llama, art, tmp_path)
+    try:
+        with pytest.raises(SystemExit) as ei:
+            bake.cli.main(argv)
+        assert ei.value.code == 128 + signal.SIGTERM
+    finally:
+        assert leftovers(out) == []  # the cleanup itself works in this case
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_sigterm_during_finalizer_is_not_lost(tmp_path, llama, art, monkeypatch, keep_sigterm):
+    real_save, calls = bake.rewrite.save_file, []
+
+    class Finalized:
+        def __del__(self):
+            _sigterm_self()
+
+    def save_with_gc(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 1:
+            Finalized()  # collected at once: the handler runs inside __del__
+        real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(bake.rewrite, "save_file", save_with_gc)
+    argv, out = _cli_apply(llama, art, tmp_path)
+    with pytest.raises(SystemExit) as ei:
+        bake.cli.main(argv)
+    assert ei.value.code == 128 + signal.SIGTERM
+    assert leftovers(out) == []

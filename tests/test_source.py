@@ -1,0 +1,55 @@
+"""Model resolution: Hub ids go through huggingface_hub (tested against a local cache, offline)."""
+
+import shutil
+
+import pytest
+
+import bake
+from bake.source import resolve_model
+from tiny import build
+
+
+def _hub_cache(tmp_path, repo="acme/tiny-llama", commit="0123456789abcdef0123456789abcdef01234567"):
+    """A Hugging Face cache holding `repo` at `commit` (the layout huggingface_hub writes)."""
+    cache = tmp_path / "hub"
+    snap = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
+    build("llama-untied", snap)
+    refs = cache / f"models--{repo.replace('/', '--')}" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text(commit)
+    return cache, snap
+
+
+def test_hub_id_resolves_through_huggingface_hub(tmp_path, monkeypatch):
+    cache, snap = _hub_cache(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    ckpt = resolve_model("acme/tiny-llama@main")
+    assert ckpt.path.resolve() == snap.resolve()
+    assert ckpt.origin == {"hub": "acme/tiny-llama", "revision": "main", "snapshot": snap.name}
+    assert "model.embed_tokens.weight" in ckpt.shapes
+
+
+def test_unreachable_hub_id_is_a_clear_error(tmp_path, monkeypatch):
+    import huggingface_hub.constants as c
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    with pytest.raises(bake.BakeError, match="cannot fetch from the Hugging Face Hub"):
+        resolve_model("acme/does-not-exist")
+
+
+def test_input_model_is_never_modified(tmp_path):
+    from bake.source import sha256_file
+    src = build("llama", tmp_path / "src")
+    before = {p.name: sha256_file(p) for p in src.iterdir()}
+    from safetensors.torch import save_file
+    import torch
+    save_file({"v": torch.ones(32)}, str(tmp_path / "v.safetensors"))
+    recipe = {"model": str(src), "interventions": [{"kind": "ablate", "direction": str(tmp_path / "v.safetensors")}],
+              "verify": {"generate_tokens": 2}}
+    bake.apply(recipe, output=tmp_path / "out", progress=False)
+    assert {p.name: sha256_file(p) for p in src.iterdir()} == before
+    shutil.rmtree(tmp_path / "out")
