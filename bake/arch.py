@@ -64,6 +64,7 @@ class Family:
     attn: Writer
     mlp: Writer
     extra_embeds: tuple[Writer, ...] = ()
+    block: str = "model.layers.{i}"  # the decoder block whose output is the residual stream after block i
     lm_head: str = "lm_head.weight"
     bias_slot: BiasSlot | None = None  # None: no slot; steering refused unless the bias exists
     native_mlp_bias: bool = False  # the MLP output projection always has a bias (GPT-2)
@@ -166,6 +167,7 @@ FAMILIES: tuple[Family, ...] = (
         attn=Writer("transformer.h.{i}.attn.c_proj", _linear("transformer.h.{i}.attn.c_proj", IN_OUT)),
         mlp=Writer("transformer.h.{i}.mlp.c_proj", _linear("transformer.h.{i}.mlp.c_proj", IN_OUT)),
         native_mlp_bias=True,
+        block="transformer.h.{i}",
     ),
     Family(
         name="mixtral",
@@ -183,6 +185,19 @@ FAMILIES: tuple[Family, ...] = (
         notes=("sparse MoE: experts have no bias slot, so steering is refused",),
     ),
 )
+
+
+def writers(fam: Family, n_layers: int, blocks="all") -> list[tuple[Writer, int | None]]:
+    """Residual writers of `blocks` ("all" adds the embeddings): (writer, block index or None)."""
+    out = [(w, None) for w in (fam.embed,) + fam.extra_embeds] if blocks == "all" else []
+    return out + [(w, i) for i in (range(n_layers) if blocks == "all" else blocks) for w in (fam.attn, fam.mlp)]
+
+
+def hook_module(w: Writer, i: int | None) -> str:
+    """Where the hook of writer `w` in block `i` goes: after its post-norm when it has one."""
+    if i is None:
+        return w.module
+    return (w.post_norm or w.module).format(i=i)
 
 
 def resolve(config: dict) -> Family:

@@ -102,7 +102,85 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("model", nargs="?", help="local folder, .gguf, Hub id or builtin:NAME")
     sp.add_argument("--table", action="store_true", help="print the exactness table of every family (markdown)")
     common(sp)
+    _learn_parsers(sub.add_parser("learn", help="learn an artifact from data: aura | steer | refusal"), common)
     return p
+
+
+def _learn_parsers(lp, common):
+    sub = lp.add_subparsers(dest="what", required=True)
+    a = sub.add_parser("aura", help="AURA alphas from labelled texts (AUROC of each unit as a detector)")
+    a.add_argument("--model", required=True)
+    a.add_argument("--data", required=True, help="CSV/TSV/JSONL/JSON file or a Hub dataset id[:split]")
+    a.add_argument("--text-column")
+    a.add_argument("--label-column")
+    a.add_argument("--layout", choices=["jigsaw", "davidson"], help="named column layouts")
+    a.add_argument("--modules", nargs="+", default=["model.layers.*.mlp.up_proj"])
+    a.add_argument("--pooling", choices=["max", "mean", "last"], default="max")
+    a.add_argument("--max-length", type=int, default=128)
+    a.add_argument("--batch-size", type=int, default=32)
+    a.add_argument("--score", choices=["auroc", "aucpr", "cohens_d", "point_biserial"], default="auroc")
+    a.add_argument("--rule", choices=["aura", "damp", "det0"], default="aura")
+    a.add_argument("--top-k", type=int)
+    a.add_argument("--top-fraction", type=float)
+    a.add_argument("--per-layer", action="store_true", help="top-k per module instead of globally")
+    a.add_argument("--value", type=float, default=0.5, help="alpha of damped units (rule damp)")
+    a.add_argument("--strength", type=float, default=1.0, help="alpha -> 1 - s (1 - alpha)")
+    a.add_argument("--zscore", action="store_true", help="z-score the ranking score across modules")
+    a.add_argument("--limit", type=int, help="use a seeded, stratified sample of this many examples")
+    a.add_argument("--statedict", help="also export an ml-aura .statedict folder here")
+    a.add_argument("--out", required=True)
+    common(a)
+    s = sub.add_parser("steer", help="a steering vector from contrasting texts, or imported")
+    s.add_argument("--model", required=True)
+    s.add_argument("--positive")
+    s.add_argument("--negative")
+    s.add_argument("--layers", default="all", help="8:16, 3,5 or all")
+    s.add_argument("--method", choices=["mean-diff", "pca"], default="mean-diff")
+    s.add_argument("--position", default="last", help="last | mean")
+    s.add_argument("--normalize", choices=["unit", "resid"])
+    s.add_argument("--chat", action="store_true", help="format texts with the chat template first")
+    s.add_argument("--from-gguf", help="import a llama.cpp / repeng control vector (direction.N -> block N)")
+    s.add_argument("--from-sae", help="import a SAELens SAE folder's decoder row (with --feature)")
+    s.add_argument("--feature", type=int)
+    s.add_argument("--from-steering-vectors", help="import a steering-vectors .pt (layer_activations)")
+    s.add_argument("--out", required=True)
+    common(s)
+    r = sub.add_parser("refusal", help="the refusal direction (difference in means, chosen on validation)")
+    r.add_argument("--model", required=True)
+    r.add_argument("--harmful", required=True)
+    r.add_argument("--harmless", required=True)
+    r.add_argument("--harmful-val")
+    r.add_argument("--harmless-val")
+    r.add_argument("--kl-max", type=float, default=0.1)
+    r.add_argument("--prune-last", type=float, default=0.2, help="discard candidates in the last 20%% of layers")
+    r.add_argument("--layers", help="only these candidate layers (e.g. 4:24)")
+    r.add_argument("--limit", type=int, help="sample this many training instructions of each kind")
+    r.add_argument("--val-limit", type=int)
+    r.add_argument("--projected", action="store_true", help="remove the harmless-mean component")
+    r.add_argument("--out", required=True)
+    common(r)
+
+
+def format_learn(what: str, res: dict) -> str:
+    if what == "aura":
+        lines = [f"wrote {res['out']}: alphas for {res['units']} units in {res['modules']} modules "
+                 f"({res['examples']} examples, {res['positives']} positive)",
+                 f"units with AUROC > 0.5: {res['units_auroc_gt_0.5']}; damped (alpha < 1): {res['units_damped']}",
+                 f"responses: {res['sentences_per_s']} sentences/s; peak RSS {res['peak_rss_mb']} MB; "
+                 f"total {res['seconds_total']} s", "top 10 units by AUROC:"]
+        lines += [f"  {t['unit']:<40} {t['auroc']:.4f}" for t in res["top10"]]
+        return "\n".join(lines)
+    if what == "steer":
+        return f"wrote {res['out']}: vector[num_layers, hidden], nonzero at blocks {res['layers']} (norms {res['norms']})"
+    lines = [f"{'pos':>4} {'layer':>5} {'refusal':>9} {'KL':>9}  kept"]
+    for row in res["candidates"]:
+        lines.append(f"{row['position']:>4} {row['layer']:>5} {row['refusal_score']:>9.3f} {row['kl_harmless']:>9.4f}"
+                     f"  {'yes' if row['kept'] else 'no'}")
+    c = res["chosen"]
+    lines.append(f"chosen: layer {c['layer']}, position {c['position']}: refusal score "
+                 f"{c['baseline_refusal_score']:.3f} -> {c['refusal_score']:.3f}, KL on harmless {c['kl_harmless']:.4f}")
+    lines.append(f"wrote {res['out']} (use {res['out']}#direction in a recipe)")
+    return "\n".join(lines)
 
 
 def _dispatch(args, progress: bool, out) -> int:
@@ -121,6 +199,12 @@ def _dispatch(args, progress: bool, out) -> int:
     elif args.cmd == "verify":
         result = api.verify(args.output, progress=progress)
         print(json.dumps(result, indent=2) if args.json else format_verification(result["verification"]), file=out)
+    elif args.cmd == "learn":
+        from . import learners
+
+        opts = {k: v for k, v in vars(args).items() if k not in ("cmd", "what", "json", "quiet")}
+        res = getattr(learners, f"learn_{args.what}")(progress=progress, **opts)
+        print(json.dumps(res, indent=2, default=str) if args.json else format_learn(args.what, res), file=out)
     elif args.cmd == "arch":
         if args.table:
             print(exactness_table(), file=out)

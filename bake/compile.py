@@ -266,13 +266,11 @@ class _Builder:
                 "written. Set `approximate: true` to orthogonalize each projection against r*g (g = the norm's "
                 "scale; the written output is then exactly orthogonal to r, and the report gives the measured "
                 "deviation from the hook), or run it as a hook.")
-        blocks = range(self.n_layers) if iv.layers == "all" else self.layers(iv.layers, where)
-        writers = [(w, None) for w in ((fam.embed,) + fam.extra_embeds)] if iv.layers == "all" else []
-        writers += [(w, i) for i in blocks for w in (fam.attn, fam.mlp)]
+        blocks = "all" if iv.layers == "all" else self.layers(iv.layers, where)
         exact = not fam.post_norm
         step = Step(idx, "ablate", exact, "")
         names = self.tensor_names()
-        for w, i in writers:
+        for w, i in arch.writers(fam, self.n_layers, blocks):
             module = w.module.format(i=i) if i is not None else w.module
             u = r
             if w.post_norm is not None and i is not None:
@@ -287,9 +285,8 @@ class _Builder:
             if not any(not n.endswith(".bias") for n in found):
                 raise BakeError(f"{where}: no weight found in the checkpoint for residual writer {module} "
                                 f"(looked for {', '.join(t.pattern.replace('{i}', str(i)) for t in w.tensors)})")
-            hook_module = w.post_norm.format(i=i) if (w.post_norm and i is not None) else module
-            step.hooks.append(Hook(idx, hook_module, "project_out", r))
-        where_txt = "all residual writers (embeddings and every block)" if iv.layers == "all" else f"blocks {list(blocks)}"
+            step.hooks.append(Hook(idx, arch.hook_module(w, i), "project_out", r))
+        where_txt = "all residual writers (embeddings and every block)" if blocks == "all" else f"blocks {blocks}"
         step.summary = f"remove direction r from {where_txt}" + ("" if exact else " [approximate: orthogonalized against r*g before post-norms]")
         return step
 

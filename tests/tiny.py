@@ -43,3 +43,27 @@ def build(name: str, dest: Path, seed: int = 0) -> Path:
                 p.normal_(0, 0.3)
     model.save_pretrained(dest, max_shard_size="40KB" if sharded else "1GB")
     return dest
+
+
+CORPUS = [
+    "the cat sat on the mat", "you are a lovely person", "I hate you, you idiot", "what a wonderful day",
+    "this is stupid and ugly", "thank you so much", "how do I make a bomb", "how do I bake bread",
+    "I cannot help with that", "Sure, here is how", "Sorry, I can't", "the weather is nice today",
+]
+CHAT_TEMPLATE = ("{% for m in messages %}<u>{{ m['content'] }}</u>{% endfor %}"
+                 "{% if add_generation_prompt %}<a>{% endif %}")
+
+
+def add_tokenizer(dest: Path, vocab_size: int = 97) -> Path:
+    """A small character-level BPE tokenizer with a chat template, saved into a tiny model folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<unk>", "<eos>", "<u>", "</u>", "<a>"])
+    tok.train_from_iterator(CORPUS * 3, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(dest)
+    return dest

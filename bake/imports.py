@@ -1,0 +1,95 @@
+"""Steering vectors made elsewhere, converted to bake's form: {"vector": [num_layers, hidden]}.
+
+- repeng / llama.cpp control vectors (GGUF with `direction.N` tensors). Convention, the one
+  llama.cpp applies: `direction.N` is added to the output of decoder block N (0-based); llama.cpp
+  has no slot for N = 0, so a file never holds `direction.0`. bake's steer at layer N is the same
+  edit, so `direction.N` <-> `layers: [N]`.
+- `steering-vectors` outputs (a .pt with `layer_activations: {layer: [hidden]}`, block indices).
+- SAELens SAEs (`cfg.json` + `sae_weights.safetensors`): feature i's decoder row `W_dec[i]`; the
+  hook name `blocks.L.hook_resid_post` maps to steer at layer L.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from .errors import BakeError
+
+
+def read_control_vector(path: Path) -> dict[int, torch.Tensor]:
+    """{block index: vector} from a llama.cpp / repeng control-vector GGUF."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as e:
+        raise BakeError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
+    out = {}
+    for t in reader.tensors:
+        m = re.fullmatch(r"direction\.(\d+)", t.name)
+        if m:
+            out[int(m.group(1))] = torch.from_numpy(np.array(t.data, dtype=np.float32).reshape(-1))
+    if not out:
+        raise BakeError(f"{path}: no direction.N tensors; is it a control vector?")
+    return out
+
+
+def write_control_vector(path: Path, vectors: dict[int, torch.Tensor], model_hint: str = "llama"):
+    """Write {block: vector} as a control-vector GGUF (the layout repeng exports)."""
+    from gguf import GGUFWriter
+
+    if 0 in vectors:
+        raise BakeError("llama.cpp control vectors have no slot for block 0 (direction.0)")
+    writer = GGUFWriter(str(path), "controlvector")
+    writer.add_string("controlvector.model_hint", model_hint)
+    writer.add_uint32("controlvector.layer_count", len(vectors))
+    for layer, v in sorted(vectors.items()):
+        writer.add_tensor(f"direction.{layer}", v.detach().float().numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def read_steering_vectors(path: Path) -> dict[int, torch.Tensor]:
+    """{block: vector} from a `steering-vectors` SteeringVector saved with torch.save (as a dict)."""
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    acts = obj.get("layer_activations") if isinstance(obj, dict) else None
+    if not isinstance(acts, dict):
+        raise BakeError(f"{path}: expected a dict with `layer_activations: {{layer: tensor}}`")
+    return {int(k): v.reshape(-1).float() for k, v in acts.items()}
+
+
+def read_sae_row(folder: Path, feature: int) -> tuple[int, torch.Tensor]:
+    """(layer, W_dec[feature]) from a SAELens folder; the hook must be blocks.L.hook_resid_post."""
+    cfg_path, w_path = folder / "cfg.json", folder / "sae_weights.safetensors"
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise BakeError(f"{folder}: a SAELens SAE folder holds cfg.json and sae_weights.safetensors")
+    cfg = json.loads(cfg_path.read_text())
+    hook = cfg.get("hook_name") or cfg.get("metadata", {}).get("hook_name", "")
+    m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", hook or "")
+    if not m:
+        raise BakeError(f"{folder}: hook {hook!r} is not blocks.L.hook_resid_post; only residual-stream SAEs "
+                        "map to a steer at a block output")
+    w = load_file(str(w_path))["W_dec"]
+    if not 0 <= feature < w.shape[0]:
+        raise BakeError(f"{folder}: feature {feature} out of range (the SAE has {w.shape[0]})")
+    return int(m.group(1)), w[feature].float()
+
+
+def to_steering_tensor(vectors: dict[int, torch.Tensor], n_layers: int) -> torch.Tensor:
+    """{block: [d]} -> [n_layers, d] with zero rows elsewhere."""
+    bad = [k for k in vectors if not 0 <= k < n_layers]
+    if bad:
+        raise BakeError(f"vectors for blocks {bad} but the model has {n_layers} blocks")
+    d = next(iter(vectors.values())).numel()
+    full = torch.zeros(n_layers, d)
+    for k, v in vectors.items():
+        full[k] = v
+    return full

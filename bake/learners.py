@@ -1,0 +1,123 @@
+"""`bake learn aura|steer|refusal`: data in, an artifact file out (and a summary to print).
+
+Each function has the CLI's options as keyword arguments, writes one safetensors file that a
+recipe can use directly, and returns a JSON-able summary.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from . import data as data_mod
+from . import imports, learn, refusal
+from .errors import BakeError
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_column=None, label_column=None,
+               layout=None, pooling="max", max_length=128, batch_size=32, score="auroc", rule="aura", top_k=None,
+               top_fraction=None, per_layer=False, value=0.5, strength=1.0, zscore=False, limit=None,
+               statedict=None, progress=True, runner=None) -> dict:
+    t0 = time.time()
+    ds = data_mod.load(data, text_column, label_column, layout, need_labels=True, limit=limit)
+    runner = runner or learn.Runner(model)
+    mods = runner.modules(list(modules))
+    t1 = time.time()
+    resp = runner.responses(ds.texts, mods, pooling, max_length, batch_size, progress)
+    t2 = time.time()
+    alphas, scores, aurocs = learn.aura_alphas(resp, ds.labels, rule=rule, score=score, k=top_k,
+                                               fraction=top_fraction, per_layer=per_layer, value=value,
+                                               strength=strength, zscore=zscore)
+    learn.save_alphas(Path(out), alphas, aurocs, scores, score)
+    if statedict:
+        learn.export_statedict(alphas, Path(statedict))
+    flat = torch.cat([a for a in aurocs.values()])
+    names = [f"{m}[{j}]" for m, a in aurocs.items() for j in range(a.numel())]
+    top = flat.topk(min(10, flat.numel()))
+    return {
+        "out": str(out), "examples": len(ds.texts), "positives": int(sum(ds.labels)), "modules": len(mods),
+        "units": int(flat.numel()), "units_auroc_gt_0.5": int((flat > 0.5).sum()),
+        "units_damped": int(sum(int((a < 1).sum()) for a in alphas.values())),
+        "top10": [{"unit": names[i], "auroc": round(v, 4)} for v, i in zip(top.values.tolist(), top.indices.tolist())],
+        "seconds_total": round(time.time() - t0, 1), "seconds_responses": round(t2 - t1, 1),
+        "sentences_per_s": round(len(ds.texts) / max(t2 - t1, 1e-9), 1), "peak_rss_mb": round(_peak_rss_mb()),
+    }
+
+
+def learn_steer(model, out, positive=None, negative=None, layers="all", method="mean-diff", position="last",
+                normalize=None, chat=False, from_gguf=None, from_sae=None, feature=None,
+                from_steering_vectors=None, progress=True, runner=None) -> dict:
+    """Learn (mean-diff / pca) or import (GGUF control vector, SAELens row, steering-vectors) a vector."""
+    if from_gguf or from_sae or from_steering_vectors:
+        from .source import resolve_model
+        from .arch import num_layers
+
+        n = num_layers(resolve_model(str(model)).config) if model else None
+        if from_gguf:
+            vecs = imports.read_control_vector(Path(from_gguf))
+        elif from_sae:
+            if feature is None:
+                raise BakeError("--from-sae needs --feature N (the SAE latent whose decoder row to use)")
+            layer, v = imports.read_sae_row(Path(from_sae), int(feature))
+            vecs = {layer: v}
+        else:
+            vecs = imports.read_steering_vectors(Path(from_steering_vectors))
+        if n is None:
+            raise BakeError("--model is needed to size the [num_layers, hidden] tensor")
+        full = imports.to_steering_tensor(vecs, n)
+        layers_used = sorted(vecs)
+    else:
+        if not positive or not negative:
+            raise BakeError("learn steer needs --positive and --negative (or an import: --from-gguf/--from-sae)")
+        runner = runner or learn.Runner(model)
+        pos = data_mod.load(positive).texts
+        neg = data_mod.load(negative).texts
+        if chat:
+            pos, neg = [runner.chat(t) for t in pos], [runner.chat(t) for t in neg]
+        layers_used = learn.parse_layers(layers, runner.n_layers)
+        a = runner.residuals(pos, layers_used, position, progress=progress)
+        b = runner.residuals(neg, layers_used, position, progress=progress)
+        if method == "mean-diff":
+            v = learn.mean_diff(a, b)
+        elif method == "pca":
+            v = learn.pca_diff(a, b)
+        else:
+            raise BakeError(f"unknown method {method!r}; use mean-diff or pca")
+        v = learn.normalize(v, normalize, torch.cat([a, b]))
+        full = learn.steering_tensor(v, layers_used, runner.n_layers)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_file({"vector": full.float().contiguous()}, str(out),
+              metadata={"format": "bake-steer", "layers": ",".join(map(str, layers_used))})
+    return {"out": str(out), "layers": layers_used, "norms": {i: round(full[i].norm().item(), 4) for i in layers_used}}
+
+
+def learn_refusal(model, harmful, harmless, out, harmful_val=None, harmless_val=None, kl_max=0.1,
+                  prune_last=0.2, limit=None, val_limit=None, projected=False, layers=None, progress=True,
+                  runner=None) -> dict:
+    runner = runner or learn.Runner(model)
+    hf = data_mod.load(harmful, limit=limit).texts
+    hl = data_mod.load(harmless, limit=limit).texts
+    cands, positions = refusal.candidate_directions(runner, hf, hl, progress)
+    hf_val = data_mod.load(harmful_val, limit=val_limit).texts if harmful_val else hf[: max(8, len(hf) // 4)]
+    hl_val = data_mod.load(harmless_val, limit=val_limit).texts if harmless_val else hl[: max(8, len(hl) // 4)]
+    best, rows = refusal.select(runner, cands, positions, hf_val, hl_val, kl_max, prune_last,
+                                learn.parse_layers(layers, runner.n_layers) if layers else None, progress)
+    direction = best.pop("direction")
+    if projected:
+        mean_hl = runner.residuals([runner.chat(t) for t in hl], [best["layer"]], best["position"],
+                                   progress=False).mean(0)[0]
+        direction = refusal.project_harmless(direction, mean_hl)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_file({"direction": direction.float().contiguous(),
+               "candidates": cands.float().contiguous()}, str(out),
+              metadata={"format": "bake-refusal", "layer": str(best["layer"]), "position": str(best["position"])})
+    return {"out": str(out), "chosen": best, "candidates": rows}
