@@ -31,11 +31,14 @@ def _recipe(r: Recipe | str | Path | dict) -> Recipe:
     return recipe_mod.load(r)
 
 
-def plan(recipe: Recipe | str | Path | dict) -> Plan:
-    """Resolve the model and compile the recipe; writes nothing (beyond the GGUF cache)."""
+def plan(recipe: Recipe | str | Path | dict, progress: bool = True) -> Plan:
+    """Resolve the model, learn inline artifacts, compile; writes nothing but caches
+    (the dequantized GGUF, learned artifacts)."""
+    from .learners import materialize
+
     r = _recipe(recipe)
     ckpt = resolve_model(r.model, r.base_dir)
-    return compile_plan(r, ckpt)
+    return compile_plan(materialize(r, ckpt, progress), ckpt)
 
 
 def plan_summary(p: Plan) -> dict:
@@ -69,9 +72,10 @@ def _resolved_recipe(p: Plan) -> dict:
     if not str(r.model).startswith("builtin:") and Path(r.path(r.model)).exists():
         data["model"] = str(Path(r.path(r.model)).resolve())
     data.pop("output", None)
-    data.pop("provenance", None)
+    learned = (data.pop("provenance", None) or {}).get("learned")
     ckpt = p.checkpoint
     data["provenance"] = {
+        **({"learned": learned} if learned else {}),
         "bake_version": __version__,
         "model_path": str(ckpt.path),
         **({"model_origin": ckpt.origin} if ckpt.origin else {}),
@@ -112,7 +116,7 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise BakeError(f"output {out} exists and is not empty; pass --force to replace it")
     started = time.time()
-    p = plan(r)
+    p = plan(r, progress)
     src = p.checkpoint.path
     if out == src or src in out.parents or out in src.parents:
         raise BakeError(f"output {out} and the input model {src} overlap; the input is never modified, "

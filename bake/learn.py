@@ -108,8 +108,9 @@ class Runner:
                   batch_size: int = 16, progress: bool = True, hooks=()) -> torch.Tensor:
         """Block outputs (resid_post) at `position` -> [len(texts), len(layers), hidden] float64.
 
-        position: "last" (last real token), "mean" (over real tokens) or a negative int -k (the k-th
-        token from the end, for post-instruction positions). Texts are used as given (already
+        position: "last" (last real token), "mean" (over real tokens), a negative int -k (the k-th
+        token from the end, for post-instruction positions), or a list of negative ints (then
+        [len(texts), len(position), len(layers), hidden]). Texts are used as given (already
         formatted); padding is on the left so negative positions line up.
         """
         table = dict(self.model.named_modules())
@@ -132,11 +133,13 @@ class Runner:
                     per = []
                     for j in range(len(blocks)):
                         h = current[j]
-                        if position == "mean":
+                        if isinstance(position, (list, tuple)):
+                            per.append(h[:, list(position)])
+                        elif position == "mean":
                             per.append(pool(h, mask, "mean"))
                         else:
                             per.append(h[:, -1 if position == "last" else int(position)])
-                    rows.append(torch.stack(per, 1))
+                    rows.append(torch.stack(per, 2 if isinstance(position, (list, tuple)) else 1))
         finally:
             self.tok.padding_side = side
             for h in handles:

@@ -79,6 +79,8 @@ def learn_steer(model, out, positive=None, negative=None, layers="all", method="
         if not positive or not negative:
             raise BakeError("learn steer needs --positive and --negative (or an import: --from-gguf/--from-sae)")
         runner = runner or learn.Runner(model)
+        if isinstance(position, str) and position.lstrip("-").isdigit():
+            position = int(position)
         pos = data_mod.load(positive).texts
         neg = data_mod.load(negative).texts
         if chat:
@@ -121,3 +123,69 @@ def learn_refusal(model, harmful, harmless, out, harmful_val=None, harmless_val=
                "candidates": cands.float().contiguous()}, str(out),
               metadata={"format": "bake-refusal", "layer": str(best["layer"]), "position": str(best["position"])})
     return {"out": str(out), "chosen": best, "candidates": rows}
+
+
+# --- learning inside a recipe (`alphas: {learn: {...}}`) -----------------------------------------
+
+_KIND = {"aura": ("alphas", learn_aura, ""), "steer": ("vector", learn_steer, ""),
+         "ablate": ("direction", learn_refusal, "#direction")}
+_PATH_OPTS = ("data", "positive", "negative", "harmful", "harmless", "harmful_val", "harmless_val",
+              "from_gguf", "from_sae", "from_steering_vectors")
+
+
+def materialize(recipe, ckpt, progress: bool = True):
+    """Replace every `{learn: {...}}` artifact by the file it learns (cached by content hash).
+
+    Returns a new Recipe whose provenance records, per intervention, the learn options and file.
+    """
+    import hashlib
+    import inspect
+    import json
+    from .recipe import Learn
+    from .source import cache_dir, sha256_file
+
+    learned, runner, ivs = {}, None, []
+    for idx, iv in enumerate(recipe.interventions):
+        key, fn, suffix = _KIND[iv.kind]
+        spec = getattr(iv, key)
+        if not isinstance(spec, Learn):
+            ivs.append(iv)
+            continue
+        where = f"interventions[{idx}].{key}.learn"
+        opts = dict(spec.learn)
+        allowed = set(inspect.signature(fn).parameters) - {"model", "out", "progress", "runner"}
+        unknown = sorted(set(opts) - allowed)
+        if unknown:
+            raise BakeError(f"{where}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        for k in _PATH_OPTS:
+            if isinstance(opts.get(k), str) and Path(recipe.path(opts[k])).exists():
+                opts[k] = str(recipe.path(opts[k]).resolve())  # else: a Hub dataset id, as given
+        if iv.kind == "aura":
+            opts.setdefault("modules", list(iv.modules))
+        if iv.kind == "steer":
+            opts.setdefault("layers", list(iv.layers))
+        digest = hashlib.sha256(json.dumps({
+            "kind": iv.kind, "opts": opts, "model": [sha256_file(ckpt.path / f) for f in ckpt.shard_files],
+            "data": {k: sha256_file(Path(opts[k])) for k in _PATH_OPTS
+                     if isinstance(opts.get(k), str) and Path(opts[k]).is_file()},
+        }, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        out = cache_dir() / "learned" / f"{iv.kind}-{digest}.safetensors"
+        summary_path = out.with_suffix(".json")
+        if not out.is_file():
+            if runner is None and not any(k.startswith("from_") for k in opts):
+                runner = learn.Runner(ckpt, recipe.trust_remote_code)
+            tmp = out.with_name(out.name + ".tmp")
+            res = fn(model=ckpt, out=tmp, progress=progress, runner=runner, **opts)
+            res.pop("candidates", None)
+            res["out"] = str(out)
+            summary_path.write_text(json.dumps(res, indent=2, default=str))
+            tmp.replace(out)
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        learned[f"interventions[{idx}].{key}"] = {"learn": spec.learn, "file": str(out) + suffix,
+                                                  "summary": summary}
+        ivs.append(iv.model_copy(update={key: str(out) + suffix}))
+    if not learned:
+        return recipe
+    new = recipe.model_copy(update={"interventions": ivs, "provenance": {"learned": learned}})
+    new.base_dir = recipe.base_dir
+    return new

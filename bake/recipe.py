@@ -17,6 +17,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Learn(_Strict):
+    """`{learn: {...}}` in place of an artifact path: learn it while baking (options as `bake learn`)."""
+
+    learn: dict
+
+
+Artifact = Union[str, Learn]
+
+
 def _as_list(v):
     return [v] if isinstance(v, (str, int)) else v
 
@@ -26,7 +35,7 @@ class Aura(_Strict):
 
     kind: Literal["aura"]
     modules: list[str] = Field(min_length=1)
-    alphas: str
+    alphas: Artifact
     approximate: bool = False
 
     _modules_list = field_validator("modules", mode="before")(_as_list)
@@ -37,7 +46,7 @@ class Steer(_Strict):
 
     kind: Literal["steer"]
     layers: list[int] = Field(min_length=1)
-    vector: str
+    vector: Artifact
     scale: float = Field(default=1.0, allow_inf_nan=False)
     approximate: bool = False
 
@@ -48,7 +57,7 @@ class Ablate(_Strict):
     """Remove the component along unit r from every residual-stream write."""
 
     kind: Literal["ablate"]
-    direction: str
+    direction: Artifact
     layers: Union[Literal["all"], Annotated[list[int], Field(min_length=1)]] = "all"
     approximate: bool = False
 

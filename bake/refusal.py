@@ -84,12 +84,10 @@ def candidate_directions(runner: Runner, harmful: list[str], harmless: list[str]
     layers = list(range(runner.n_layers))
     hf = [runner.chat(t) for t in harmful]
     hl = [runner.chat(t) for t in harmless]
-    rows = []
-    for pos in tqdm(range(-k, 0), desc="positions", disable=not progress):
-        a = runner.residuals(hf, layers, position=pos, progress=False).mean(0)
-        b = runner.residuals(hl, layers, position=pos, progress=False).mean(0)
-        rows.append(a - b)
-    return torch.stack(rows), list(range(-k, 0))
+    positions = list(range(-k, 0))
+    a = runner.residuals(hf, layers, position=positions, progress=progress).mean(0)
+    b = runner.residuals(hl, layers, position=positions, progress=progress).mean(0)
+    return a - b, positions
 
 
 def select(runner: Runner, cands: torch.Tensor, positions: list[int], harmful_val: list[str],

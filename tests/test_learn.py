@@ -204,3 +204,36 @@ def test_data_layouts_and_errors(tmp_path):
         data.load(tmp_path / "d.csv", text_column="tweet", label_column="class", need_labels=True)
     with pytest.raises(bake.BakeError, match="no text column 'body'"):
         data.load(tmp_path / "d.csv", text_column="body")
+
+
+def test_recipe_learns_inline_then_bakes(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("BAKE_CACHE", str(tmp_path / "cache"))
+    rows = [{"text": t, "label": int(any(w in t for w in ("hate", "stupid", "bomb", "idiot")))} for t in CORPUS]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "pos.txt").write_text("you are a lovely person\nthank you so much\n")
+    (tmp_path / "neg.txt").write_text("I hate you, you idiot\nthis is stupid and ugly\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"""
+model: {model}
+interventions:
+  - kind: aura
+    modules: ["model.layers.*.mlp.up_proj"]
+    alphas: {{learn: {{data: d.jsonl, pooling: mean}}}}
+  - kind: steer
+    layers: [1]
+    vector: {{learn: {{positive: pos.txt, negative: neg.txt, normalize: unit}}}}
+    scale: 2.0
+verify: {{generate_tokens: 2}}
+""")
+    report = bake.apply(recipe, output=tmp_path / "out", progress=False)
+    assert report["verification"]["status"] == "passed"
+    resolved = (tmp_path / "out" / "recipe.yaml").read_text()
+    assert "learned:" in resolved and "pooling: mean" in resolved
+    cached = sorted(p.name for p in (tmp_path / "cache" / "learned").glob("*.safetensors"))
+    assert len(cached) == 2
+    bake.apply(recipe, output=tmp_path / "out2", progress=False)  # second run reuses the cache
+    assert sorted(p.name for p in (tmp_path / "cache" / "learned").glob("*.safetensors")) == cached
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(recipe.read_text().replace("pooling: mean", "poolng: mean"))
+    with pytest.raises(bake.BakeError, match=r"interventions\[0\]\.alphas\.learn: unknown option\(s\) poolng"):
+        bake.plan(bad)

@@ -23,8 +23,13 @@ def demo_recipe(tmp_path: Path, keep_kinds=None, **overrides) -> Path:
     data = yaml.safe_load(DEMO.read_text())
     for iv in data["interventions"]:
         for key in ("alphas", "vector", "direction"):
-            if key in iv:
-                path, sep, k = iv[key].partition("#")
+            spec = iv.get(key)
+            if isinstance(spec, dict):  # {learn: {...}}: make its data paths absolute
+                for opt, val in spec["learn"].items():
+                    if isinstance(val, str) and (DEMO.parent / val).exists():
+                        spec["learn"][opt] = str((DEMO.parent / val).resolve())
+            elif isinstance(spec, str):
+                path, sep, k = spec.partition("#")
                 iv[key] = str((DEMO.parent / path).resolve()) + sep + k
     if keep_kinds:
         data["interventions"] = [iv for iv in data["interventions"] if iv["kind"] in keep_kinds]
@@ -53,6 +58,8 @@ def test_demo_all_three_kinds_verifies(baked_demo):
     assert report["config_changes"] == {"mlp_bias": True, "tie_word_embeddings": False}
     resolved = yaml.safe_load((baked_demo / "recipe.yaml").read_text())
     assert all(len(a["sha256"]) == 64 for a in resolved["provenance"]["artifacts"].values())
+    assert sorted(resolved["provenance"]["learned"]) == ["interventions[0].alphas", "interventions[1].vector",
+                                                         "interventions[2].direction"]
 
 
 @pytest.mark.parametrize("kind", ["aura", "steer", "ablate"])
@@ -111,3 +118,11 @@ def test_arch_reports_family(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["family"] == "llama" and info["tied_embeddings"] is True and info["blocks"] == 30
     assert info["exactness"]["steer"].startswith("exact")
+
+
+@pytest.mark.parametrize("name", ["smollm2-detox", "smollm2-steer", "smollm2-refusal"])
+def test_learned_recipes_run(tmp_path, name):
+    """Every shipped recipe bakes and verifies (learned artifacts come from the shared cache)."""
+    report = bake.apply(ROOT / "recipes" / f"{name}.yaml", output=tmp_path / name, progress=False)
+    assert report["verification"]["status"] == "passed"
+    assert report["verification"]["metrics"]["max_abs_logit"] <= 1e-4

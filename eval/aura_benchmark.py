@@ -1,0 +1,106 @@
+"""AURA on SmolLM2 over the Davidson tweets: bake's learner vs the ml-aura pipeline shape.
+
+    .venv/bin/python eval/aura_benchmark.py [--data ../shared/data/toxicity/davidson2017/train.csv] [--limit 2000]
+
+Prints, for both pipelines on the same texts: sentences/s of the response pass, end-to-end
+seconds, peak RSS, and the max difference between their alphas; then how many up_proj units have
+AUROC > 0.5 and the top 10.
+
+The reference re-implements the *shape* of ml-aura's pipeline (not its code): one forward pass
+per sentence, the pooled responses of every module saved to one .pt file per sentence, then
+read back and scored unit by unit with sklearn.metrics.roc_auc_score. Both use max pooling over
+the sentence's tokens, tokenizer defaults and truncation to 128 tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bake import data as data_mod  # noqa: E402
+from bake import learn, stats  # noqa: E402
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reference(runner: learn.Runner, texts, labels, modules, workdir: Path):
+    """One file per sentence, per-unit sklearn: the pipeline shape bake replaces."""
+    from sklearn.metrics import roc_auc_score
+
+    table = dict(runner.model.named_modules())
+    t0 = time.time()
+    for i, text in enumerate(texts):
+        enc = runner.tok(text, return_tensors="pt", truncation=True, max_length=128)
+        got = {}
+        hooks = [table[m].register_forward_hook(
+            lambda mod, a, out, m=m: got.__setitem__(m, out[0].amax(0).detach().clone())) for m in modules]
+        with torch.no_grad():
+            runner.model(**enc)
+        for h in hooks:
+            h.remove()
+        torch.save(got, workdir / f"{i:06d}.pt")
+    t_resp = time.time() - t0
+    files = sorted(workdir.glob("*.pt"))
+    resp = {m: [] for m in modules}
+    for f in files:
+        d = torch.load(f, weights_only=True)
+        for m in modules:
+            resp[m].append(d[m])
+    alphas = {}
+    for m in modules:
+        x = torch.stack(resp[m]).double().numpy()
+        au = torch.tensor([roc_auc_score(labels, x[:, j]) for j in range(x.shape[1])])
+        alphas[m] = stats.alpha_aura(au)
+    return alphas, t_resp, time.time() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/toxicity/davidson2017/train.csv"))
+    ap.add_argument("--limit", type=int, default=2000, help="seeded stratified sample (0 = all rows)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--skip-reference", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    ds = data_mod.load(args.data, need_labels=True, limit=args.limit or None)
+    print(f"data: {args.data}: {len(ds.texts)} texts, {sum(ds.labels)} toxic")
+    runner = learn.Runner("builtin:smollm2-135m-instruct")
+    modules = runner.modules(["model.layers.*.mlp.up_proj"])
+
+    t0 = time.time()
+    resp = runner.responses(ds.texts, modules, "max", 128, args.batch_size, progress=False)
+    t_resp = time.time() - t0
+    alphas, _, aurocs = learn.aura_alphas(resp, ds.labels)
+    t_bake = time.time() - t0
+    print(f"bake:      responses {len(ds.texts) / t_resp:7.1f} sentences/s, end to end {t_bake:7.1f} s, "
+          f"peak RSS {rss_mb():.0f} MB")
+
+    if not args.skip_reference:
+        with tempfile.TemporaryDirectory() as tmp:
+            ref_alphas, r_resp, r_total = reference(runner, ds.texts, ds.labels, modules, Path(tmp))
+        diff = max((alphas[m] - ref_alphas[m]).abs().max().item() for m in modules)
+        print(f"reference: responses {len(ds.texts) / r_resp:7.1f} sentences/s, end to end {r_total:7.1f} s, "
+              f"peak RSS {rss_mb():.0f} MB (process)")
+        print(f"speed-up end to end: {r_total / t_bake:.1f}x; max |alpha difference|: {diff:.2e}")
+
+    flat = torch.cat(list(aurocs.values()))
+    names = [f"{m}[{j}]" for m, a in aurocs.items() for j in range(a.numel())]
+    print(f"up_proj units: {flat.numel()}, with AUROC > 0.5: {int((flat > 0.5).sum())}")
+    top = flat.topk(10)
+    for v, i in zip(top.values.tolist(), top.indices.tolist()):
+        print(f"  {names[i]:<36} AUROC {v:.4f}")
+
+
+if __name__ == "__main__":
+    main()
