@@ -187,7 +187,7 @@ def arch_info(model: str) -> dict:
     n = arch.num_layers(ckpt.config)
     names = list(ckpt.shapes)
     writers = {}
-    for w, i in [(w, None) for w in (fam.embed,) + fam.extra_embeds] + [(w, 0) for w in (fam.attn, fam.mlp)]:
+    for w, i in arch.writers(fam, 1):  # the embeddings and block 0, shown as block N
         label = w.module if i is None else w.module.replace("{i}", "N")
         writers[label] = {"tensors": [m for t in w.tensors for m in arch.match_tensors(t, names, i)],
                           "post_norm": w.post_norm.replace("{i}", "N") if w.post_norm else None}

@@ -81,19 +81,21 @@ class Runner:
     @torch.no_grad()
     def responses(self, texts: list[str], modules: list[str], pooling: str = "max", max_length: int = 128,
                   batch_size: int = 32, progress: bool = True) -> dict[str, torch.Tensor]:
-        """{module: pooled outputs [len(texts), units]} (float64)."""
+        """{module: pooled outputs [len(texts), units]} (float32, in the order of `texts`)."""
         table = dict(self.model.named_modules())
         out: dict[str, list[torch.Tensor]] = {m: [] for m in modules}
         current = {}
 
         def make(name):
             def hook(mod, args, output):
-                current[name] = pool(output.float(), current["mask"], pooling).double()
+                current[name] = pool(output.float(), current["mask"], pooling)  # float32: [B, units]
             return hook
 
         handles = [table[m].register_forward_hook(make(m)) for m in modules]
+        # batch texts of similar length together (less padding), then restore the input order
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         try:
-            for enc in self.batches(texts, batch_size, max_length, "responses", progress):
+            for enc in self.batches([texts[i] for i in order], batch_size, max_length, "responses", progress):
                 current["mask"] = enc["attention_mask"]
                 self.model(**enc)
                 for m in modules:
@@ -101,7 +103,9 @@ class Runner:
         finally:
             for h in handles:
                 h.remove()
-        return {m: torch.cat(v) for m, v in out.items()}
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return {m: torch.cat(v)[inverse] for m, v in out.items()}
 
     @torch.no_grad()
     def residuals(self, texts: list[str], layers: list[int], position: str | int = "last",

@@ -111,6 +111,12 @@ def compare(ref, baked) -> dict:
     }
 
 
+def _worst(values) -> float:
+    """max() that lets a NaN through (Python's max may skip it, depending on order)."""
+    values = list(values)
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
+
+
 def verify(plan: Plan, baked_dir: Path, progress: bool = True) -> dict:
     """Run the hooked original and the baked checkpoint; return the verification section of the report."""
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -145,8 +151,8 @@ def verify(plan: Plan, baked_dir: Path, progress: bool = True) -> dict:
     greedy = [p["greedy_agreement"] for p in per_prompt if p["greedy_agreement"] is not None]
     tokens = sum(p["tokens"] for p in per_prompt)
     metrics = {
-        "max_abs_logit": max(p["max_abs_logit"] for p in per_prompt),
-        "max_rel_logit": max(p["max_rel_logit"] for p in per_prompt),
+        "max_abs_logit": _worst(p["max_abs_logit"] for p in per_prompt),
+        "max_rel_logit": _worst(p["max_rel_logit"] for p in per_prompt),
         "top1_agreement": sum(p["top1_agreement"] * p["tokens"] for p in per_prompt) / tokens,
         "kl_mean": sum(p["kl_mean"] * p["tokens"] for p in per_prompt) / tokens,
         "kl_max": max(p["kl_max"] for p in per_prompt),
