@@ -97,7 +97,7 @@ class Runner:
         try:
             for enc in self.batches([texts[i] for i in order], batch_size, max_length, "responses", progress):
                 current["mask"] = enc["attention_mask"]
-                self.model(**enc)
+                self.model.base_model(**enc)  # no LM head: hooks see everything, no [B, T, vocab] logits
                 for m in modules:
                     out[m].append(current[m])
         finally:
@@ -132,7 +132,7 @@ class Runner:
         try:
             with hooked(self.model, list(hooks)):
                 for enc in self.batches(texts, batch_size, None, "activations", progress):
-                    self.model(**enc)
+                    self.model.base_model(**enc)
                     mask = enc["attention_mask"]
                     per = []
                     for j in range(len(blocks)):

@@ -58,10 +58,11 @@ def learn_steer(model, out, positive=None, negative=None, layers="all", method="
                 from_steering_vectors=None, progress=True, runner=None) -> dict:
     """Learn (mean-diff / pca) or import (GGUF control vector, SAELens row, steering-vectors) a vector."""
     if from_gguf or from_sae or from_steering_vectors:
-        from .source import resolve_model
         from .arch import num_layers
+        from .source import Checkpoint, resolve_model
 
-        n = num_layers(resolve_model(str(model)).config) if model else None
+        ckpt = model if isinstance(model, Checkpoint) else (resolve_model(str(model)) if model else None)
+        n = num_layers(ckpt.config) if ckpt else None
         if from_gguf:
             vecs = imports.read_control_vector(Path(from_gguf))
         elif from_sae:
@@ -144,7 +145,7 @@ def materialize(recipe, ckpt, progress: bool = True):
     from .recipe import Learn
     from .source import cache_dir, sha256_file
 
-    learned, runner, ivs = {}, None, []
+    learned, runner, ivs, model_digest = {}, None, [], None
     for idx, iv in enumerate(recipe.interventions):
         key, fn, suffix = _KIND[iv.kind]
         spec = getattr(iv, key)
@@ -164,8 +165,9 @@ def materialize(recipe, ckpt, progress: bool = True):
             opts.setdefault("modules", list(iv.modules))
         if iv.kind == "steer":
             opts.setdefault("layers", list(iv.layers))
+        model_digest = model_digest or [sha256_file(ckpt.path / f) for f in ckpt.shard_files]
         digest = hashlib.sha256(json.dumps({
-            "kind": iv.kind, "opts": opts, "model": [sha256_file(ckpt.path / f) for f in ckpt.shard_files],
+            "kind": iv.kind, "opts": opts, "model": model_digest,
             "data": {k: sha256_file(Path(opts[k])) for k in _PATH_OPTS
                      if isinstance(opts.get(k), str) and Path(opts[k]).is_file()},
         }, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -107,8 +107,14 @@ def format_validation(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid recipe"]
     seen = set()
     for e in err.errors():
-        path = _loc(e["loc"])
+        loc = e["loc"]
         msg = e["msg"]
+        if loc and loc[-1] in ("str", "Learn") or (len(loc) > 1 and loc[-2] == "Learn"):
+            if loc[-1] in ("str", "Learn"):  # an artifact: a path or {learn: {...}}
+                loc, msg = loc[:-1], "expected a file path or {learn: {...options...}}"
+            else:
+                loc = loc[:-2] + loc[-1:]
+        path = _loc(loc)
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "union_tag_invalid":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -24,7 +23,6 @@ from .source import INDEX_NAME
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SIDE_FILES = (".json", ".jinja", ".txt", ".model", ".tiktoken")  # tokenizer, generation config, ...
-F64_LIMIT = 1 << 27  # elements: fold in float64 below this, float32 above
 
 
 def _anchor(plan: Plan, edit: TensorEdit) -> str:
@@ -35,17 +33,30 @@ def _anchor(plan: Plan, edit: TensorEdit) -> str:
     return weight if weight in plan.checkpoint.files else next(iter(plan.checkpoint.files))
 
 
+CHUNK = 1 << 22  # elements folded at a time
+
+
 def compute(edit: TensorEdit, read, out_dtype: torch.dtype) -> tuple[torch.Tensor, float]:
-    """Apply an edit's ops; return the cast tensor and the max abs rounding error of the cast."""
-    if edit.source is None:
-        t = torch.zeros(edit.shape, dtype=torch.float64)
+    """Apply an edit's ops in float64; return the tensor cast once to `out_dtype` and the max abs
+    rounding error of that cast. Large tensors are folded in slices along an axis that no op
+    uses (every fold acts independently along the others), so memory stays near one tensor."""
+    src = read(edit.source) if edit.source is not None else torch.zeros(edit.shape, dtype=out_dtype)
+    out = torch.empty(edit.shape, dtype=out_dtype)
+    free = [a for a in range(len(edit.shape)) if a not in {op.axis for op in edit.ops if op.fn != "add"}]
+    if not free or src.numel() <= CHUNK:
+        slices = [(slice(None),) * len(edit.shape)]
     else:
-        src = read(edit.source)
-        t = src.to(torch.float64 if src.numel() <= F64_LIMIT else torch.float32)
-    for op in edit.ops:
-        t = op.apply(t)
-    out = t.to(out_dtype)
-    err = (out.to(t.dtype) - t).abs().max().item() if t.numel() else 0.0
+        axis = free[0]
+        step = max(1, CHUNK * edit.shape[axis] // src.numel())
+        slices = [(slice(None),) * axis + (slice(i, i + step),) for i in range(0, edit.shape[axis], step)]
+    err = 0.0
+    for sl in slices:
+        t = src[sl].to(torch.float64)
+        for op in edit.ops:
+            t = op.apply(t)
+        out[sl] = t.to(out_dtype)
+        if t.numel():
+            err = max(err, (out[sl].to(torch.float64) - t).abs().max().item())
     return out, err
 
 
@@ -63,18 +74,18 @@ def rewrite(plan: Plan, out_dir: Path, progress: bool = True) -> list[dict]:
     stats: list[dict] = []
     weight_map: dict[str, str] = {}
     total_size = 0
-    with ExitStack() as stack:
-        handles: dict[str, object] = {}
+    bar = tqdm(total=sum(len(v) for v in by_shard.values()), desc="baking tensors", unit="tensor",
+               disable=not progress)
+    for fname, names in by_shard.items():
+        # one source shard open (memory-mapped) at a time, so mapped pages are released shard by shard
+        with safe_open(str(ckpt.path / fname), "pt") as here:
 
-        def read(name: str) -> torch.Tensor:
-            f = ckpt.files[name]
-            if f not in handles:
-                handles[f] = stack.enter_context(safe_open(str(ckpt.path / f), "pt"))
-            return handles[f].get_tensor(name)
+            def read(name: str) -> torch.Tensor:
+                if ckpt.files[name] == fname:
+                    return here.get_tensor(name)
+                with safe_open(str(ckpt.path / ckpt.files[name]), "pt") as other:  # e.g. an untied lm_head
+                    return other.get_tensor(name).clone()
 
-        bar = tqdm(total=sum(len(v) for v in by_shard.values()), desc="baking tensors", unit="tensor",
-                   disable=not progress)
-        for fname, names in by_shard.items():
             shard: dict[str, torch.Tensor] = {}
             for name in names:
                 if name in plan.edits:
@@ -91,8 +102,8 @@ def rewrite(plan: Plan, out_dir: Path, progress: bool = True) -> list[dict]:
                 bar.update(1)
             save_file(shard, str(out_dir / fname), metadata={"format": "pt"})
             del shard
-            interrupt.check()
-        bar.close()
+        interrupt.check()
+    bar.close()
 
     if len(by_shard) > 1 or (ckpt.path / INDEX_NAME).is_file():
         (out_dir / INDEX_NAME).write_text(json.dumps(

@@ -33,9 +33,10 @@ from bake.rewrite import rewrite
 r = {recipe!r}
 t = time.time()
 p = api.plan(r, progress=False)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out = Path({out!r}); out.mkdir()
 stats = rewrite(p, out, progress=False)
-print(json.dumps({{"seconds": time.time() - t, "edited": len(stats),
+print(json.dumps({{"seconds": time.time() - t, "edited": len(stats), "base_rss_mb": base,
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
 
@@ -100,7 +101,8 @@ def main():
                                         text=True).stdout.strip().splitlines()[-1])
         print(f"bake (plan + streaming rewrite, {res['edited']} tensors edited or added): {res['seconds']:.1f} s, "
               f"{total / 2**20 / res['seconds']:.0f} MiB/s, peak RSS {res['peak_rss_mb']:.0f} MiB "
-              f"({res['peak_rss_mb'] / (total / 2**20):.0%} of the model size)")
+              f"({res['peak_rss_mb'] / (total / 2**20):.0%} of the model size; {res['base_rss_mb']:.0f} MiB of it "
+              f"before the rewrite started: Python, torch, transformers)")
 
 
 if __name__ == "__main__":

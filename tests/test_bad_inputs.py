@@ -168,7 +168,7 @@ def test_scale_wrong_type(tmp_path, llama, art):
 
 def test_second_intervention_is_named_by_index(tmp_path, llama, art):
     text = GOOD.format(model=llama, vec=art / "v.pt") + "  - kind: ablate\n    direction: 5\n"
-    load_fails(tmp_path, text, "interventions[1].direction:", "valid string")
+    load_fails(tmp_path, text, "interventions[1].direction:", "expected a file path")
 
 
 def test_layers_wrong_type(tmp_path, llama, art):

@@ -237,3 +237,18 @@ verify: {{generate_tokens: 2}}
     bad.write_text(recipe.read_text().replace("pooling: mean", "poolng: mean"))
     with pytest.raises(bake.BakeError, match=r"interventions\[0\]\.alphas\.learn: unknown option\(s\) poolng"):
         bake.plan(bad)
+
+
+def test_recipe_imports_a_control_vector_inline(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("BAKE_CACHE", str(tmp_path / "cache"))
+    v = torch.randn(32)
+    imports.write_control_vector(tmp_path / "cv.gguf", {2: v})
+    report = bake.apply({"model": str(model), "verify": {"generate_tokens": 2},
+                         "interventions": [{"kind": "steer", "layers": [2], "scale": 1.5,
+                                            "vector": {"learn": {"from_gguf": str(tmp_path / "cv.gguf")}}}]},
+                        output=tmp_path / "o", progress=False)
+    assert report["verification"]["status"] == "passed"
+    tensors = {}
+    for f in (tmp_path / "o").glob("*.safetensors"):  # the tiny llama is sharded
+        tensors.update(load_file(str(f)))
+    assert torch.allclose(tensors["model.layers.2.mlp.down_proj.bias"], 1.5 * v)
