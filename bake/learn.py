@@ -248,10 +248,3 @@ def normalize(v: torch.Tensor, how: str | None, acts: torch.Tensor | None = None
     if how == "resid":
         return unit * acts.norm(dim=-1).mean(0).unsqueeze(-1)
     raise BakeError(f"unknown normalization {how!r}; use unit or resid")
-
-
-def steering_tensor(vectors: torch.Tensor, layers: list[int], n_layers: int) -> torch.Tensor:
-    """[len(layers), d] -> [n_layers, d] with zeros on the other layers (the recipe's per-block form)."""
-    full = torch.zeros(n_layers, vectors.shape[-1], dtype=torch.float32)
-    full[layers] = vectors.float()
-    return full

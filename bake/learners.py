@@ -96,7 +96,7 @@ def learn_steer(model, out, positive=None, negative=None, layers="all", method="
         else:
             raise BakeError(f"unknown method {method!r}; use mean-diff or pca")
         v = learn.normalize(v, normalize, torch.cat([a, b]))
-        full = learn.steering_tensor(v, layers_used, runner.n_layers)
+        full = imports.to_steering_tensor(dict(zip(layers_used, v.float())), runner.n_layers)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     save_file({"vector": full.float().contiguous()}, str(out),
               metadata={"format": "bake-steer", "layers": ",".join(map(str, layers_used))})
