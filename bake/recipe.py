@@ -10,8 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import RecipeError
 
-DTYPES = ("float32", "bfloat16", "float16")
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
