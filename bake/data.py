@@ -1,4 +1,7 @@
-"""Text data for learning: CSV, JSONL, JSON lists, plain text, or a Hub dataset id.
+"""Text data for learning: CSV, JSONL, JSON lists, plain text, or a Hub dataset id[:split].
+
+Hub ids (and local dataset folders, which is how that path is tested) are loaded with the
+optional `datasets` package (`pip install bake[data]`).
 
 `load(spec)` returns texts and, when the data has labels, 0/1 labels. Column names are
 configurable; two common layouts have names: `jigsaw` (comment_text, toxic >= 0.5) and `davidson`
@@ -76,7 +79,8 @@ def load(spec: str | Path, text_column: str | None = None, label_column: str | N
          seed: int = 0) -> Dataset:
     """Read texts (and labels). `limit` keeps a seeded sample, stratified by label when there are labels."""
     path = Path(spec)
-    rows = _rows(path) if path.exists() else _hub_rows(str(spec))
+    # a file is read here; a Hub dataset id (or a local dataset folder) goes through `datasets`
+    rows = _rows(path) if path.is_file() else _hub_rows(str(spec))
     source = str(spec)
     if not rows:
         raise BakeError(f"{source}: no examples")

@@ -252,3 +252,19 @@ def test_recipe_imports_a_control_vector_inline(model, tmp_path, monkeypatch):
     for f in (tmp_path / "o").glob("*.safetensors"):  # the tiny llama is sharded
         tensors.update(load_file(str(f)))
     assert torch.allclose(tensors["model.layers.2.mlp.down_proj.bias"], 1.5 * v)
+
+
+def test_dataset_ids_go_through_datasets(tmp_path, monkeypatch):
+    """A Hub dataset id takes the `datasets` path; tested on a local dataset folder, offline."""
+    from bake import data
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    folder = tmp_path / "toxic-sample"
+    folder.mkdir()
+    rows = [{"comment_text": t, "toxic": i % 2} for i, t in enumerate(CORPUS)]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    ds = data.load(str(folder), layout="jigsaw", need_labels=True)
+    assert ds.texts == CORPUS and ds.labels == [i % 2 for i in range(len(CORPUS))]
+    assert data.load(f"{folder}:train", layout="jigsaw").texts == CORPUS
+    with pytest.raises(bake.BakeError, match="cannot load from the Hub"):
+        data.load("acme/no-such-dataset")
