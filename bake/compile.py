@@ -153,8 +153,6 @@ class _Builder:
             self.config_updates["tie_word_embeddings"] = False
             self.edits[head] = TensorEdit(head, emb, tuple(self.names[emb]),
                                           note="untied: lm_head.weight = original embedding")
-        if name == head and head not in self.edits:
-            return self.edit(head)
         return self.edit(name)
 
     def add_op(self, name: str, op: Op, step: Step):
