@@ -1,0 +1,255 @@
+"""ONNX export with a KV cache, verified by bake against the baked PyTorch model.
+
+The graph comes from `torch.onnx.export(dynamo=True)` (optimum-onnx pins transformers < 4.58, see
+DESIGN.md). Its inputs and outputs follow optimum's `ORTModelForCausalLM` layout:
+`input_ids`, `attention_mask`, `position_ids`, `past_key_values.{i}.key|value` ->
+`logits`, `present.{i}.key|value`, cache tensors `[batch, kv_heads, length, head_dim]`. A
+`genai_config.json` beside it lets onnxruntime-genai's stock generator run the folder unchanged.
+
+Verification never trusts the exporter: greedy generation through onnxruntime (a cache-fed loop)
+must give the baked PyTorch model's tokens, and every step's logits must match PyTorch's on the
+same sequence within 1e-3 (float32); onnxruntime-genai's generator is run too when installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import BakeError, NotBakeable
+
+MODEL_FILE = "model.onnx"
+LOGIT_TOL = 1e-3
+GEN_TOKENS = 32
+SIDE = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+        "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model")
+# model types whose graphs export and verify here (tests cover each); MoE routing does not export
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gpt2")
+
+
+class _WithCache(torch.nn.Module):
+    """The model as a function of flat tensors: (ids, mask, positions, *past) -> (logits, *present)."""
+
+    def __init__(self, model, n_layers: int):
+        super().__init__()
+        self.model, self.n = model, n_layers
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.n)])
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True)
+        present = []
+        for layer in out.past_key_values.layers:
+            present += [layer.keys, layer.values]
+        return (out.logits, *present)
+
+
+def io_names(n_layers: int) -> tuple[list[str], list[str]]:
+    kv = [f"{{}}.{i}.{k}" for i in range(n_layers) for k in ("key", "value")]
+    return (["input_ids", "attention_mask", "position_ids"] + [s.format("past_key_values") for s in kv],
+            ["logits"] + [s.format("present") for s in kv])
+
+
+def _load(model_dir: Path):
+    from .verify import load_model
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    mt = cfg.get("model_type")
+    if mt not in SUPPORTED:
+        raise NotBakeable(f"ONNX export supports model types {', '.join(SUPPORTED)}; {model_dir} is {mt!r}"
+                          + (" (mixture-of-experts routing does not trace to a static graph)" if mt == "mixtral" else ""))
+    model = load_model(model_dir, dtype=torch.float32)
+    model.config._attn_implementation = "eager"  # traces to plain MatMul/Softmax on every family
+    return model
+
+
+def _export_graph(model, path: Path):
+    cfg = model.config.get_text_config()
+    n, kvh = cfg.num_hidden_layers, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    names_in, names_out = io_names(n)
+    b, s, p = 1, 3, 4  # example shapes; every axis but the head ones is dynamic
+    example = (torch.zeros(b, s, dtype=torch.long), torch.ones(b, p + s, dtype=torch.long),
+               torch.arange(p, p + s)[None], *[torch.zeros(b, kvh, p, hd) for _ in range(2 * n)])
+    batch, seq, past, total = (torch.export.Dim(x) for x in ("batch", "sequence", "past_sequence", "total_sequence"))
+    shapes = ({0: batch, 1: seq}, {0: batch, 1: total}, {0: batch, 1: seq}, tuple({0: batch, 2: past} for _ in range(2 * n)))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_WithCache(model, n), example, str(path), dynamo=True, dynamic_shapes=shapes,
+                          input_names=names_in, output_names=names_out, external_data=True, optimize=True,
+                          verbose=False)
+    return dict(layers=n, kv_heads=kvh, head_dim=hd)
+
+
+def genai_config(cfg: dict, dims: dict, gen: dict) -> dict:
+    """onnxruntime-genai's config for the exported decoder (its stock generator reads this)."""
+    text = cfg.get("text_config", cfg)
+    eos = gen.get("eos_token_id", text.get("eos_token_id"))
+    eos = [e for e in ([eos] if isinstance(eos, int) else eos or []) if e < text["vocab_size"]] or None
+    model = {
+        "bos_token_id": text.get("bos_token_id"),
+        "eos_token_id": eos,
+        "pad_token_id": text.get("pad_token_id") if text.get("pad_token_id") is not None else (eos or [None])[0],
+        "context_length": text.get("max_position_embeddings", text.get("n_positions", 2048)),
+        "type": text.get("model_type"),
+        "vocab_size": text["vocab_size"],
+        "decoder": {
+            "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
+            "filename": MODEL_FILE,
+            "head_size": dims["head_dim"],
+            "hidden_size": text.get("hidden_size", text.get("n_embd")),
+            "num_attention_heads": text.get("num_attention_heads", text.get("n_head")),
+            "num_hidden_layers": dims["layers"],
+            "num_key_value_heads": dims["kv_heads"],
+            "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                       "position_ids": "position_ids", "past_key_names": "past_key_values.%d.key",
+                       "past_value_names": "past_key_values.%d.value"},
+            "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                        "present_value_names": "present.%d.value"},
+        },
+    }
+    return {
+        "model": {k: v for k, v in model.items() if v is not None},
+        "search": {"do_sample": False, "num_beams": 1, "top_k": 1, "past_present_share_buffer": False,
+                   "max_length": text.get("max_position_embeddings", text.get("n_positions", 2048))},
+    }
+
+
+def ort_greedy(session, ids: np.ndarray, n_new: int, eos: list[int] = ()) -> tuple[list[int], np.ndarray]:
+    """Greedy generation through an ONNX Runtime session with the cache fed back each step; `eos`
+    ids are never chosen (as with transformers' `min_new_tokens`). Returns the new tokens and the
+    logits of every position ([len(ids) + n_new - 1, vocab])."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    past_names = [k for k in inputs if k.startswith("past_key_values.")]
+    past = {k: np.zeros((ids.shape[0], inputs[k].shape[1], 0, inputs[k].shape[3]), np.float32) for k in past_names}
+    cur, start, toks, logits = ids.astype(np.int64), 0, [], []
+    for _ in range(n_new):
+        total = start + cur.shape[1]
+        outs = session.run(None, {"input_ids": cur, "attention_mask": np.ones((ids.shape[0], total), np.int64),
+                                  "position_ids": np.arange(start, total, dtype=np.int64)[None], **past})
+        logits.append(outs[0][0])
+        past = dict(zip(past_names, outs[1:]))  # present.{i} comes back in past_key_values.{i} order
+        last = outs[0][0, -1].copy()
+        last[list(eos)] = -np.inf
+        toks.append(int(last.argmax()))
+        cur, start = np.array([[toks[-1]]], np.int64), total
+    return toks, np.concatenate(logits)[: ids.shape[1] + n_new - 1]
+
+
+def genai_greedy(folder: Path, ids: np.ndarray, n_new: int) -> list[int]:
+    """The same generation through onnxruntime-genai's stock generator."""
+    import onnxruntime_genai as og
+
+    model = og.Model(str(folder))
+    params = og.GeneratorParams(model)
+    total = ids.shape[1] + n_new
+    params.set_search_options(max_length=total, min_length=total, do_sample=False)
+    gen = og.Generator(model, params)
+    gen.append_tokens(ids.astype(np.int32))
+    while not gen.is_done():
+        gen.generate_next_token()
+    return [int(t) for t in gen.get_sequence(0)][ids.shape[1]:]
+
+
+def verify_onnx(model, folder: Path, inputs, n_steps: int = GEN_TOKENS) -> dict:
+    """Compare the ONNX folder against the (float32) PyTorch model on the probe inputs."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(folder / MODEL_FILE), providers=["CPUExecutionProvider"])
+    try:
+        import onnxruntime_genai  # noqa: F401
+        has_genai = True
+    except ImportError:
+        has_genai = False
+    pad = model.generation_config.pad_token_id or 0
+    eos = model.generation_config.eos_token_id
+    eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    eos = [e for e in eos if e < model.config.get_text_config().vocab_size]
+    prompts, worst, identical, genai_identical, genai_error = [], 0.0, 0, 0, None
+    text = model.config.get_text_config()
+    context = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", 1 << 30)
+    for label, ids in inputs:
+        ids = ids[:, : context - 1]
+        n_new = min(n_steps, context - ids.shape[1])  # a tiny test model's context may be shorter
+        toks, logits = ort_greedy(session, ids.numpy(), n_new, eos)
+        with torch.no_grad():
+            seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new,
+                                 min_new_tokens=n_new, do_sample=False, pad_token_id=pad)[0, ids.shape[1]:].tolist()
+            full = torch.cat([ids[0], torch.tensor(toks[:-1])])[None]  # PyTorch on the ONNX run's own sequence
+            ref = model(input_ids=full).logits[0].numpy()
+        diff = float(np.abs(ref - logits).max())
+        row = {"prompt": label, "max_abs_logit": diff, "tokens_identical": toks == seq,
+               "token_agreement": sum(a == b for a, b in zip(toks, seq)) / n_new}
+        if has_genai and genai_error is None:
+            try:
+                row["genai_tokens_identical"] = genai_greedy(folder, ids.numpy(), n_new) == seq
+                genai_identical += row["genai_tokens_identical"]
+            except Exception as e:  # e.g. a model type onnxruntime-genai does not know (gpt2)
+                genai_error = f"onnxruntime-genai could not run this model: {str(e).strip() or type(e).__name__}"
+        worst, identical = max(worst, diff), identical + row["tokens_identical"]
+        prompts.append(row)
+    failures = []
+    if not worst <= LOGIT_TOL:
+        failures.append(f"max abs logit difference {worst:.3g} > {LOGIT_TOL:g}")
+    if identical < len(prompts):
+        failures.append(f"greedy tokens differ on {len(prompts) - identical}/{len(prompts)} prompts")
+    if has_genai and genai_error is None and genai_identical < len(prompts):
+        failures.append(f"onnxruntime-genai tokens differ on {len(prompts) - genai_identical}/{len(prompts)} prompts")
+    return {
+        "status": "failed" if failures else "passed",
+        "against": "baked PyTorch checkpoint, float32",
+        "runtime": f"onnxruntime {ort.__version__}" + (f", onnxruntime-genai {onnxruntime_genai.__version__}" if has_genai else ""),
+        "tolerance": {"max_abs_logit": LOGIT_TOL, "greedy_tokens": f"{n_steps} identical"},
+        "metrics": {"max_abs_logit": worst, "greedy_identical_prompts": f"{identical}/{len(prompts)}",
+                    **({"genai_identical_prompts": genai_error or f"{genai_identical}/{len(prompts)}"}
+                       if has_genai else {})},
+        "failures": failures,
+        "prompts": prompts,
+    }
+
+
+def export(model_dir: str | Path, out_dir: str | Path | None = None, progress: bool = True,
+           prompts: list[str] | None = None) -> tuple[Path, dict]:
+    """Export a (baked) HF folder to `out_dir` (default `<model_dir>/onnx`), verify it, and move it
+    into place. Returns the folder and the verification."""
+    from .verify import load_tokenizer, probe_inputs
+
+    model_dir = Path(model_dir).resolve()
+    if not (model_dir / "config.json").is_file():
+        raise BakeError(f"{model_dir}: no config.json; export takes a Hugging Face model folder (e.g. bake's output)")
+    out = Path(out_dir).resolve() if out_dir else model_dir / "onnx"
+    model = _load(model_dir)
+    tmp = out.parent / f".{out.name}.bake-tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        if progress:
+            print(f"exporting ONNX (torch.onnx, dynamo) from {model_dir} ...", flush=True)
+        dims = _export_graph(model, tmp / MODEL_FILE)
+        for f in SIDE:
+            if (model_dir / f).is_file():
+                shutil.copyfile(model_dir / f, tmp / f)
+        cfg = json.loads((model_dir / "config.json").read_text())
+        gen = json.loads((model_dir / "generation_config.json").read_text()) if (model_dir / "generation_config.json").is_file() else {}
+        (tmp / "genai_config.json").write_text(json.dumps(genai_config(cfg, dims, gen), indent=2) + "\n")
+        tok = load_tokenizer(model_dir)
+        inputs = probe_inputs(tok, prompts, model.config.get_text_config().vocab_size)
+        if progress:
+            print(f"verifying ONNX: {GEN_TOKENS} greedy tokens on {len(inputs)} prompts ...", flush=True)
+        result = verify_onnx(model, tmp, inputs)
+        (tmp / "bake_export.json").write_text(json.dumps(result, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out, result
