@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__, arch, interrupt
+from . import __version__, arch, card, interrupt
 from . import recipe as recipe_mod
 from .compile import Plan, compile_plan
 from .errors import BakeError, VerificationFailed
@@ -131,9 +131,17 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
         verification = run_verify(p, tmp, progress=progress)
         report = {**plan_summary(p), "bake_version": __version__, "output": str(out), "edits": stats,
                   "verification": verification, "seconds": round(time.time() - started, 1)}
+        report["model"]["base"] = card.base_info(p.checkpoint)
         (tmp / "recipe.yaml").write_text(
             f"# resolved by bake {__version__}; `bake verify {out.name}` re-checks it\n"
             + yaml.safe_dump(_resolved_recipe(p), sort_keys=False))
+        (tmp / "bake_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        card.write(tmp)
+        for fmt in (f for f in r.export if f != "hf"):  # inside the temp folder: all formats land together
+            if verification["status"] != "failed":
+                _export(tmp, fmt, None, r.gguf_type, "auto", progress, r.verify.prompts, name=out.name)
+        report = json.loads((tmp / "bake_report.json").read_text())
+        report["seconds"] = round(time.time() - started, 1)
         (tmp / "bake_report.json").write_text(json.dumps(report, indent=2) + "\n")
         interrupt.check()
         if out.exists():  # --force: swap, and put the old folder back if the swap fails
@@ -158,7 +166,54 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
         raise
     if verification["status"] == "failed":
         raise VerificationFailed("verification failed: " + "; ".join(verification["failures"]), report)
+    failed = {f: e for f, e in (report.get("exports") or {}).items() if e["status"] == "failed"}
+    if failed:
+        raise VerificationFailed("export verification failed: " + "; ".join(
+            f"{f}: {', '.join(e['failures'])}" for f, e in failed.items()), report)
     return report
+
+
+def _export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts, name: str | None = None) -> dict:
+    """Export, then record the result in the folder's bake_report.json and card (when it has them).
+    `name`: the folder's final name, when it is still a temp folder."""
+    if fmt == "onnx":
+        from . import export_onnx
+
+        path, result = export_onnx.export(folder, out, progress=progress, prompts=prompts)
+    elif fmt == "gguf":
+        from . import export_gguf
+
+        gguf_type = (gguf_type or export_gguf.default_type(folder)).lower()
+        out = out or folder / export_gguf.default_name(name or folder.name, gguf_type)
+        path, result = export_gguf.export(folder, out, gguf_type, mode, progress=progress, prompts=prompts)
+    else:
+        raise BakeError(f"unknown export format {fmt!r}; expected onnx or gguf")
+    result = {"path": str(path.relative_to(folder)) if folder in path.parents else str(path), **result}
+    report_path = folder / "bake_report.json"
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        report.setdefault("exports", {})[fmt] = result
+        tmp = report_path.with_name(f".{report_path.name}.tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, report_path)
+        card.write(folder)
+    return result
+
+
+def export(folder: str | Path, fmt: str, out: str | Path | None = None, gguf_type: str | None = None,
+           mode: str = "auto", progress: bool = True) -> dict:
+    """Export a baked folder to ONNX or GGUF, verify it, and record it in the folder's report and
+    card. Raises VerificationFailed (after writing) when the exported model does not match."""
+    folder = Path(folder).resolve()
+    if not (folder / "config.json").is_file():
+        raise BakeError(f"{folder}: no config.json; `bake export` takes a model folder written by `bake apply`")
+    prompts = None
+    if (folder / "recipe.yaml").is_file():
+        prompts = recipe_mod.load(folder / "recipe.yaml").verify.prompts
+    result = _export(folder, fmt, out, gguf_type, mode, progress, prompts)
+    if result["status"] == "failed":
+        raise VerificationFailed(f"{fmt} verification failed: " + "; ".join(result["failures"]), {"format": fmt, "export": result})
+    return result
 
 
 def verify(out_dir: str | Path, progress: bool = True) -> dict:

@@ -1,4 +1,4 @@
-"""`bake` command line: plan, apply, verify, arch. Exit codes: 0 ok, 1 verification failed, 2 bad input."""
+"""`bake` command line: plan, apply, verify, export, push, arch, learn. Exit codes: 0 ok, 1 verification failed, 2 bad input."""
 
 from __future__ import annotations
 
@@ -57,6 +57,37 @@ def format_verification(v: dict) -> str:
     return "\n".join(lines)
 
 
+def format_export(fmt: str, e: dict) -> str:
+    m = e.get("metrics", {})
+    lines = [f"{fmt} export: {e['status'].upper()}  {e['path']}  ({e.get('runtime', '')} vs {e.get('against', '')})"]
+    if "type" in e:
+        lines.append(f"  type {e['type']}, {e['mode']}" + (f" of {e['source']}" if e.get("source") else ""))
+    if "max_abs_logit" in m:
+        tol = e.get("tolerance", {}).get("max_abs_logit")
+        lines.append(f"  max |logit diff|      {_fmt(m['max_abs_logit'])}" + (f"   (tolerance {tol:g})" if tol else ""))
+    if "greedy_identical_prompts" in m:
+        lines.append(f"  greedy tokens         {m['greedy_identical_prompts']} prompts identical"
+                     + (f", {m['greedy_token_agreement']:.2%} of tokens agree" if "greedy_token_agreement" in m else ""))
+    if "genai_identical_prompts" in m:
+        lines.append(f"  onnxruntime-genai     {m['genai_identical_prompts']} prompts identical")
+    if e.get("note"):
+        lines.append(f"  note: {e['note']}")
+    for f in e.get("failures", []):
+        lines.append(f"  FAIL: {f}")
+    return "\n".join(lines)
+
+
+def format_push(r: dict) -> str:
+    head = (f"dry run: would push to {r['repo']}@{r['revision']}" if r["dry_run"]
+            else f"pushed to {r['repo']}@{r['revision']}: {r['commit_url']}")
+    lines = [head + (" (private)" if r["private"] else "") + (" [--force: verification failed]" if r["forced"] else ""),
+             f"commit message: {r['message']}", f"files ({len(r['files'])}):"]
+    lines += [f"  {f['path']:<48} {f['bytes']:>14,} bytes" for f in r["files"]]
+    if r["dry_run"]:
+        lines += ["model card (README.md):", r["card"]]
+    return "\n".join(lines)
+
+
 def format_arch(info: dict) -> str:
     lines = [f"{k:<16} {v}" for k, v in info.items() if not isinstance(v, dict)]
     lines.append("residual writers (block N):")
@@ -101,6 +132,24 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("arch", help="what the adapter resolves for a model")
     sp.add_argument("model", nargs="?", help="local folder, .gguf, Hub id or builtin:NAME")
     sp.add_argument("--table", action="store_true", help="print the exactness table of every family (markdown)")
+    common(sp)
+    sp = sub.add_parser("export", help="write and verify an ONNX or GGUF copy of a baked folder")
+    sp.add_argument("format", choices=["onnx", "gguf"])
+    sp.add_argument("folder", help="a folder written by `bake apply`")
+    sp.add_argument("--out", help="onnx: a folder (default FOLDER/onnx); gguf: a file (default FOLDER/NAME.TYPE.gguf)")
+    sp.add_argument("--type", dest="gguf_type", help="gguf: f32 | f16 | bf16 | q8_0 | q5_1 | q5_0 | q4_1 | q4_0 "
+                    "(default f32 for float32 checkpoints, else f16)")
+    sp.add_argument("--mode", choices=["auto", "patch", "convert"], default="auto",
+                    help="gguf: patch the GGUF the model was baked from (auto when there is one) or convert the folder")
+    common(sp)
+    sp = sub.add_parser("push", help="upload a baked folder (with its model card) to the Hugging Face Hub")
+    sp.add_argument("folder")
+    sp.add_argument("--repo", required=True, help="user/name on the Hub (created if missing)")
+    sp.add_argument("--private", action="store_true")
+    sp.add_argument("--revision", help="branch to commit to (created if missing; default main)")
+    sp.add_argument("--dry-run", action="store_true", help="print the file list and model card; upload nothing")
+    sp.add_argument("--force", action="store_true", help="push even if bake_report.json records a failed verification")
+    sp.add_argument("--message", help="commit message")
     common(sp)
     _learn_parsers(sub.add_parser("learn", help="learn an artifact from data: aura | steer | refusal"), common)
     return p
@@ -195,10 +244,21 @@ def _dispatch(args, progress: bool, out) -> int:
             if not args.quiet:
                 print(format_plan(report), file=out)
             print(format_verification(report["verification"]), file=out)
+            for fmt, e in (report.get("exports") or {}).items():
+                print(format_export(fmt, e), file=out)
             print(f"wrote {report['output']} in {report['seconds']} s", file=out)
     elif args.cmd == "verify":
         result = api.verify(args.output, progress=progress)
         print(json.dumps(result, indent=2) if args.json else format_verification(result["verification"]), file=out)
+    elif args.cmd == "export":
+        result = api.export(args.folder, args.format, args.out, args.gguf_type, args.mode, progress=progress)
+        print(json.dumps(result, indent=2) if args.json else format_export(args.format, result), file=out)
+    elif args.cmd == "push":
+        from . import hub
+
+        res = hub.push(args.folder, args.repo, private=args.private, revision=args.revision, dry_run=args.dry_run,
+                       force=args.force, message=args.message)
+        print(json.dumps(res, indent=2) if args.json else format_push(res), file=out)
     elif args.cmd == "learn":
         from . import learners
 
@@ -230,8 +290,13 @@ def main(argv=None) -> int:
             report = e.report or {}
             if args.json:
                 print(json.dumps(report, indent=2), file=out)
-            elif "verification" in report:
-                print(format_verification(report["verification"]), file=out)
+            else:
+                if "verification" in report:
+                    print(format_verification(report["verification"]), file=out)
+                for fmt, e in (report.get("exports") or {}).items():
+                    print(format_export(fmt, e), file=out)
+                if "export" in report:
+                    print(format_export(report["format"], report["export"]), file=out)
             print(f"bake: {e}", file=sys.stderr)
             return e.exit_code
         if isinstance(e, BakeError):

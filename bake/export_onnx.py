@@ -163,28 +163,23 @@ def verify_onnx(model, folder: Path, inputs, n_steps: int = GEN_TOKENS) -> dict:
     """Compare the ONNX folder against the (float32) PyTorch model on the probe inputs."""
     import onnxruntime as ort
 
+    from .verify import context_length, eos_ids, reference_greedy
+
     session = ort.InferenceSession(str(folder / MODEL_FILE), providers=["CPUExecutionProvider"])
     try:
         import onnxruntime_genai  # noqa: F401
         has_genai = True
     except ImportError:
         has_genai = False
-    pad = model.generation_config.pad_token_id or 0
-    eos = model.generation_config.eos_token_id
-    eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
-    eos = [e for e in eos if e < model.config.get_text_config().vocab_size]
     prompts, worst, identical, genai_identical, genai_error = [], 0.0, 0, 0, None
-    text = model.config.get_text_config()
-    context = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", 1 << 30)
+    eos, context = eos_ids(model), context_length(model)
     for label, ids in inputs:
         ids = ids[:, : context - 1]
         n_new = min(n_steps, context - ids.shape[1])  # a tiny test model's context may be shorter
         toks, logits = ort_greedy(session, ids.numpy(), n_new, eos)
-        with torch.no_grad():
-            seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new,
-                                 min_new_tokens=n_new, do_sample=False, pad_token_id=pad)[0, ids.shape[1]:].tolist()
-            full = torch.cat([ids[0], torch.tensor(toks[:-1])])[None]  # PyTorch on the ONNX run's own sequence
-            ref = model(input_ids=full).logits[0].numpy()
+        seq = reference_greedy(model, ids, n_new)
+        with torch.no_grad():  # PyTorch's logits on the ONNX run's own sequence
+            ref = model(input_ids=torch.cat([ids[0], torch.tensor(toks[:-1])])[None]).logits[0].numpy()
         diff = float(np.abs(ref - logits).max())
         row = {"prompt": label, "max_abs_logit": diff, "tokens_identical": toks == seq,
                "token_agreement": sum(a == b for a, b in zip(toks, seq)) / n_new}

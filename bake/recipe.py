@@ -78,6 +78,9 @@ class Recipe(_Strict):
     interventions: list[Intervention] = Field(min_length=1)
     verify: Verify = Field(default_factory=Verify)
     trust_remote_code: bool = False
+    # formats written by `bake apply`: the HF folder always; onnx -> <output>/onnx/, gguf -> <output>/<name>.<TYPE>.gguf
+    export: list[Literal["hf", "onnx", "gguf"]] = Field(default_factory=lambda: ["hf"])
+    gguf_type: str | None = None  # f32 | f16 | bf16 | q8_0 | ... (default: f32 for float32 checkpoints, else f16)
     provenance: dict | None = None  # written by bake into the output's recipe.yaml; ignored on input
 
     # where relative paths are resolved from (the recipe file's folder); not part of the YAML

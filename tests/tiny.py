@@ -54,14 +54,24 @@ CHAT_TEMPLATE = ("{% for m in messages %}<u>{{ m['content'] }}</u>{% endfor %}"
                  "{% if add_generation_prompt %}<a>{% endif %}")
 
 
-def add_tokenizer(dest: Path, vocab_size: int = 97) -> Path:
-    """A small character-level BPE tokenizer with a chat template, saved into a tiny model folder."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+def add_tokenizer(dest: Path, vocab_size: int = 97, byte_level: bool = False) -> Path:
+    """A small BPE tokenizer with a chat template, saved into a tiny model folder: character-level,
+    or GPT-2 style byte-level (what GGUF conversion writes) with `byte_level`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<unk>", "<eos>", "<u>", "</u>", "<a>"])
+    tok = Tokenizer(models.BPE(unk_token=None if byte_level else "<unk>"))
+    specials = ["<pad>", "<unk>", "<eos>", "<u>", "</u>", "<a>"]
+    if byte_level:  # 256 byte symbols do not fit a 97-token vocabulary: the alphabet is the corpus's bytes
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = sorted(set(pre_tokenizers.ByteLevel.alphabet()) & set("".join(
+            w for t in CORPUS for w, _ in pre_tokenizers.ByteLevel(add_prefix_space=False).pre_tokenize_str(t))))
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet,
+                                      limit_alphabet=len(alphabet))
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials)
     tok.train_from_iterator(CORPUS * 3, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
     fast.chat_template = CHAT_TEMPLATE

@@ -1,0 +1,138 @@
+"""The model card (README.md) of a baked folder, rendered from its bake_report.json and recipe.yaml.
+
+Hub metadata: `base_model` (when the base is known to be a Hub model), `base_model_relation:
+finetune` (the weights were changed; the Hub's other relations, adapter/merge/quantized, do not
+fit), tags naming the interventions, the license inherited from the base (its card's front matter
+or the GGUF's `general.license`), and the formats present. The body states exactly what changed:
+the recipe, every edited tensor with its operations and rounding error, config changes, and
+each format's verification.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from .source import BUILTINS
+
+TAGS = {"aura": "aura", "steer": "steering", "ablate": "abliteration"}
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def base_info(ckpt) -> dict:
+    """What the card says about the base model: its Hub id (when known) and license."""
+    spec, hub_id, license_ = ckpt.spec, None, None
+    if spec.startswith("builtin:"):
+        hub_id = BUILTINS.get(spec.split(":", 1)[1], (None, None, None))[2]
+    elif HUB_ID.match(spec.split("@")[0]) and not Path(spec).exists():
+        hub_id = spec.split("@")[0]
+    readme = ckpt.path / "README.md"
+    if readme.is_file():
+        meta = front_matter(readme.read_text(errors="replace"))
+        license_ = meta.get("license")
+    gguf_path = (ckpt.origin or {}).get("gguf")
+    if license_ is None and gguf_path and Path(gguf_path).is_file():
+        import gguf
+
+        field = gguf.GGUFReader(gguf_path).fields.get("general.license")
+        license_ = field.contents() if field is not None else None
+    return {"hub_id": hub_id, "license": license_}
+
+
+def front_matter(text: str) -> dict:
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    try:
+        meta = yaml.safe_load(text[3:end]) if end > 0 else None
+    except yaml.YAMLError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _g(x, spec=".3g"):
+    return "-" if x is None else format(x, spec)
+
+
+def _verification_rows(report: dict) -> list[str]:
+    rows = ["| format | runtime | checked against | status | max abs logit diff | greedy tokens identical | other |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    v = report["verification"]
+    m = v["metrics"]
+    tol = v["tolerance"]["max_abs_logit"]
+    rows.append(f"| Hugging Face (safetensors) | transformers, {v['compute_dtype']} | the hooked original model | "
+                f"{v['status']} | {_g(m['max_abs_logit'])}" + (f" (tolerance {tol:g})" if tol else "")
+                + f" | {m['greedy_identical_prompts']} prompts | top-1 {m['top1_agreement']:.2%}, "
+                f"KL max {_g(m['kl_max'])} |")
+    for fmt, e in (report.get("exports") or {}).items():
+        em = e.get("metrics", {})
+        other = []
+        if "genai_identical_prompts" in em:
+            other.append(f"onnxruntime-genai generator: {em['genai_identical_prompts']} identical")
+        if "greedy_token_agreement" in em:
+            other.append(f"token agreement {em['greedy_token_agreement']:.2%}")
+        if "type" in e:
+            other.append(f"type {e['type']}" + (f", {e['mode']}" if e.get("mode") else ""))
+        rows.append(f"| {fmt.upper()} (`{e.get('path', '')}`) | {e.get('runtime', '-')} | {e.get('against', '-')} | "
+                    f"{e['status']} | {_g(em.get('max_abs_logit'))} | {em.get('greedy_identical_prompts', '-')} prompts | "
+                    f"{'; '.join(other) or '-'} |")
+    return rows
+
+
+def render(folder: Path) -> str:
+    """The card for a baked folder (deterministic: only the report and recipe go in)."""
+    folder = Path(folder)
+    report = json.loads((folder / "bake_report.json").read_text())
+    recipe_text = (folder / "recipe.yaml").read_text() if (folder / "recipe.yaml").is_file() else ""
+    model, base = report["model"], report["model"].get("base") or {}
+    kinds = [s["kind"] for s in report["steps"]]
+    formats = ["safetensors"] + [f for f in ("onnx", "gguf") if f in (report.get("exports") or {})]
+    meta = {
+        **({"base_model": base["hub_id"], "base_model_relation": "finetune"} if base.get("hub_id") else {}),
+        **({"license": base["license"]} if base.get("license") else {}),
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "tags": ["bake"] + sorted({TAGS[k] for k in kinds}) + formats[1:],
+    }
+    name = Path(report.get("output") or folder).name  # (a bake renders it in its temp folder)
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# {name}", ""]
+    base_desc = f"[{base['hub_id']}](https://huggingface.co/{base['hub_id']})" if base.get("hub_id") else f"`{model['spec']}`"
+    lines += [f"{base_desc} with inference-time interventions compiled into its weights by "
+              f"bake {report['bake_version']}. It is an ordinary {model['family']}-family "
+              "checkpoint: stock runtimes load it with no custom code and no hooks.", ""]
+    lines += ["## What was changed", ""]
+    for s in report["steps"]:
+        lines.append(f"- **#{s['index']} {s['kind']}** ({'exact' if s['exact'] else 'APPROXIMATE'}): {s['summary']} "
+                     f"({s['tensors']} tensors)")
+    if report.get("config_changes"):
+        lines += ["", "Config changes: " + ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in report["config_changes"].items())]
+    lines += ["", "## Verification", "",
+              "Each format was run on the same probe prompts and compared with its reference; greedy "
+              "generation uses 32 new tokens.", ""] + _verification_rows(report)
+    lines += ["", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
+              f'model = AutoModelForCausalLM.from_pretrained("{name}")',
+              f'tokenizer = AutoTokenizer.from_pretrained("{name}")', "```"]
+    exports = report.get("exports") or {}
+    if "onnx" in exports:
+        lines += ["", f"ONNX (`{exports['onnx']['path']}/`, optimum's `ORTModelForCausalLM` input names and a "
+                  "`genai_config.json`): `onnxruntime_genai.Model(\"<folder>/onnx\")`."]
+    if "gguf" in exports:
+        lines += ["", f"GGUF: `llama-cli -m {exports['gguf']['path']}` (llama.cpp), or Ollama / LM Studio."]
+    lines += ["", "## Recipe", "", "```yaml", recipe_text.strip(), "```", "",
+              f"## Edited tensors ({len(report['edits'])})", "",
+              "| tensor | interventions and operations | max rounding error |", "| --- | --- | --- |"]
+    for e in report["edits"]:
+        ops = "; ".join(e["ops"]) or "copy"
+        if e.get("note"):
+            ops += f" ({e['note']})"
+        lines.append(f"| `{e['tensor']}` | {ops} | {_g(e['rounding_max_abs'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(folder: Path) -> Path:
+    path = Path(folder) / "README.md"
+    path.write_text(render(folder))
+    return path
