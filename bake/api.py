@@ -166,10 +166,10 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
         raise
     if verification["status"] == "failed":
         raise VerificationFailed("verification failed: " + "; ".join(verification["failures"]), report)
-    failed = {f: e for f, e in (report.get("exports") or {}).items() if e["status"] == "failed"}
+    failed = {path: e for path, e in (report.get("exports") or {}).items() if e["status"] == "failed"}
     if failed:
         raise VerificationFailed("export verification failed: " + "; ".join(
-            f"{f}: {', '.join(e['failures'])}" for f, e in failed.items()), report)
+            f"{path}: {', '.join(e['failures'])}" for path, e in failed.items()), report)
     return report
 
 
@@ -184,15 +184,18 @@ def _export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts, nam
         from . import export_gguf
 
         gguf_type = (gguf_type or export_gguf.default_type(folder)).lower()
-        out = out or folder / export_gguf.default_name(name or folder.name, gguf_type)
+        if out is None:
+            report = json.loads((folder / "bake_report.json").read_text()) if (folder / "bake_report.json").is_file() else {}
+            source = (report.get("model", {}).get("origin") or {}).get("gguf") if mode != "convert" else None
+            out = folder / export_gguf.default_name(name or folder.name, gguf_type, source)
         path, result = export_gguf.export(folder, out, gguf_type, mode, progress=progress, prompts=prompts)
     else:
         raise BakeError(f"unknown export format {fmt!r}; expected onnx or gguf")
-    result = {"path": str(path.relative_to(folder)) if folder in path.parents else str(path), **result}
+    result = {"format": fmt, "path": str(path.relative_to(folder)) if folder in path.parents else str(path), **result}
     report_path = folder / "bake_report.json"
     if report_path.is_file():
         report = json.loads(report_path.read_text())
-        report.setdefault("exports", {})[fmt] = result
+        report.setdefault("exports", {})[result["path"]] = result  # one entry per written file or folder
         tmp = report_path.with_name(f".{report_path.name}.tmp")
         tmp.write_text(json.dumps(report, indent=2) + "\n")
         os.replace(tmp, report_path)
@@ -212,7 +215,7 @@ def export(folder: str | Path, fmt: str, out: str | Path | None = None, gguf_typ
         prompts = recipe_mod.load(folder / "recipe.yaml").verify.prompts
     result = _export(folder, fmt, out, gguf_type, mode, progress, prompts)
     if result["status"] == "failed":
-        raise VerificationFailed(f"{fmt} verification failed: " + "; ".join(result["failures"]), {"format": fmt, "export": result})
+        raise VerificationFailed(f"{fmt} verification failed: " + "; ".join(result["failures"]), {"export": result})
     return result
 
 

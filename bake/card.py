@@ -67,13 +67,18 @@ def _verification_rows(report: dict) -> list[str]:
                 f"{v['status']} | {_g(m['max_abs_logit'])}" + (f" (tolerance {tol:g})" if tol else "")
                 + f" | {m['greedy_identical_prompts']} prompts | top-1 {m['top1_agreement']:.2%}, "
                 f"KL max {_g(m['kl_max'])} |")
-    for fmt, e in (report.get("exports") or {}).items():
+    for e in (report.get("exports") or {}).values():
+        fmt = e["format"]
         em = e.get("metrics", {})
         other = []
         if "genai_identical_prompts" in em:
             other.append(f"onnxruntime-genai generator: {em['genai_identical_prompts']} identical")
         if "greedy_token_agreement" in em:
-            other.append(f"token agreement {em['greedy_token_agreement']:.2%}")
+            other.append(f"token agreement {em['greedy_token_agreement']:.2%}, top-1 {em['top1_agreement']:.2%}")
+        if e.get("baseline"):
+            b = e["baseline"]["metrics"]
+            other.append(f"unbaked source GGUF vs its PyTorch weights: token agreement {b['greedy_token_agreement']:.2%}, "
+                         f"top-1 {b['top1_agreement']:.2%}")
         if "type" in e:
             other.append(f"type {e['type']}" + (f", {e['mode']}" if e.get("mode") else ""))
         rows.append(f"| {fmt.upper()} (`{e.get('path', '')}`) | {e.get('runtime', '-')} | {e.get('against', '-')} | "
@@ -89,7 +94,8 @@ def render(folder: Path) -> str:
     recipe_text = (folder / "recipe.yaml").read_text() if (folder / "recipe.yaml").is_file() else ""
     model, base = report["model"], report["model"].get("base") or {}
     kinds = [s["kind"] for s in report["steps"]]
-    formats = ["safetensors"] + [f for f in ("onnx", "gguf") if f in (report.get("exports") or {})]
+    exports = list((report.get("exports") or {}).values())
+    formats = ["safetensors"] + [f for f in ("onnx", "gguf") if any(e["format"] == f for e in exports)]
     meta = {
         **({"base_model": base["hub_id"], "base_model_relation": "finetune"} if base.get("hub_id") else {}),
         **({"license": base["license"]} if base.get("license") else {}),
@@ -115,12 +121,12 @@ def render(folder: Path) -> str:
     lines += ["", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
               f'model = AutoModelForCausalLM.from_pretrained("{name}")',
               f'tokenizer = AutoTokenizer.from_pretrained("{name}")', "```"]
-    exports = report.get("exports") or {}
-    if "onnx" in exports:
-        lines += ["", f"ONNX (`{exports['onnx']['path']}/`, optimum's `ORTModelForCausalLM` input names and a "
+    for e in (e for e in exports if e["format"] == "onnx"):
+        lines += ["", f"ONNX (`{e['path']}/`, optimum's `ORTModelForCausalLM` input names and a "
                   "`genai_config.json`): `onnxruntime_genai.Model(\"<folder>/onnx\")`."]
-    if "gguf" in exports:
-        lines += ["", f"GGUF: `llama-cli -m {exports['gguf']['path']}` (llama.cpp), or Ollama / LM Studio."]
+    for e in (e for e in exports if e["format"] == "gguf"):
+        lines += ["", f"GGUF ({e['type']}{', baked into ' + Path(e['source']).name if e.get('source') else ''}): "
+                  f"`llama-cli -m {e['path']}` (llama.cpp), or Ollama / LM Studio."]
     lines += ["", "## Recipe", "", "```yaml", recipe_text.strip(), "```", "",
               f"## Edited tensors ({len(report['edits'])})", "",
               "| tensor | interventions and operations | max rounding error |", "| --- | --- | --- |"]

@@ -70,6 +70,11 @@ def format_export(fmt: str, e: dict) -> str:
                      + (f", {m['greedy_token_agreement']:.2%} of tokens agree" if "greedy_token_agreement" in m else ""))
     if "genai_identical_prompts" in m:
         lines.append(f"  onnxruntime-genai     {m['genai_identical_prompts']} prompts identical")
+    if e.get("baseline"):
+        b = e["baseline"]["metrics"]
+        lines.append(f"  baseline              {b['greedy_identical_prompts']} prompts identical, "
+                     f"{b['greedy_token_agreement']:.2%} of tokens agree, max |logit diff| {_fmt(b['max_abs_logit'])}"
+                     f"  ({e['baseline']['what']})")
     if e.get("note"):
         lines.append(f"  note: {e['note']}")
     for f in e.get("failures", []):
@@ -244,8 +249,8 @@ def _dispatch(args, progress: bool, out) -> int:
             if not args.quiet:
                 print(format_plan(report), file=out)
             print(format_verification(report["verification"]), file=out)
-            for fmt, e in (report.get("exports") or {}).items():
-                print(format_export(fmt, e), file=out)
+            for e in (report.get("exports") or {}).values():
+                print(format_export(e["format"], e), file=out)
             print(f"wrote {report['output']} in {report['seconds']} s", file=out)
     elif args.cmd == "verify":
         result = api.verify(args.output, progress=progress)
@@ -293,10 +298,10 @@ def main(argv=None) -> int:
             else:
                 if "verification" in report:
                     print(format_verification(report["verification"]), file=out)
-                for fmt, e in (report.get("exports") or {}).items():
-                    print(format_export(fmt, e), file=out)
+                for e in (report.get("exports") or {}).values():
+                    print(format_export(e["format"], e), file=out)
                 if "export" in report:
-                    print(format_export(report["format"], report["export"]), file=out)
+                    print(format_export(report["export"]["format"], report["export"]), file=out)
             print(f"bake: {e}", file=sys.stderr)
             return e.exit_code
         if isinstance(e, BakeError):

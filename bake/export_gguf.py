@@ -363,7 +363,15 @@ def default_type(model_dir: Path) -> str:
     return "f32" if dtype in ("float32", None) else "f16"
 
 
-def default_name(name: str, qtype: str) -> str:
+def default_name(name: str, qtype: str, source: str | None = None) -> str:
+    """NAME.TYPE.gguf; a patched GGUF keeps its source's type label (edited tensors: TYPE)."""
+    if source:
+        import gguf
+
+        ft = gguf.GGUFReader(source).fields.get("general.file_type")
+        if ft is not None:
+            label = gguf.LlamaFileType(int(ft.contents())).name.removeprefix("MOSTLY_")
+            return f"{name}.{label}.gguf" if label == qtype.upper() else f"{name}.{label}+{qtype.upper()}.gguf"
     return f"{name}.{qtype.upper()}.gguf"
 
 
@@ -394,7 +402,7 @@ def export(model_dir: str | Path, out: str | Path | None = None, qtype: str | No
         mode = "convert"
     qtype = (qtype or default_type(model_dir)).lower()
     _qtype(qtype)
-    out = Path(out).resolve() if out else model_dir / default_name(model_dir.name, qtype)
+    out = Path(out).resolve() if out else model_dir / default_name(model_dir.name, qtype, source if mode == "patch" else None)
     tmp = out.parent / f".{out.name}.bake-tmp-{os.getpid()}"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -411,6 +419,15 @@ def export(model_dir: str | Path, out: str | Path | None = None, qtype: str | No
         result = verify_gguf(tmp, model, inputs, qtype, exact)
         if rounded:
             result["against"] += f", its {rounded} tensors stored as 16-bit rounded as in the file"
+        if mode == "patch" and result["status"] == "approximate" and Path(report["model"]["path"]).is_dir():
+            # how far llama.cpp's quantized kernels are from PyTorch on the unbaked source, for scale
+            base = verify_gguf(Path(source), load_model(Path(report["model"]["path"]), dtype=torch.float32), inputs,
+                               qtype, False)
+            result["baseline"] = {"what": "the source GGUF, unbaked, in llama.cpp vs its dequantized weights in PyTorch",
+                                  "metrics": base["metrics"]}
+            result["note"] = ("untouched tensors keep the source's quantized types, so llama.cpp's quantized kernels "
+                              "differ from PyTorch on the dequantized weights; the baseline shows the same gap "
+                              "before the bake")
         result = {"file": out.name, "mode": mode, **({"source": source} if mode == "patch" else {}), **result,
                   "tensors": tensors}
         os.replace(tmp, out)

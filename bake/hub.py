@@ -29,9 +29,9 @@ def _failures(report: dict) -> list[str]:
     out = []
     if report.get("verification", {}).get("status") == "failed":
         out.append("verification failed: " + "; ".join(report["verification"].get("failures", [])))
-    for fmt, e in (report.get("exports") or {}).items():
+    for path, e in (report.get("exports") or {}).items():
         if e.get("status") == "failed":
-            out.append(f"{fmt} verification failed: " + "; ".join(e.get("failures", [])))
+            out.append(f"{e.get('format', '')} export {path} failed verification: " + "; ".join(e.get("failures", [])))
     return out
 
 
