@@ -176,21 +176,12 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
 def _export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts, name: str | None = None) -> dict:
     """Export, then record the result in the folder's bake_report.json and card (when it has them).
     `name`: the folder's final name, when it is still a temp folder."""
-    if fmt == "onnx":
-        from . import export_onnx
-
-        path, result = export_onnx.export(folder, out, progress=progress, prompts=prompts)
-    elif fmt == "gguf":
-        from . import export_gguf
-
-        gguf_type = (gguf_type or export_gguf.default_type(folder)).lower()
-        if out is None:
-            report = json.loads((folder / "bake_report.json").read_text()) if (folder / "bake_report.json").is_file() else {}
-            source = (report.get("model", {}).get("origin") or {}).get("gguf") if mode != "convert" else None
-            out = folder / export_gguf.default_name(name or folder.name, gguf_type, source)
-        path, result = export_gguf.export(folder, out, gguf_type, mode, progress=progress, prompts=prompts)
-    else:
-        raise BakeError(f"unknown export format {fmt!r}; expected onnx or gguf")
+    try:
+        path, result = _run_export(folder, fmt, out, gguf_type, mode, progress, prompts, name)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise BakeError(f"no space left on device while exporting {fmt}; nothing was written") from None
+        raise BakeError(f"cannot write the {fmt} export: {e}; nothing was written") from None
     result = {"format": fmt, "path": str(path.relative_to(folder)) if folder in path.parents else str(path), **result}
     report_path = folder / "bake_report.json"
     if report_path.is_file():
@@ -201,6 +192,23 @@ def _export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts, nam
         os.replace(tmp, report_path)
         card.write(folder)
     return result
+
+
+def _run_export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts, name):
+    if fmt == "onnx":
+        from . import export_onnx
+
+        return export_onnx.export(folder, out, progress=progress, prompts=prompts)
+    if fmt == "gguf":
+        from . import export_gguf
+
+        gguf_type = (gguf_type or export_gguf.default_type(folder)).lower()
+        if out is None:
+            report = json.loads((folder / "bake_report.json").read_text()) if (folder / "bake_report.json").is_file() else {}
+            source = (report.get("model", {}).get("origin") or {}).get("gguf") if mode != "convert" else None
+            out = folder / export_gguf.default_name(name or folder.name, gguf_type, source)
+        return export_gguf.export(folder, out, gguf_type, mode, progress=progress, prompts=prompts)
+    raise BakeError(f"unknown export format {fmt!r}; expected onnx or gguf")
 
 
 def export(folder: str | Path, fmt: str, out: str | Path | None = None, gguf_type: str | None = None,

@@ -174,6 +174,23 @@ def test_gguf_types(tmp_path, qtype, status):
         assert result["metrics"]["greedy_identical_prompts"] == "8/8"
 
 
+def test_gguf_mistral_converts(tmp_path):
+    src, out = _bake(tmp_path, "mistral", ("steer", "ablate"), byte_level=True)
+    result = bake.export(out, "gguf", progress=False)
+    assert result["status"] == "passed" and result["metrics"]["greedy_identical_prompts"] == "8/8"
+
+
+def test_export_bad_input(tmp_path):
+    with pytest.raises(BakeError, match="no config.json"):
+        bake.export(tmp_path, "onnx", progress=False)
+    with pytest.raises(BakeError, match="no config.json"):
+        bake.export(tmp_path / "missing", "gguf", progress=False)
+    window = add_tokenizer(build("mistral-window", tmp_path / "w"), byte_level=True)
+    with pytest.raises(NotBakeable, match="sliding"):
+        bake.export(window, "gguf", progress=False)
+    assert not list(window.glob("*.gguf")) and not list(window.glob(".*"))
+
+
 def test_gguf_refuses_non_llama(tmp_path):
     src = add_tokenizer(build("qwen3", tmp_path / "q"), byte_level=True)
     with pytest.raises(NotBakeable, match="Llama-family"):

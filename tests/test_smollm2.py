@@ -18,9 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "recipes" / "smollm2-demo.yaml"
 
 
-def demo_recipe(tmp_path: Path, keep_kinds=None, **overrides) -> Path:
-    """The demo recipe, optionally reduced to some kinds, written next to its artifacts' absolute paths."""
+def demo_recipe(tmp_path: Path, keep_kinds=None, exports: bool = False, **overrides) -> Path:
+    """The demo recipe, optionally reduced to some kinds, written next to its artifacts' absolute paths
+    (its ONNX and GGUF exports only with `exports`)."""
     data = yaml.safe_load(DEMO.read_text())
+    if not exports:
+        data.pop("export", None)
     for iv in data["interventions"]:
         for key in ("alphas", "vector", "direction"):
             spec = iv.get(key)
@@ -44,8 +47,26 @@ def demo_recipe(tmp_path: Path, keep_kinds=None, **overrides) -> Path:
 def baked_demo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     out = tmp / "out"
-    assert main(["apply", str(demo_recipe(tmp)), "--output", str(out), "--quiet"]) == 0
+    assert main(["apply", str(demo_recipe(tmp, exports=True)), "--output", str(out), "--quiet"]) == 0
     return out
+
+
+def test_demo_exports_run_in_onnxruntime_and_llama_cpp(baked_demo):
+    report = json.loads((baked_demo / "bake_report.json").read_text())
+    onnx = report["exports"]["onnx"]
+    assert onnx["status"] == "passed" and onnx["metrics"]["max_abs_logit"] <= 1e-3
+    assert onnx["metrics"]["greedy_identical_prompts"] == "8/8" and onnx["metrics"]["genai_identical_prompts"] == "8/8"
+    (gguf,) = [e for e in report["exports"].values() if e["format"] == "gguf"]
+    assert gguf["mode"] == "patch" and gguf["path"] == "out.Q4_1+F32.gguf"
+    assert gguf["status"] == "approximate" and "baseline" in gguf  # Q4_1 tensors stay: agreement is reported
+    assert gguf["metrics"]["top1_agreement"] > 0.9
+    card = (baked_demo / "README.md").read_text()
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "license: apache-2.0" in card
+
+
+def test_demo_f32_gguf_matches_pytorch(baked_demo, tmp_path):
+    result = bake.export(baked_demo, "gguf", out=tmp_path / "demo.gguf", gguf_type="f32", mode="convert", progress=False)
+    assert result["status"] == "passed" and result["metrics"]["greedy_identical_prompts"] == "8/8"
 
 
 def test_demo_all_three_kinds_verifies(baked_demo):
