@@ -121,6 +121,15 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
     if out == src or src in out.parents or out in src.parents:
         raise BakeError(f"output {out} and the input model {src} overlap; the input is never modified, "
                         "so choose an output outside it (and not a folder that contains it)")
+    out_config = {**p.checkpoint.config, **p.config_updates}
+    if "onnx" in r.export:  # refuse an export that cannot work before baking anything
+        from . import export_onnx
+
+        export_onnx.check(out_config, "the baked model")
+    if "gguf" in r.export:
+        from . import export_gguf
+
+        export_gguf.check(out_config, "the baked model", r.gguf_type)
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
     tmp = out.parent / f".{out.name}{TMP_TAG}{os.getpid()}"

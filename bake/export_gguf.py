@@ -66,6 +66,19 @@ def _permute(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.nda
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def check(cfg: dict, what: str = "this model", qtype: str | None = None) -> None:
+    """Refuse what llama.cpp's `llama` graph cannot run, before anything is written."""
+    mt = cfg.get("model_type")
+    if mt not in FAMILIES:
+        raise NotBakeable(f"GGUF export writes Llama-family checkpoints ({', '.join(FAMILIES)}); {what} is "
+                          f"{mt!r}. Export ONNX instead, or convert with llama.cpp's convert_hf_to_gguf.py")
+    if mt == "mistral" and cfg.get("sliding_window"):
+        raise NotBakeable("llama.cpp's llama graph has no sliding window; this Mistral config sets sliding_window")
+    _rope_theta(cfg)
+    if qtype is not None:
+        _qtype(qtype)
+
+
 def _rope_theta(cfg: dict) -> float:
     rope = cfg.get("rope_parameters") or {}
     if isinstance(rope, dict) and rope.get("rope_type", "default") not in ("default", None):
@@ -165,12 +178,7 @@ def convert(model_dir: str | Path, out: str | Path, qtype: str = "f32", source_g
 
     model_dir, out = Path(model_dir), Path(out)
     cfg = json.loads((model_dir / "config.json").read_text())
-    mt = cfg.get("model_type")
-    if mt not in FAMILIES:
-        raise NotBakeable(f"GGUF export writes Llama-family checkpoints ({', '.join(FAMILIES)}); {model_dir} is "
-                          f"{mt!r}. Export ONNX instead, or convert with llama.cpp's convert_hf_to_gguf.py")
-    if mt == "mistral" and cfg.get("sliding_window"):
-        raise NotBakeable("llama.cpp's llama graph has no sliding window; this Mistral config sets sliding_window")
+    check(cfg, str(model_dir))
     qt = _qtype(qtype)
     n_layers, n_head = cfg["num_hidden_layers"], cfg["num_attention_heads"]
     n_kv = cfg.get("num_key_value_heads") or n_head

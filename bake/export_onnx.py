@@ -58,14 +58,18 @@ def io_names(n_layers: int) -> tuple[list[str], list[str]]:
             ["logits"] + [s.format("present") for s in kv])
 
 
+def check(cfg: dict, what: str = "this model") -> None:
+    """Refuse what does not export, before anything is written (`bake apply` calls it first)."""
+    mt = cfg.get("model_type")
+    if mt not in SUPPORTED:
+        raise NotBakeable(f"ONNX export supports model types {', '.join(SUPPORTED)}; {what} is {mt!r}"
+                          + (" (mixture-of-experts routing does not trace to a static graph)" if mt == "mixtral" else ""))
+
+
 def _load(model_dir: Path):
     from .verify import load_model
 
-    cfg = json.loads((model_dir / "config.json").read_text())
-    mt = cfg.get("model_type")
-    if mt not in SUPPORTED:
-        raise NotBakeable(f"ONNX export supports model types {', '.join(SUPPORTED)}; {model_dir} is {mt!r}"
-                          + (" (mixture-of-experts routing does not trace to a static graph)" if mt == "mixtral" else ""))
+    check(json.loads((model_dir / "config.json").read_text()), str(model_dir))
     model = load_model(model_dir, dtype=torch.float32)
     model.config._attn_implementation = "eager"  # traces to plain MatMul/Softmax on every family
     return model

@@ -257,3 +257,28 @@ def test_gguf_runs_without_bake(tmp_path):
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads(res.stdout.strip().splitlines()[-1]) == expected
+
+
+def test_apply_refuses_impossible_export_before_writing(tmp_path):
+    src = build("qwen3", tmp_path / "q")
+    _vectors(tmp_path, 32)
+    recipe = {"model": str(src), "export": ["hf", "gguf"],
+              "interventions": [{"kind": "ablate", "direction": str(tmp_path / "r.safetensors")}]}
+    with pytest.raises(NotBakeable, match="Llama-family"):
+        bake.apply(recipe, output=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+    with pytest.raises(BakeError, match="not one bake writes"):
+        bake.apply({**recipe, "model": str(build("llama", tmp_path / "l")), "gguf_type": "q4_k_m"},
+                   output=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_export(tmp_path, capsys):
+    from bake.cli import main
+
+    src, out = _bake(tmp_path, "llama-untied", ("steer",), byte_level=True)
+    assert main(["export", "gguf", str(out), "--type", "q8_0", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "gguf export: APPROXIMATE" in text and "llama-untied-baked.Q8_0.gguf" in text
+    assert main(["export", "gguf", str(out), "--type", "q4_k"]) == 2
+    assert "not one bake writes" in capsys.readouterr().err
