@@ -88,13 +88,17 @@ def _resolved_recipe(p: Plan) -> dict:
 
 
 def _clean_stale(out: Path):
-    """Remove temp siblings left by bakes that were killed (their pid is gone)."""
+    """Remove temp siblings (folders or files) left by bakes and exports that were killed (their
+    pid is gone)."""
     for tmp in out.parent.glob(f".{out.name}{TMP_TAG}*"):
         try:
             pid = int(tmp.name.rsplit("-", 1)[1])
             os.kill(pid, 0)
         except (ValueError, ProcessLookupError):
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
         except PermissionError:
             pass
 
@@ -204,19 +208,22 @@ def _export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts, nam
 
 
 def _run_export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts, name):
+    """The one place that picks an export's path (default: inside the folder) and clears what a
+    killed export to that path left behind."""
+    name = name or folder.name
     if fmt == "onnx":
         from . import export_onnx
 
+        out = Path(out).resolve() if out else folder / "onnx"
+        _clean_stale(out)
         return export_onnx.export(folder, out, progress=progress, prompts=prompts)
     if fmt == "gguf":
         from . import export_gguf
 
-        gguf_type = (gguf_type or export_gguf.default_type(folder)).lower()
-        if out is None:
-            report = json.loads((folder / "bake_report.json").read_text()) if (folder / "bake_report.json").is_file() else {}
-            source = (report.get("model", {}).get("origin") or {}).get("gguf") if mode != "convert" else None
-            out = folder / export_gguf.default_name(name or folder.name, gguf_type, source)
-        return export_gguf.export(folder, out, gguf_type, mode, progress=progress, prompts=prompts)
+        mode, source, gguf_type = export_gguf.resolve(folder, gguf_type, mode)
+        out = Path(out).resolve() if out else folder / export_gguf.default_name(name, gguf_type, source)
+        _clean_stale(out)
+        return export_gguf.export(folder, out, gguf_type, mode, source, progress=progress, prompts=prompts, name=name)
     raise BakeError(f"unknown export format {fmt!r}; expected onnx or gguf")
 
 

@@ -11,7 +11,6 @@ each format's verification.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import yaml
@@ -19,16 +18,14 @@ import yaml
 from .source import BUILTINS
 
 TAGS = {"aura": "aura", "steer": "steering", "ablate": "abliteration"}
-HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def base_info(ckpt) -> dict:
     """What the card says about the base model: its Hub id (when known) and license."""
-    spec, hub_id, license_ = ckpt.spec, None, None
+    spec, license_ = ckpt.spec, None
+    hub_id = (ckpt.origin or {}).get("hub")  # resolved from the Hub
     if spec.startswith("builtin:"):
         hub_id = BUILTINS.get(spec.split(":", 1)[1], (None, None, None))[2]
-    elif HUB_ID.match(spec.split("@")[0]) and not Path(spec).exists():
-        hub_id = spec.split("@")[0]
     readme = ckpt.path / "README.md"
     if readme.is_file():
         meta = front_matter(readme.read_text(errors="replace"))
@@ -57,6 +54,11 @@ def _g(x, spec=".3g"):
     return "-" if x is None else format(x, spec)
 
 
+def _inside(report: dict) -> list[dict]:
+    """The exports that live inside the folder (and so are uploaded with it)."""
+    return [e for e in (report.get("exports") or {}).values() if not Path(e["path"]).is_absolute()]
+
+
 def _verification_rows(report: dict) -> list[str]:
     rows = ["| format | runtime | checked against | status | max abs logit diff | greedy tokens identical | other |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -67,7 +69,7 @@ def _verification_rows(report: dict) -> list[str]:
                 f"{v['status']} | {_g(m['max_abs_logit'])}" + (f" (tolerance {tol:g})" if tol else "")
                 + f" | {m['greedy_identical_prompts']} prompts | top-1 {m['top1_agreement']:.2%}, "
                 f"KL max {_g(m['kl_max'])} |")
-    for e in (report.get("exports") or {}).values():
+    for e in _inside(report):
         fmt = e["format"]
         em = e.get("metrics", {})
         other = []
@@ -87,14 +89,15 @@ def _verification_rows(report: dict) -> list[str]:
     return rows
 
 
-def render(folder: Path) -> str:
-    """The card for a baked folder (deterministic: only the report and recipe go in)."""
+def render(folder: Path, repo: str | None = None) -> str:
+    """The card for a baked folder (deterministic: only the report, the recipe and the Hub repo id
+    it is pushed to go in). Exports written outside the folder are not part of it."""
     folder = Path(folder)
     report = json.loads((folder / "bake_report.json").read_text())
     recipe_text = (folder / "recipe.yaml").read_text() if (folder / "recipe.yaml").is_file() else ""
     model, base = report["model"], report["model"].get("base") or {}
     kinds = [s["kind"] for s in report["steps"]]
-    exports = list((report.get("exports") or {}).values())
+    exports = _inside(report)
     formats = ["safetensors"] + [f for f in ("onnx", "gguf") if any(e["format"] == f for e in exports)]
     meta = {
         **({"base_model": base["hub_id"], "base_model_relation": "finetune"} if base.get("hub_id") else {}),
@@ -103,7 +106,7 @@ def render(folder: Path) -> str:
         "pipeline_tag": "text-generation",
         "tags": ["bake"] + sorted({TAGS[k] for k in kinds}) + formats[1:],
     }
-    name = Path(report.get("output") or folder).name  # (a bake renders it in its temp folder)
+    name = repo or Path(report.get("output") or folder).name  # (a bake renders it in its temp folder)
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# {name}", ""]
     base_desc = f"[{base['hub_id']}](https://huggingface.co/{base['hub_id']})" if base.get("hub_id") else f"`{model['spec']}`"
     lines += [f"{base_desc} with inference-time interventions compiled into its weights by "
@@ -138,7 +141,7 @@ def render(folder: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(folder: Path) -> Path:
+def write(folder: Path, repo: str | None = None) -> Path:
     path = Path(folder) / "README.md"
-    path.write_text(render(folder))
+    path.write_text(render(folder, repo))
     return path

@@ -298,8 +298,8 @@ def main(argv=None) -> int:
             else:
                 if "verification" in report:
                     print(format_verification(report["verification"]), file=out)
-                for e in (report.get("exports") or {}).values():
-                    print(format_export(e["format"], e), file=out)
+                for entry in (report.get("exports") or {}).values():
+                    print(format_export(entry["format"], entry), file=out)
                 if "export" in report:
                     print(format_export(report["export"]["format"], report["export"]), file=out)
             print(f"bake: {e}", file=sys.stderr)

@@ -27,11 +27,13 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from .errors import BakeError, NotBakeable
+from .verify import PROMPTS_CHAT, PROMPTS_PLAIN
 
 GEN_TOKENS = 32
 FAMILIES = ("llama", "mistral")  # model types that llama.cpp's `llama` architecture runs
 TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")  # those gguf.quants can write
 EXACT_TYPES = ("f32", "f16")  # greedy tokens must match PyTorch for these; others report agreement
+MIN_TOP1_QUANTIZED = 0.9  # a sanity floor for quantized files (the demo's Q4_1 patch: 97.5%)
 
 
 def _qtype(name: str):
@@ -172,7 +174,7 @@ def _info(shape: tuple[int, ...], qtype, floating_1d: bool):
 
 
 def convert(model_dir: str | Path, out: str | Path, qtype: str = "f32", source_gguf: Path | None = None,
-            progress: bool = True) -> dict:
+            progress: bool = True, name: str | None = None) -> dict:
     """Write a llama.cpp `llama` GGUF of a Hugging Face folder. Returns {tensor: ggml type}."""
     import gguf
 
@@ -186,7 +188,7 @@ def convert(model_dir: str | Path, out: str | Path, qtype: str = "f32", source_g
     tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
 
     w = gguf.GGUFWriter(str(out), "llama")
-    w.add_name(cfg.get("_name_or_path") or model_dir.name)
+    w.add_name(name or model_dir.name)
     w.add_context_length(cfg.get("max_position_embeddings", 2048))
     w.add_embedding_length(cfg["hidden_size"])
     w.add_block_count(n_layers)
@@ -201,7 +203,7 @@ def convert(model_dir: str | Path, out: str | Path, qtype: str = "f32", source_g
     w.add_layer_norm_rms_eps(cfg.get("rms_norm_eps", 1e-6))
     w.add_vocab_size(cfg["vocab_size"])
     w.add_file_type({"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "bf16": 32}[qtype.lower()])
-    _add_tokenizer(w, model_dir, cfg["vocab_size"], source_gguf)
+    _add_tokenizer(w, model_dir, cfg["vocab_size"], source_gguf)  # a GGUF source's tokenizer, kept exactly
 
     items, types = [], {}
     for name, f in _tensors(model_dir):
@@ -314,14 +316,18 @@ def llama_greedy(llm, ids: list[int], n_new: int, eos: list[int]) -> tuple[list[
     return toks, np.array(llm.scores[: len(ids) + n_new - 1], dtype=np.float32)
 
 
-def verify_gguf(path: Path, model, inputs, qtype: str, exact: bool, n_steps: int = GEN_TOKENS) -> dict:
+def verify_gguf(path: Path, model, inputs, qtype: str, exact: bool, n_steps: int = GEN_TOKENS,
+                tokenizer=None, texts: list[str] = ()) -> dict:
     """llama.cpp (llama-cpp-python) against the baked PyTorch model on the probe inputs. `exact`:
-    every tensor is F32/F16, so greedy tokens must match; otherwise agreement is reported."""
+    every tensor is F32/F16, so greedy tokens must match; otherwise agreement is reported, and a
+    top-1 agreement under MIN_TOP1_QUANTIZED fails (a broken file, not quantization). With a
+    tokenizer, llama.cpp's tokenization of `texts` must equal transformers'."""
+    base = {"against": "baked PyTorch checkpoint, float32", "type": qtype}
     try:
         import llama_cpp
     except ImportError:
-        return {"status": "unverified", "failures": [],
-                "note": "llama-cpp-python is not installed (pip install llama-cpp-python); GGUF not run"}
+        return {**base, "status": "unverified", "runtime": "none", "metrics": {}, "failures": [],
+                "note": "llama-cpp-python is not installed (pip install 'bake[llama]'), so the GGUF was not run"}
     from .verify import context_length, eos_ids, reference_greedy
 
     eos, context = eos_ids(model), context_length(model)
@@ -343,18 +349,29 @@ def verify_gguf(path: Path, model, inputs, qtype: str, exact: bool, n_steps: int
                         "top1_agreement": float((ref.argmax(-1) == logits.argmax(-1)).mean())})
         identical, worst = identical + (toks == seq), max(worst, diff)
         agree.append(same / n_new)
+    tok_same = [llm.tokenize(t.encode(), add_bos=False, special=False) == tokenizer(t, add_special_tokens=False)["input_ids"]
+                for t in texts] if tokenizer is not None else []
     del llm
-    failures = ([f"greedy tokens differ on {len(prompts) - identical}/{len(prompts)} prompts"]
-                if exact and identical < len(prompts) else [])
+    top1 = sum(p["top1_agreement"] for p in prompts) / len(prompts)
+    failures = []
+    if exact and identical < len(prompts):
+        failures.append(f"greedy tokens differ on {len(prompts) - identical}/{len(prompts)} prompts")
+    if not exact and top1 < MIN_TOP1_QUANTIZED:
+        failures.append(f"top-1 agreement {top1:.2%} < {MIN_TOP1_QUANTIZED:.0%}: more than quantization would explain")
+    if tok_same and not all(tok_same):
+        failures.append(f"llama.cpp tokenizes {len(tok_same) - sum(tok_same)}/{len(tok_same)} probe texts differently "
+                        "from transformers")
     return {
+        **base,
         "status": "failed" if failures else ("passed" if exact else "approximate"),
-        "against": "baked PyTorch checkpoint, float32",
         "runtime": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
-        "type": qtype,
-        "tolerance": {"greedy_tokens": f"{n_steps} identical" if exact else "reported, not checked (quantized tensors)"},
+        "tolerance": {"greedy_tokens": f"{n_steps} identical" if exact
+                      else f"reported; top-1 agreement at least {MIN_TOP1_QUANTIZED:.0%} (quantized tensors)",
+                      **({"tokenization": "identical to transformers"} if tok_same else {})},
         "metrics": {"greedy_identical_prompts": f"{identical}/{len(prompts)}",
                     "greedy_token_agreement": sum(agree) / len(agree), "max_abs_logit": worst,
-                    "top1_agreement": sum(p["top1_agreement"] for p in prompts) / len(prompts)},
+                    "top1_agreement": top1,
+                    **({"tokenization_identical": f"{sum(tok_same)}/{len(tok_same)}"} if tok_same else {})},
         "failures": failures,
         "prompts": prompts,
     }
@@ -383,48 +400,53 @@ def default_name(name: str, qtype: str, source: str | None = None) -> str:
     return f"{name}.{qtype.upper()}.gguf"
 
 
-def export(model_dir: str | Path, out: str | Path | None = None, qtype: str | None = None, mode: str = "auto",
-           progress: bool = True, prompts: list[str] | None = None) -> tuple[Path, dict]:
-    """GGUF of a baked folder. mode "patch" bakes into the GGUF the model came from (recorded in its
-    bake_report.json), "convert" converts the HF folder, "auto" patches when the source is a GGUF.
-    Written to a temp sibling, verified, then renamed into place."""
-    from .verify import load_model, load_tokenizer, probe_inputs
-
-    model_dir = Path(model_dir).resolve()
-    if not (model_dir / "config.json").is_file():
-        raise BakeError(f"{model_dir}: no config.json; export takes a Hugging Face model folder (e.g. bake's output)")
+def resolve(model_dir: Path, qtype: str | None, mode: str) -> tuple[str, str | None, str]:
+    """(mode, source GGUF or None, type) for exporting a baked folder. mode "patch" bakes into the
+    GGUF the model came from (named in its bake_report.json), "convert" converts the HF folder,
+    "auto" patches when there is a source GGUF."""
     report_path = model_dir / "bake_report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    source = (report.get("model", {}).get("origin") or {}).get("gguf")
+    origin = report.get("model", {}).get("origin") or {}
+    source = origin.get("gguf") if mode != "convert" else None
     if mode == "patch" and not source:
-        raise BakeError(f"{model_dir} was not baked from a GGUF (its bake_report.json names none); use mode convert")
-    if mode == "patch" or (mode == "auto" and source):
+        raise BakeError(f"{model_dir} was not baked from a GGUF (its bake_report.json names none); use --mode convert")
+    if source:
         from .source import sha256_file
 
-        digest = report["model"]["origin"].get("gguf_sha256")
-        if not Path(source).is_file() or (digest and sha256_file(Path(source)) != digest):
+        if not Path(source).is_file() or (origin.get("gguf_sha256") and sha256_file(Path(source)) != origin["gguf_sha256"]):
             raise BakeError(f"the source GGUF {source} is missing or changed since the bake; "
                             "use --mode convert to convert the baked folder instead")
-        mode = "patch"
-    else:
-        mode = "convert"
     qtype = (qtype or default_type(model_dir)).lower()
     _qtype(qtype)
-    out = Path(out).resolve() if out else model_dir / default_name(model_dir.name, qtype, source if mode == "patch" else None)
+    return ("patch" if source else "convert"), source, qtype
+
+
+def export(model_dir: Path, out: Path, qtype: str, mode: str, source: str | None, progress: bool = True,
+           prompts: list[str] | None = None, name: str | None = None) -> tuple[Path, dict]:
+    """Write the GGUF (`resolve` gives mode, source and type) to a temp sibling of `out`, verify it
+    with llama.cpp, then rename it into place. `name`: the model's name (general.name)."""
+    from .verify import load_model, load_tokenizer, probe_inputs
+
+    report_path = model_dir / "bake_report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     tmp = out.parent / f".{out.name}.bake-tmp-{os.getpid()}"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         if mode == "patch":
             tensors = patch(source, model_dir, report.get("edits", []), tmp, qtype, progress)
         else:
-            tensors = convert(model_dir, tmp, qtype, progress=progress)
+            gguf_origin = (report.get("model", {}).get("origin") or {}).get("gguf")
+            tensors = convert(model_dir, tmp, qtype, name=name or model_dir.name, progress=progress,
+                              source_gguf=Path(gguf_origin) if gguf_origin and Path(gguf_origin).is_file() else None)
         model = load_model(model_dir, dtype=torch.float32)
         rounded = _round_like(model, tensors)
-        inputs = probe_inputs(load_tokenizer(model_dir), prompts, model.config.get_text_config().vocab_size)
+        tok = load_tokenizer(model_dir)
+        inputs = probe_inputs(tok, prompts, model.config.get_text_config().vocab_size)
         if progress:
             print(f"verifying GGUF with llama.cpp: {GEN_TOKENS} greedy tokens on {len(inputs)} prompts ...", flush=True)
         exact = qtype in EXACT_TYPES and all(t.split()[0] in ("F32", "F16") for t in tensors.values())
-        result = verify_gguf(tmp, model, inputs, qtype, exact)
+        texts = (prompts or PROMPTS_CHAT + PROMPTS_PLAIN) if tok is not None else []
+        result = verify_gguf(tmp, model, inputs, qtype, exact, tokenizer=tok, texts=texts)
         if rounded:
             result["against"] += f", its {rounded} tensors stored as 16-bit rounded as in the file"
         if mode == "patch" and result["status"] == "approximate" and Path(report["model"]["path"]).is_dir():

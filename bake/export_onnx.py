@@ -31,6 +31,7 @@ SIDE = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_co
         "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model")
 # model types whose graphs export and verify here (tests cover each); MoE routing does not export
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gpt2")
+GENAI_UNSUPPORTED = ("gpt2",)  # model types onnxruntime-genai's generator does not run (onnxruntime does)
 
 
 class _WithCache(torch.nn.Module):
@@ -191,7 +192,7 @@ def verify_onnx(model, folder: Path, inputs, n_steps: int = GEN_TOKENS) -> dict:
             try:
                 row["genai_tokens_identical"] = genai_greedy(folder, ids.numpy(), n_new) == seq
                 genai_identical += row["genai_tokens_identical"]
-            except Exception as e:  # e.g. a model type onnxruntime-genai does not know (gpt2)
+            except Exception as e:  # a failure, unless onnxruntime-genai does not know the model type (gpt2)
                 genai_error = f"onnxruntime-genai could not run this model: {str(e).strip() or type(e).__name__}"
         worst, identical = max(worst, diff), identical + row["tokens_identical"]
         prompts.append(row)
@@ -202,6 +203,8 @@ def verify_onnx(model, folder: Path, inputs, n_steps: int = GEN_TOKENS) -> dict:
         failures.append(f"greedy tokens differ on {len(prompts) - identical}/{len(prompts)} prompts")
     if has_genai and genai_error is None and genai_identical < len(prompts):
         failures.append(f"onnxruntime-genai tokens differ on {len(prompts) - genai_identical}/{len(prompts)} prompts")
+    if genai_error and model.config.get_text_config().model_type not in GENAI_UNSUPPORTED:
+        failures.append(genai_error)
     return {
         "status": "failed" if failures else "passed",
         "against": "baked PyTorch checkpoint, float32",
@@ -215,16 +218,15 @@ def verify_onnx(model, folder: Path, inputs, n_steps: int = GEN_TOKENS) -> dict:
     }
 
 
-def export(model_dir: str | Path, out_dir: str | Path | None = None, progress: bool = True,
-           prompts: list[str] | None = None) -> tuple[Path, dict]:
-    """Export a (baked) HF folder to `out_dir` (default `<model_dir>/onnx`), verify it, and move it
-    into place. Returns the folder and the verification."""
+def export(model_dir: Path, out: Path, progress: bool = True, prompts: list[str] | None = None) -> tuple[Path, dict]:
+    """Export a (baked) HF folder to the folder `out`, verify it, and move it into place (replacing
+    an earlier ONNX export there, never anything else). Returns the folder and the verification."""
     from .verify import load_tokenizer, probe_inputs
 
-    model_dir = Path(model_dir).resolve()
-    if not (model_dir / "config.json").is_file():
-        raise BakeError(f"{model_dir}: no config.json; export takes a Hugging Face model folder (e.g. bake's output)")
-    out = Path(out_dir).resolve() if out_dir else model_dir / "onnx"
+    if out == model_dir or out in model_dir.parents:
+        raise BakeError(f"--out {out} would replace the model folder {model_dir} (or a folder holding it)")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "bake_export.json").is_file())):
+        raise BakeError(f"{out} exists and is not an ONNX export written by bake; choose another --out")
     model = _load(model_dir)
     tmp = out.parent / f".{out.name}.bake-tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -245,9 +247,13 @@ def export(model_dir: str | Path, out_dir: str | Path | None = None, progress: b
             print(f"verifying ONNX: {GEN_TOKENS} greedy tokens on {len(inputs)} prompts ...", flush=True)
         result = verify_onnx(model, tmp, inputs)
         (tmp / "bake_export.json").write_text(json.dumps(result, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        if out.exists():  # an earlier export: swap, then delete it
+            old = out.parent / f".{out.name}.bake-tmp-old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -49,7 +49,7 @@ def push(folder: str | Path, repo: str, private: bool = False, revision: str | N
     if failures and not force:
         raise BakeError(f"refusing to push {folder.name}: " + " | ".join(failures)
                         + ". Fix the recipe, or pass --force to publish it anyway (the card shows the failure)")
-    text = card.render(folder)  # fresh from the report, so the card matches what is uploaded
+    text = card.render(folder, repo)  # fresh from the report, so the card matches what is uploaded
     if not dry_run:
         (folder / "README.md").write_text(text)
     files = _files(folder)
@@ -68,10 +68,15 @@ def push(folder: str | Path, repo: str, private: bool = False, revision: str | N
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
+        if private and not api.repo_info(repo).private:
+            raise BakeError(f"{repo} already exists and is public; --private does not change an existing repo's "
+                            "visibility (change it on the Hub, or push without --private)")
         if revision and revision != "main":
             api.create_branch(repo, branch=revision, exist_ok=True)
         commit = api.upload_folder(repo_id=repo, folder_path=str(folder), revision=revision,
                                    commit_message=message, ignore_patterns=IGNORE)
+    except BakeError:
+        raise
     except HfHubHTTPError as e:
         raise BakeError(f"push to {repo} failed: {str(e).splitlines()[0]}") from None
     except Exception as e:  # no connection (the HTTP client's own errors), offline mode, a failed transfer

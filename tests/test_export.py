@@ -169,7 +169,8 @@ def test_gguf_types(tmp_path, qtype, status):
     src, out = _bake(tmp_path, "llama-untied", ("steer",), byte_level=True)
     result = bake.export(out, "gguf", gguf_type=qtype, progress=False)
     assert result["status"] == status, result
-    assert result["type"] == qtype and 0 <= result["metrics"]["greedy_token_agreement"] <= 1
+    assert result["type"] == qtype and result["metrics"]["top1_agreement"] >= 0.9
+    assert result["metrics"]["tokenization_identical"] == "8/8"  # llama.cpp tokenizes text as transformers does
     if status == "passed":
         assert result["metrics"]["greedy_identical_prompts"] == "8/8"
 
@@ -282,3 +283,55 @@ def test_cli_export(tmp_path, capsys):
     assert "gguf export: APPROXIMATE" in text and "llama-untied-baked.Q8_0.gguf" in text
     assert main(["export", "gguf", str(out), "--type", "q4_k"]) == 2
     assert "not one bake writes" in capsys.readouterr().err
+
+
+def test_checks_have_teeth(tmp_path):
+    """Each runtime check fails when the file is not the baked model: here, the unbaked original."""
+    from bake.verify import load_model, load_tokenizer, probe_inputs
+
+    src, out = _bake(tmp_path, "llama-untied", ("steer", "ablate"), byte_level=True)
+    baked = load_model(out)
+    inputs = probe_inputs(load_tokenizer(out), None, 97)
+    for qtype, exact in (("f32", True), ("q8_0", False)):
+        wrong = tmp_path / f"orig.{qtype}.gguf"
+        export_gguf.convert(src, wrong, qtype, progress=False)
+        res = export_gguf.verify_gguf(wrong, baked, inputs, qtype, exact)
+        assert res["status"] == "failed", res["metrics"]
+    from bake import export_onnx
+
+    onnx_dir = tmp_path / "onnx-orig"
+    onnx_dir.mkdir()
+    export_onnx._export_graph(export_onnx._load(src), onnx_dir / export_onnx.MODEL_FILE)
+    res = export_onnx.verify_onnx(baked, onnx_dir, inputs)
+    assert res["status"] == "failed" and res["metrics"]["max_abs_logit"] > 1e-3
+
+
+def test_onnx_out_never_replaces_other_things(tmp_path):
+    src, out = _bake(tmp_path, "llama-untied", ("steer",))
+    with pytest.raises(BakeError, match="would replace the model folder"):
+        bake.export(out, "onnx", out=out, progress=False)
+    with pytest.raises(BakeError, match="would replace the model folder"):
+        bake.export(out, "onnx", out=tmp_path, progress=False)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(BakeError, match="not an ONNX export written by bake"):
+        bake.export(out, "onnx", out=other, progress=False)
+    assert (other / "keep.txt").read_text() == "mine" and (out / "config.json").is_file()
+
+
+def test_cli_reports_failed_export(tmp_path, capsys, monkeypatch):
+    from bake.cli import main
+
+    monkeypatch.setattr(export_gguf, "MIN_TOP1_QUANTIZED", 1.01)  # no file can pass: the failure path
+    src = add_tokenizer(build("llama-untied", tmp_path / "src"), byte_level=True)
+    _vectors(tmp_path, 32)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({"model": str(src), "export": ["hf", "gguf"], "gguf_type": "q8_0",
+                                  "verify": {"generate_tokens": 4},
+                                  "interventions": [{"kind": "steer", "layers": [1], "vector": str(tmp_path / "v.safetensors")}]}))
+    assert main(["apply", str(recipe), "--output", str(tmp_path / "out"), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "gguf export: FAILED" in captured.out and "export verification failed" in captured.err
+    report = json.loads((tmp_path / "out" / "bake_report.json").read_text())
+    assert [e["status"] for e in report["exports"].values()] == ["failed"]

@@ -73,8 +73,9 @@ def test_push_uploads_one_commit(baked):
         assert len(shards) > 1 and set(shards) <= set(commits[0]["lfs"])  # large files go the library's LFS way
         for f in shards:
             assert repo["branches"]["v1"][f] == (baked / f).read_bytes()
-        meta = front_matter(repo["branches"]["v1"]["README.md"].decode())
-        assert "bake" in meta["tags"]
+        card = repo["branches"]["v1"]["README.md"].decode()
+        assert "bake" in front_matter(card)["tags"]
+        assert 'from_pretrained("alice/tiny-steered")' in card  # the published card loads the repo
 
 
 def test_push_dry_run_prints_files_and_card(baked):
@@ -122,3 +123,11 @@ def test_card_for_builtin_names_hub_base(tmp_path):
 
     info = base_info(resolve_model("builtin:smollm2-135m-instruct"))
     assert info == {"hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0"}
+
+
+def test_push_private_to_existing_public_repo_refuses(baked):
+    with FakeHub() as hub:
+        assert bake_cli("push", str(baked), "--repo", "alice/pub", hub=hub).returncode == 0
+        res = bake_cli("push", str(baked), "--repo", "alice/pub", "--private", hub=hub)
+        assert res.returncode == 2 and "already exists and is public" in res.stderr
+        assert len([c for c in hub.repos["alice/pub"]["commits"] if c["message"].startswith("bake")]) == 1
