@@ -218,14 +218,22 @@ def test_gguf_patch_keeps_everything_else(tmp_path):
     assert fa == fb
     ta, tb = {t.name: t for t in a.tensors}, {t.name: t for t in b.tensors}
     report = json.loads((out / "bake_report.json").read_text())
+    from safetensors.torch import load_file
+
+    baked = {}
+    for f in out.glob("*.safetensors"):
+        baked.update(load_file(f))
     edited = {gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 3).get_name(
         e["tensor"], try_suffixes=(".weight", ".bias")) for e in report["edits"] if e["ops"]}
     assert "blk.0.ffn_down.weight" in edited and "token_embd.weight" in edited
     for name, t in ta.items():
         if name not in edited:
             assert tb[name].tensor_type == t.tensor_type and bytes(tb[name].data) == bytes(t.data), name
-        else:
+        else:  # the baked folder's values, exactly
             assert tb[name].tensor_type.name == "F32"
+            hf = next(e["tensor"] for e in report["edits"] if gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 3).get_name(
+                e["tensor"], try_suffixes=(".weight", ".bias")) == name)
+            assert np.array_equal(np.asarray(tb[name].data), baked[hf].numpy()), name
     assert tb["output.weight"].tensor_type.name == "Q8_0"  # the untied head: the original bytes
     assert bytes(tb["output.weight"].data) == bytes(ta["token_embd.weight"].data)
     assert "blk.1.ffn_down.bias" in tb
