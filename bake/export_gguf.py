@@ -328,30 +328,25 @@ def verify_gguf(path: Path, model, inputs, qtype: str, exact: bool, n_steps: int
     except ImportError:
         return {**base, "status": "unverified", "runtime": "none", "metrics": {}, "failures": [],
                 "note": "llama-cpp-python is not installed (pip install 'bake[llama]'), so the GGUF was not run"}
-    from .verify import context_length, eos_ids, reference_greedy
+    from .verify import against_reference, context_length, eos_ids
 
     eos, context = eos_ids(model), context_length(model)
     n_ctx = min(context, max(ids.shape[1] for _, ids in inputs) + n_steps + 1)
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, n_threads=os.cpu_count(),
                           seed=0)
-    prompts, identical, worst, agree = [], 0, 0.0, []
+    runs = []
     for label, ids in inputs:
         ids = ids[:, : n_ctx - 1]
-        n_new = min(n_steps, n_ctx - ids.shape[1])
-        toks, logits = llama_greedy(llm, ids[0].tolist(), n_new, eos)
-        seq = reference_greedy(model, ids, n_new)
-        with torch.no_grad():
-            ref = model(input_ids=torch.cat([ids[0], torch.tensor(toks[:-1])])[None]).logits[0].numpy()
-        diff = float(np.abs(ref - logits).max())
-        same = sum(a == b for a, b in zip(toks, seq))
-        prompts.append({"prompt": label, "max_abs_logit": diff, "tokens_identical": toks == seq,
-                        "token_agreement": same / n_new,
-                        "top1_agreement": float((ref.argmax(-1) == logits.argmax(-1)).mean())})
-        identical, worst = identical + (toks == seq), max(worst, diff)
-        agree.append(same / n_new)
+        runs.append((label, ids, *llama_greedy(llm, ids[0].tolist(), min(n_steps, n_ctx - ids.shape[1]), eos)))
     tok_same = [llm.tokenize(t.encode(), add_bos=False, special=False) == tokenizer(t, add_special_tokens=False)["input_ids"]
                 for t in texts] if tokenizer is not None else []
     del llm
+    prompts = against_reference(model, runs)
+    for p in prompts:
+        p.pop("reference")
+    identical = sum(p["tokens_identical"] for p in prompts)
+    worst = max(p["max_abs_logit"] for p in prompts)
+    agree = [p["token_agreement"] for p in prompts]
     top1 = sum(p["top1_agreement"] for p in prompts) / len(prompts)
     failures = []
     if exact and identical < len(prompts):

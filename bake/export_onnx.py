@@ -168,34 +168,34 @@ def verify_onnx(model, folder: Path, inputs, n_steps: int = GEN_TOKENS) -> dict:
     """Compare the ONNX folder against the (float32) PyTorch model on the probe inputs."""
     import onnxruntime as ort
 
-    from .verify import context_length, eos_ids, reference_greedy
+    from .verify import against_reference, context_length, eos_ids
 
-    session = ort.InferenceSession(str(folder / MODEL_FILE), providers=["CPUExecutionProvider"])
     try:
         import onnxruntime_genai  # noqa: F401
         has_genai = True
     except ImportError:
         has_genai = False
-    prompts, worst, identical, genai_identical, genai_error = [], 0.0, 0, 0, None
     eos, context = eos_ids(model), context_length(model)
+    session = ort.InferenceSession(str(folder / MODEL_FILE), providers=["CPUExecutionProvider"])
+    runs, genai_runs, genai_error = [], [], None
     for label, ids in inputs:
         ids = ids[:, : context - 1]
         n_new = min(n_steps, context - ids.shape[1])  # a tiny test model's context may be shorter
-        toks, logits = ort_greedy(session, ids.numpy(), n_new, eos)
-        seq = reference_greedy(model, ids, n_new)
-        with torch.no_grad():  # PyTorch's logits on the ONNX run's own sequence
-            ref = model(input_ids=torch.cat([ids[0], torch.tensor(toks[:-1])])[None]).logits[0].numpy()
-        diff = float(np.abs(ref - logits).max())
-        row = {"prompt": label, "max_abs_logit": diff, "tokens_identical": toks == seq,
-               "token_agreement": sum(a == b for a, b in zip(toks, seq)) / n_new}
+        runs.append((label, ids, *ort_greedy(session, ids.numpy(), n_new, eos)))
         if has_genai and genai_error is None:
             try:
-                row["genai_tokens_identical"] = genai_greedy(folder, ids.numpy(), n_new) == seq
-                genai_identical += row["genai_tokens_identical"]
+                genai_runs.append(genai_greedy(folder, ids.numpy(), n_new))
             except Exception as e:  # a failure, unless onnxruntime-genai does not know the model type (gpt2)
                 genai_error = f"onnxruntime-genai could not run this model: {str(e).strip() or type(e).__name__}"
-        worst, identical = max(worst, diff), identical + row["tokens_identical"]
-        prompts.append(row)
+    del session
+    prompts = against_reference(model, runs)  # PyTorch after the runtimes: their thread pools don't overlap
+    for p, g in zip(prompts, genai_runs if genai_error is None else []):
+        p["genai_tokens_identical"] = g == p["reference"]
+    for p in prompts:
+        p.pop("reference"), p.pop("top1_agreement")
+    worst = max(p["max_abs_logit"] for p in prompts)
+    identical = sum(p["tokens_identical"] for p in prompts)
+    genai_identical = sum(p.get("genai_tokens_identical", False) for p in prompts)
     failures = []
     if not worst <= LOGIT_TOL:
         failures.append(f"max abs logit difference {worst:.3g} > {LOGIT_TOL:g}")

@@ -106,6 +106,25 @@ def reference_greedy(model, ids: torch.Tensor, n_new: int) -> list[int]:
     return seq[0, ids.shape[1]:].tolist()
 
 
+def against_reference(model, runs) -> list[dict]:
+    """Per prompt, a runtime's greedy tokens and logits against the PyTorch model's: `runs` holds
+    (label, ids [1, T], tokens, logits of every position of ids + tokens[:-1]). The reference's
+    logits are taken on the runtime's own sequence. Call it after the runtime is done: two thread
+    pools spinning on the same cores slow each other badly."""
+    import numpy as np
+
+    rows = []
+    for label, ids, toks, logits in runs:
+        seq = reference_greedy(model, ids, len(toks))
+        with torch.no_grad():
+            ref = model(input_ids=torch.cat([ids[0], torch.tensor(toks[:-1], dtype=ids.dtype)])[None]).logits[0].numpy()
+        same = sum(a == b for a, b in zip(toks, seq))
+        rows.append({"prompt": label, "max_abs_logit": float(np.abs(ref - logits).max()), "tokens_identical": toks == seq,
+                     "token_agreement": same / len(toks),
+                     "top1_agreement": float((ref.argmax(-1) == logits.argmax(-1)).mean()), "reference": seq})
+    return rows
+
+
 def context_length(model) -> int:
     text = model.config.get_text_config()
     return getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None) or 1 << 30
