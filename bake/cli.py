@@ -67,13 +67,17 @@ def format_export(fmt: str, e: dict) -> str:
         lines.append(f"  max |logit diff|      {_fmt(m['max_abs_logit'])}" + (f"   (tolerance {tol:g})" if tol else ""))
     if "greedy_identical_prompts" in m:
         lines.append(f"  greedy tokens         {m['greedy_identical_prompts']} prompts identical"
-                     + (f", {m['greedy_token_agreement']:.2%} of tokens agree" if "greedy_token_agreement" in m else ""))
+                     + (f", {m['greedy_token_agreement']:.2%} of tokens agree" if "greedy_token_agreement" in m else "")
+                     + (f"; top-1 {m['top1_agreement']:.2%} on the same sequences" if "top1_agreement" in m else ""))
+    if "tokenization_identical" in m:
+        lines.append(f"  tokenization          {m['tokenization_identical']} probe texts tokenized as transformers does")
     if "genai_identical_prompts" in m:
         lines.append(f"  onnxruntime-genai     {m['genai_identical_prompts']} prompts identical")
     if e.get("baseline"):
         b = e["baseline"]["metrics"]
         lines.append(f"  baseline              {b['greedy_identical_prompts']} prompts identical, "
-                     f"{b['greedy_token_agreement']:.2%} of tokens agree, max |logit diff| {_fmt(b['max_abs_logit'])}"
+                     f"{b['greedy_token_agreement']:.2%} of tokens agree, top-1 {b['top1_agreement']:.2%}, "
+                     f"max |logit diff| {_fmt(b['max_abs_logit'])}"
                      f"  ({e['baseline']['what']})")
     if e.get("note"):
         lines.append(f"  note: {e['note']}")
