@@ -71,6 +71,14 @@ def test_onnx_export_matches_pytorch(tmp_path, name):
     assert json.loads((out / "bake_report.json").read_text())["exports"]["onnx"]["status"] == "passed"  # by path
 
 
+def _without_bake(script: str, cwd) -> list[int]:
+    """Run `script` (which prints its greedy tokens as JSON) in a fresh Python that never imports bake."""
+    script += '\nimport sys\nassert "bake" not in sys.modules\nprint(json.dumps(toks))\n'
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def _r(tmp):
     _vectors(tmp, 32)
     return str(tmp / "r.safetensors")
@@ -136,12 +144,8 @@ def test_onnx_runs_without_bake(tmp_path):
             if eos is not None and eos < logits.shape[0]:
                 logits[eos] = -np.inf
             toks.append(int(logits.argmax())); ids, start = np.array([[toks[-1]]], np.int64), total
-        assert "bake" not in sys.modules
-        print(json.dumps(toks))
     """)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert json.loads(res.stdout.strip().splitlines()[-1]) == expected
+    assert _without_bake(script, tmp_path) == expected
 
 
 # ---- GGUF ----
@@ -260,12 +264,8 @@ def test_gguf_runs_without_bake(tmp_path):
             logits = np.array(llm.scores[llm.n_tokens - 1])
             logits[{eos}] = -np.inf
             toks.append(int(logits.argmax())); llm.eval([toks[-1]])
-        assert "bake" not in sys.modules
-        print(json.dumps(toks))
     """)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert json.loads(res.stdout.strip().splitlines()[-1]) == expected
+    assert _without_bake(script, tmp_path) == expected
 
 
 def test_apply_refuses_impossible_export_before_writing(tmp_path):
