@@ -52,9 +52,8 @@ def push(folder: str | Path, repo: str, private: bool = False, revision: str | N
     text = card.render(folder, repo)  # fresh from the report, so the card matches what is uploaded
     if not dry_run:
         (folder / "README.md").write_text(text)
-    files = _files(folder)
-    if not any(f["path"] == "README.md" for f in files):
-        files = sorted(files + [{"path": "README.md", "bytes": len(text.encode())}], key=lambda f: f["path"])
+    files = [f for f in _files(folder) if f["path"] != "README.md"]  # the card uploaded is `text`
+    files = sorted(files + [{"path": "README.md", "bytes": len(text.encode())}], key=lambda f: f["path"])
     kinds = ", ".join(s["kind"] for s in report["steps"])
     message = message or f"bake {report.get('bake_version', '')}: {kinds} on {report['model']['spec']}"
     plan = {"repo": repo, "revision": revision or "main", "private": private, "message": message,
