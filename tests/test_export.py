@@ -168,7 +168,7 @@ def test_gguf_convert_f32_matches_and_keeps_bias_and_head(tmp_path):
     assert "| GGUF" in card and "passed" in card
 
 
-@pytest.mark.parametrize("qtype,status", [("f16", "passed"), ("q8_0", "approximate")])
+@pytest.mark.parametrize("qtype,status", [("f16", "passed"), ("bf16", "approximate"), ("q8_0", "approximate")])
 def test_gguf_types(tmp_path, qtype, status):
     src, out = _bake(tmp_path, "llama-untied", ("steer",), byte_level=True)
     result = bake.export(out, "gguf", gguf_type=qtype, progress=False)
