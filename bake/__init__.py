@@ -1,11 +1,21 @@
-"""bake: compile inference-time interventions (AURA, steering, ablation) into checkpoints."""
+"""bake: compile inference-time interventions (AURA, steering, ablation) into checkpoints.
+
+The public API is imported lazily, so that `bake --help` (and the CLI's signal handlers) come up
+before torch and transformers load.
+"""
 
 __version__ = "0.1.0"
 
-from .api import apply, arch_info, export, plan, verify  # noqa: E402
-from .errors import BakeError, NotBakeable, RecipeError, VerificationFailed  # noqa: E402
-from .hub import push  # noqa: E402
-from .recipe import load as load_recipe  # noqa: E402
+_API = {"apply": "api", "arch_info": "api", "export": "api", "plan": "api", "verify": "api", "push": "hub",
+        "load_recipe": "recipe", "BakeError": "errors", "NotBakeable": "errors", "RecipeError": "errors",
+        "VerificationFailed": "errors"}
+__all__ = list(_API)
 
-__all__ = ["apply", "plan", "verify", "export", "push", "arch_info", "load_recipe",
-           "BakeError", "NotBakeable", "RecipeError", "VerificationFailed"]
+
+def __getattr__(name):
+    if name in _API:
+        import importlib
+
+        module = importlib.import_module(f".{_API[name]}", __name__)
+        return getattr(module, "load" if name == "load_recipe" else name)
+    raise AttributeError(f"module 'bake' has no attribute {name!r}")

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import errno
-import json
-import os
-import shutil
 import time
 from pathlib import Path
 
 import yaml
 
-from . import __version__, arch, card, interrupt
+from . import __version__, arch, card, integrity, staging
 from . import recipe as recipe_mod
 from .compile import Plan, compile_plan
 from .errors import BakeError, VerificationFailed
+from .integrity import read_report, write_report
 from .recipe import Recipe
 from .rewrite import rewrite
 from .source import Checkpoint, resolve_model, sha256_file
-from .verify import verify as run_verify
-
-TMP_TAG = ".bake-tmp-"
-
+from .verifier import verify as run_verify
 
 def _recipe(r: Recipe | str | Path | dict) -> Recipe:
     if isinstance(r, Recipe):
@@ -31,12 +25,13 @@ def _recipe(r: Recipe | str | Path | dict) -> Recipe:
     return recipe_mod.load(r)
 
 
-def plan(recipe: Recipe | str | Path | dict, progress: bool = True) -> Plan:
+def plan(recipe: Recipe | str | Path | dict, progress: bool = True, trust_remote_code: bool = False) -> Plan:
     """Resolve the model, learn inline artifacts, compile; writes nothing but caches
-    (the dequantized GGUF, learned artifacts)."""
+    (the dequantized GGUF, learned artifacts). Code shipped with a model runs only when
+    `trust_remote_code` is given here: a recipe cannot ask for it."""
     from .learners import materialize
 
-    r = _recipe(recipe)
+    r = _recipe(recipe).with_trust(trust_remote_code)
     ckpt = resolve_model(r.model, r.base_dir)
     return compile_plan(materialize(r, ckpt, progress), ckpt)
 
@@ -87,44 +82,42 @@ def _resolved_recipe(p: Plan) -> dict:
     return data
 
 
-def _clean_stale(out: Path):
-    """Remove temp siblings (folders or files) left by bakes and exports that were killed (their
-    pid is gone)."""
-    for tmp in out.parent.glob(f".{out.name}{TMP_TAG}*"):
-        try:
-            pid = int(tmp.name.rsplit("-", 1)[1])
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError):
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink(missing_ok=True)
-        except PermissionError:
-            pass
-
-
 def _output_dir(r: Recipe, output: str | Path | None) -> Path:
     if output is not None:
-        return Path(output).resolve()
+        return staging.resolve_path(output, "output")
     if r.output is not None:
-        return r.path(r.output).resolve()
-    return Path("out").resolve() / "baked"
+        return staging.resolve_path(r.path(r.output), "output")
+    return staging.resolve_path(Path("out") / "baked", "output")
+
+
+def _inputs(r: Recipe, p: Plan) -> list[Path]:
+    """Everything this run reads, which no output may replace or hold: the recipe's folder, the
+    model (and the GGUF it came from), the artifacts and the data that inline learning read."""
+    paths = [r.base_dir, p.checkpoint.path, *map(Path, p.artifacts)]
+    if p.checkpoint.origin.get("gguf"):
+        paths.append(Path(p.checkpoint.origin["gguf"]))
+    for entry in ((p.recipe.provenance or {}).get("learned") or {}).values():
+        for v in entry["learn"].values():
+            if isinstance(v, str) and r.path(v).exists():
+                paths.append(r.path(v))
+    return paths
 
 
 def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, force: bool = False,
-          progress: bool = True) -> dict:
+          progress: bool = True, trust_remote_code: bool = False) -> dict:
     """Bake, verify and write. Returns the report; raises VerificationFailed (after writing the
-    output with its failing report, so it can be inspected) when verification fails."""
+    output with its failing report, so it can be inspected) when verification fails.
+    `force` replaces an output folder that bake wrote earlier, never anything else;
+    `trust_remote_code` lets transformers run code shipped with the model."""
     r = _recipe(recipe)
     out = _output_dir(r, output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise BakeError(f"output {out} exists and is not empty; pass --force to replace it")
+    staging.check_target(out, folder=True, force=force, protect=[r.base_dir])  # fail fast, before learning
     started = time.time()
-    p = plan(r, progress)
+    p = plan(r, progress, trust_remote_code=trust_remote_code)
     src = p.checkpoint.path
-    if out == src or src in out.parents or out in src.parents:
-        raise BakeError(f"output {out} and the input model {src} overlap; the input is never modified, "
-                        "so choose an output outside it (and not a folder that contains it)")
+    if src in out.parents:
+        raise BakeError(f"output {out} is inside the input model {src}; the input is never modified, "
+                        "so choose an output outside it")
     out_config = {**p.checkpoint.config, **p.config_updates}
     if "onnx" in r.export:  # refuse an export that cannot work before baking anything
         from . import export_onnx
@@ -134,12 +127,8 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
         from . import export_gguf
 
         export_gguf.check(out_config, "the baked model", r.gguf_type)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(out)
-    tmp = out.parent / f".{out.name}{TMP_TAG}{os.getpid()}"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+    staging.preflight_space(out, sum((src / f).stat().st_size for f in p.checkpoint.shard_files))
+    with staging.staged(out, folder=True, force=force, protect=_inputs(r, p)) as tmp:
         stats = rewrite(p, tmp, progress=progress)
         verification = run_verify(p, tmp, progress=progress)
         report = {**plan_summary(p), "bake_version": __version__, "output": str(out), "edits": stats,
@@ -148,35 +137,18 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
         (tmp / "recipe.yaml").write_text(
             f"# resolved by bake {__version__}; `bake verify {out.name}` re-checks it\n"
             + yaml.safe_dump(_resolved_recipe(p), sort_keys=False))
-        (tmp / "bake_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_report(tmp, report)
         card.write(tmp)
         for fmt in (f for f in r.export if f != "hf"):  # inside the temp folder: all formats land together
             if verification["status"] != "failed":
-                _export(tmp, fmt, None, r.gguf_type, "auto", progress, r.verify.prompts, name=out.name)
-        report = json.loads((tmp / "bake_report.json").read_text())
+                _export(tmp, fmt, None, r.gguf_type, "auto", progress, r.verify.prompts, name=out.name,
+                        trust_remote_code=trust_remote_code)
+        report = read_report(tmp)
         report["seconds"] = round(time.time() - started, 1)
-        (tmp / "bake_report.json").write_text(json.dumps(report, indent=2) + "\n")
-        interrupt.check()
-        if out.exists():  # --force: swap, and put the old folder back if the swap fails
-            trash = out.parent / f".{out.name}{TMP_TAG}old-{os.getpid()}"
-            os.replace(out, trash)
-            try:
-                os.replace(tmp, out)
-            except OSError:
-                os.replace(trash, out)
-                raise
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno == errno.ENOSPC:
-            raise BakeError(f"no space left on device while writing {out}; nothing was written "
-                            f"(the input model is untouched)") from None
-        raise BakeError(f"cannot write {out}: {e}; nothing was written") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        report["files"] = integrity.manifest(tmp)
+        write_report(tmp, report)
+        card.write(tmp)
+        staging.write_marker(tmp, "bake apply")
     if verification["status"] == "failed":
         raise VerificationFailed("verification failed: " + "; ".join(verification["failures"]), report)
     failed = {path: e for path, e in (report.get("exports") or {}).items() if e["status"] == "failed"}
@@ -186,71 +158,100 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
     return report
 
 
-def _export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts, name: str | None = None) -> dict:
-    """Export, then record the result in the folder's bake_report.json and card (when it has them).
-    `name`: the folder's final name, when it is still a temp folder."""
-    try:
-        path, result = _run_export(folder, fmt, out, gguf_type, mode, progress, prompts, name)
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise BakeError(f"no space left on device while exporting {fmt}; nothing was written") from None
-        raise BakeError(f"cannot write the {fmt} export: {e}; nothing was written") from None
-    result = {"format": fmt, "path": str(path.relative_to(folder)) if folder in path.parents else str(path), **result}
-    report_path = folder / "bake_report.json"
-    if report_path.is_file():
-        report = json.loads(report_path.read_text())
+def _export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts, name: str | None = None,
+            force: bool = False, trust_remote_code: bool = False) -> dict:
+    """Export, then record the result in the folder's bake_report.json (with the sha256 of every
+    file written inside the folder) and card, when it has them. `name`: the folder's final name,
+    when it is still a temp folder."""
+    path, result = _run_export(folder, fmt, out, gguf_type, mode, progress, prompts, name, force, trust_remote_code)
+    inside = folder in path.parents
+    result = {"format": fmt, "path": str(path.relative_to(folder)) if inside else str(path), **result}
+    if path.is_file():
+        result["sha256"] = sha256_file(path)
+    report = read_report(folder, required=False)
+    if report:
         report.setdefault("exports", {})[result["path"]] = result  # one entry per written file or folder
-        tmp = report_path.with_name(f".{report_path.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, report_path)
+        if inside and isinstance(report.get("files"), dict):
+            prefix = result["path"]
+            report["files"] = {f: h for f, h in report["files"].items() if f != prefix and not f.startswith(prefix + "/")}
+            report["files"].update(integrity.manifest(folder, path))
+        write_report(folder, report)
         card.write(folder)
     return result
 
 
-def _run_export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts, name):
-    """The one place that picks an export's path (default: inside the folder) and clears what a
-    killed export to that path left behind."""
+def _run_export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts, name, force, trust):
+    """The one place that picks an export's path (default: inside the folder) and what it may replace."""
     name = name or folder.name
     if fmt == "onnx":
         from . import export_onnx
 
-        out = Path(out).resolve() if out else folder / "onnx"
-        _clean_stale(out)
-        return export_onnx.export(folder, out, progress=progress, prompts=prompts)
+        out = staging.resolve_path(out, "--out") if out else folder / "onnx"
+        with staging.staged(out, folder=True, force=force, protect=[folder], what="ONNX export") as tmp:
+            result = export_onnx.export(folder, tmp, progress=progress, prompts=prompts, trust_remote_code=trust)
+            staging.write_marker(tmp, "bake export onnx")
+        return out, result
     if fmt == "gguf":
         from . import export_gguf
 
         mode, source, gguf_type = export_gguf.resolve(folder, gguf_type, mode)
-        out = Path(out).resolve() if out else folder / export_gguf.default_name(name, gguf_type, source)
-        _clean_stale(out)
-        return export_gguf.export(folder, out, gguf_type, mode, source, progress=progress, prompts=prompts, name=name)
+        out = staging.resolve_path(out, "--out") if out else folder / export_gguf.default_name(name, gguf_type, source)
+        with staging.staged(out, folder=False, force=force, refuse=lambda o: _gguf_refusal(folder, o),
+                            protect=[folder] + ([Path(source)] if source else []), what="GGUF export") as tmp:
+            result = export_gguf.export(folder, tmp, gguf_type, mode, source, progress=progress, prompts=prompts,
+                                        name=name, trust_remote_code=trust)
+            result["file"] = out.name
+        return out, result
     raise BakeError(f"unknown export format {fmt!r}; expected onnx or gguf")
 
 
+def _gguf_refusal(folder: Path, out: Path) -> str | None:
+    """None when `out` is a GGUF that an earlier export of `folder` wrote and that is unchanged since."""
+    for path, e in (read_report(folder, required=False).get("exports") or {}).items():
+        where = Path(path) if Path(path).is_absolute() else folder / path
+        if e.get("format") == "gguf" and where == out:
+            if e.get("sha256") and out.is_file() and sha256_file(out) == e["sha256"]:
+                return None
+            return "it changed since bake exported it"
+    return "it is not a GGUF that bake exported from this folder"
+
+
 def export(folder: str | Path, fmt: str, out: str | Path | None = None, gguf_type: str | None = None,
-           mode: str = "auto", progress: bool = True) -> dict:
+           mode: str = "auto", progress: bool = True, force: bool = False, trust_remote_code: bool = False) -> dict:
     """Export a baked folder to ONNX or GGUF, verify it, and record it in the folder's report and
-    card. Raises VerificationFailed (after writing) when the exported model does not match."""
-    folder = Path(folder).resolve()
+    card. Raises VerificationFailed (after writing) when the exported model does not match.
+    `force` replaces an earlier export of this folder, never anything else."""
+    folder = staging.resolve_path(folder, "folder")
     if not (folder / "config.json").is_file():
         raise BakeError(f"{folder}: no config.json; `bake export` takes a model folder written by `bake apply`")
+    report = read_report(folder, required=False)
+    if report and integrity.check(folder, report)["status"] == "changed":
+        integrity.require_intact(folder, report, "export")
     prompts = None
     if (folder / "recipe.yaml").is_file():
         prompts = recipe_mod.load(folder / "recipe.yaml").verify.prompts
-    result = _export(folder, fmt, out, gguf_type, mode, progress, prompts)
+    with staging.locked(folder, "folder"):  # no bake may replace the folder while its report is updated
+        result = _export(folder, fmt, out, gguf_type, mode, progress, prompts, force=force,
+                         trust_remote_code=trust_remote_code)
     if result["status"] == "failed":
         raise VerificationFailed(f"{fmt} verification failed: " + "; ".join(result["failures"]), {"export": result})
     return result
 
 
-def verify(out_dir: str | Path, progress: bool = True) -> dict:
-    """Re-run the equivalence check on a written checkpoint (its recipe.yaml names the source)."""
-    out = Path(out_dir).resolve()
+def verify(out_dir: str | Path, progress: bool = True, trust_remote_code: bool = False) -> dict:
+    """Check a written folder: its files against the sha256 manifest in its report, then the
+    equivalence check again (its recipe.yaml names the source). Trust comes from the caller only,
+    never from the folder."""
+    out = staging.resolve_path(out_dir, "folder")
     rpath = out / "recipe.yaml"
     if not rpath.is_file():
         raise BakeError(f"{out}: no recipe.yaml; is this a folder written by `bake apply`?")
+    files = integrity.check(out, read_report(out))
+    if files["status"] == "changed":
+        raise VerificationFailed("integrity check failed: the folder's files differ from what bake wrote ("
+                                 + integrity.describe(files) + "); re-bake it with `bake apply`", {"integrity": files})
     r = recipe_mod.load(rpath)
-    p = plan(r)
+    p = plan(r, trust_remote_code=trust_remote_code)
     expected = (r.provenance or {}).get("model_files", {})
     for f, digest in expected.items():
         path = p.checkpoint.path / f
@@ -258,12 +259,14 @@ def verify(out_dir: str | Path, progress: bool = True) -> dict:
             raise BakeError(f"the source model changed since the bake: {path} does not match its recorded sha256")
     result = run_verify(p, out, progress=progress)
     if result["status"] == "failed":
-        raise VerificationFailed("verification failed: " + "; ".join(result["failures"]), {"verification": result})
-    return {"output": str(out), "verification": result}
+        raise VerificationFailed("verification failed: " + "; ".join(result["failures"]),
+                                 {"verification": result, "integrity": files})
+    return {"output": str(out), "integrity": files, "verification": result}
 
 
-def arch_info(model: str) -> dict:
-    """What the adapter resolves for a model: family, writers, bias slots, tying, exactness."""
+def arch_info(model: str, trust_remote_code: bool = False) -> dict:
+    """What the adapter resolves for a model: family, writers, bias slots, tying, exactness.
+    (Reads config.json and safetensors headers only: no model code runs, whatever `trust_remote_code`.)"""
     ckpt: Checkpoint = resolve_model(model, Path.cwd())
     fam = arch.resolve(ckpt.config)
     n = arch.num_layers(ckpt.config)

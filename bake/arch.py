@@ -200,9 +200,33 @@ def hook_module(w: Writer, i: int | None) -> str:
     return (w.post_norm or w.module).format(i=i)
 
 
+# config.json keys that bake and transformers read as sizes or flags: a wrong type is refused here,
+# with the key named, instead of failing somewhere inside a model constructor
+CONFIG_SIZES = ("num_hidden_layers", "n_layer", "hidden_size", "n_embd", "intermediate_size", "num_attention_heads",
+                "n_head", "num_key_value_heads", "vocab_size", "max_position_embeddings", "n_positions",
+                "num_local_experts", "num_experts_per_tok")
+CONFIG_OPTIONAL_SIZES = ("head_dim", "sliding_window", "n_inner")  # may be null
+CONFIG_FLAGS = ("tie_word_embeddings", "mlp_bias", "attention_bias")
+
+
+def check_config(config: dict) -> None:
+    """Refuse a config.json whose sizes are not positive integers or whose flags are not booleans."""
+    def size(v):
+        return isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 31
+
+    bad = [f"{k}={config[k]!r} (expected a positive integer)" for k in CONFIG_SIZES if k in config and not size(config[k])]
+    bad += [f"{k}={config[k]!r} (expected a positive integer or null)" for k in CONFIG_OPTIONAL_SIZES
+            if config.get(k) is not None and not size(config[k])]
+    bad += [f"{k}={config[k]!r} (expected true or false)" for k in CONFIG_FLAGS
+            if k in config and not isinstance(config[k], bool)]
+    if bad:
+        raise BakeError(f"config.json: {'; '.join(bad)}; the config does not describe this checkpoint")
+
+
 def resolve(config: dict) -> Family:
     """The family of a checkpoint, from its config.json (a dict)."""
     mt = config.get("model_type")
+    check_config(config)
     for fam in FAMILIES:
         if mt in fam.model_types:
             return fam

@@ -93,7 +93,9 @@ def render(folder: Path, repo: str | None = None) -> str:
     """The card for a baked folder (deterministic: only the report, the recipe and the Hub repo id
     it is pushed to go in). Exports written outside the folder are not part of it."""
     folder = Path(folder)
-    report = json.loads((folder / "bake_report.json").read_text())
+    from .integrity import read_report
+
+    report = read_report(folder)
     recipe_text = (folder / "recipe.yaml").read_text() if (folder / "recipe.yaml").is_file() else ""
     model, base = report["model"], report["model"].get("base") or {}
     kinds = [s["kind"] for s in report["steps"]]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from . import __version__, api, arch, interrupt
+from . import __version__, interrupt  # light: torch and transformers load only once a command runs
 from .errors import BakeError, VerificationFailed
 
 
@@ -111,6 +112,8 @@ def format_arch(info: dict) -> str:
 
 def exactness_table() -> str:
     """Markdown table of exactness per family x kind, generated from the adapters (README)."""
+    from . import arch
+
     rows = ["| family | model_type | aura | steer | ablate |", "| --- | --- | --- | --- | --- |"]
     for fam in arch.FAMILIES:
         e = arch.exactness(fam)
@@ -123,9 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"bake {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def common(sp):
+    def common(sp, trust=True):
         sp.add_argument("--json", action="store_true", help="print the result as JSON")
         sp.add_argument("--quiet", "-q", action="store_true", help="no progress bars, only the result")
+        if trust:
+            sp.add_argument("--trust-remote-code", action="store_true",
+                            help="let transformers run Python code shipped with the model (never the default; "
+                                 "a recipe or a folder cannot ask for it)")
 
     sp = sub.add_parser("plan", help="show the per-tensor edit table; writes nothing")
     sp.add_argument("recipe")
@@ -133,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("apply", help="bake, verify and write a checkpoint")
     sp.add_argument("recipe")
     sp.add_argument("--output", "-o", help="output folder (overrides the recipe's `output`)")
-    sp.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    sp.add_argument("--force", action="store_true",
+                    help="replace an output folder that bake wrote earlier (never any other folder)")
     common(sp)
     sp = sub.add_parser("verify", help="re-run the equivalence check on a baked folder")
     sp.add_argument("output")
@@ -150,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
                     "(default f32 for float32 checkpoints, else f16)")
     sp.add_argument("--mode", choices=["auto", "patch", "convert"], default="auto",
                     help="gguf: patch the GGUF the model was baked from (auto when there is one) or convert the folder")
+    sp.add_argument("--force", action="store_true", help="replace an earlier export of this folder (never any other file)")
     common(sp)
     sp = sub.add_parser("push", help="upload a baked folder (with its model card) to the Hugging Face Hub")
     sp.add_argument("folder")
@@ -157,9 +166,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--private", action="store_true")
     sp.add_argument("--revision", help="branch to commit to (created if missing; default main)")
     sp.add_argument("--dry-run", action="store_true", help="print the file list and model card; upload nothing")
-    sp.add_argument("--force", action="store_true", help="push even if bake_report.json records a failed verification")
+    sp.add_argument("--force", action="store_true",
+                    help="push even if the report records a failed verification or the files changed since the bake")
     sp.add_argument("--message", help="commit message")
-    common(sp)
+    common(sp, trust=False)
     _learn_parsers(sub.add_parser("learn", help="learn an artifact from data: aura | steer | refusal"), common)
     return p
 
@@ -242,11 +252,15 @@ def format_learn(what: str, res: dict) -> str:
 
 
 def _dispatch(args, progress: bool, out) -> int:
+    from . import api
+
+    trust = getattr(args, "trust_remote_code", False)
     if args.cmd == "plan":
-        summary = api.plan_summary(api.plan(args.recipe))
+        summary = api.plan_summary(api.plan(args.recipe, trust_remote_code=trust))
         print(json.dumps(summary, indent=2) if args.json else format_plan(summary), file=out)
     elif args.cmd == "apply":
-        report = api.apply(args.recipe, output=args.output, force=args.force, progress=progress)
+        report = api.apply(args.recipe, output=args.output, force=args.force, progress=progress,
+                           trust_remote_code=trust)
         if args.json:
             print(json.dumps(report, indent=2), file=out)
         else:
@@ -257,10 +271,12 @@ def _dispatch(args, progress: bool, out) -> int:
                 print(format_export(e["format"], e), file=out)
             print(f"wrote {report['output']} in {report['seconds']} s", file=out)
     elif args.cmd == "verify":
-        result = api.verify(args.output, progress=progress)
-        print(json.dumps(result, indent=2) if args.json else format_verification(result["verification"]), file=out)
+        result = api.verify(args.output, progress=progress, trust_remote_code=trust)
+        print(json.dumps(result, indent=2) if args.json else format_integrity(result["integrity"]) + "\n"
+              + format_verification(result["verification"]), file=out)
     elif args.cmd == "export":
-        result = api.export(args.folder, args.format, args.out, args.gguf_type, args.mode, progress=progress)
+        result = api.export(args.folder, args.format, args.out, args.gguf_type, args.mode, progress=progress,
+                            force=args.force, trust_remote_code=trust)
         print(json.dumps(result, indent=2) if args.json else format_export(args.format, result), file=out)
     elif args.cmd == "push":
         from . import hub
@@ -271,7 +287,7 @@ def _dispatch(args, progress: bool, out) -> int:
     elif args.cmd == "learn":
         from . import learners
 
-        opts = {k: v for k, v in vars(args).items() if k not in ("cmd", "what", "json", "quiet")}
+        opts = {k: v for k, v in vars(args).items() if k not in ("cmd", "what", "json", "quiet")}  # + trust_remote_code
         res = getattr(learners, f"learn_{args.what}")(progress=progress, **opts)
         print(json.dumps(res, indent=2, default=str) if args.json else format_learn(args.what, res), file=out)
     elif args.cmd == "arch":
@@ -280,26 +296,40 @@ def _dispatch(args, progress: bool, out) -> int:
         elif not args.model:
             raise BakeError("bake arch: give a model (folder, .gguf, Hub id or builtin:NAME) or --table")
         else:
-            info = api.arch_info(args.model)
+            info = api.arch_info(args.model, trust_remote_code=trust)
             print(json.dumps(info, indent=2) if args.json else format_arch(info), file=out)
     return 0
 
 
+def format_integrity(c: dict) -> str:
+    from .integrity import describe
+
+    return f"integrity: {c['status'].upper()}  ({describe(c)})"
+
+
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    previous = interrupt.install()  # SIGTERM unwinds through apply(), which removes its temp folder
+    """The `bake` command. Run as the program (argv None), the signal handlers stay installed until
+    the process exits, so no signal can end it with a traceback."""
+    previous = interrupt.install()  # SIGTERM/SIGINT/SIGHUP unwind through the staging, which removes temp files
     out = sys.stdout
+    args = None
     try:
+        args = _parser().parse_args(argv)
         return _dispatch(args, not (args.quiet or args.json), out)
     except BaseException as e:
         if interrupt.received is not None:  # whatever the signal turned into on its way out
-            print("bake: terminated; nothing was written", file=sys.stderr)
+            print(f"bake: stopped by {interrupt.name(interrupt.received)}; unfinished output was removed",
+                  file=sys.stderr)
             raise SystemExit(128 + interrupt.received) from None
+        if isinstance(e, SystemExit):  # argparse's usage errors (exit 2) and --help/--version (0)
+            raise
         if isinstance(e, VerificationFailed):
             report = e.report or {}
             if args.json:
                 print(json.dumps(report, indent=2), file=out)
             else:
+                if "integrity" in report and report["integrity"]["status"] == "changed":
+                    print(format_integrity(report["integrity"]), file=out)
                 if "verification" in report:
                     print(format_verification(report["verification"]), file=out)
                 for entry in (report.get("exports") or {}).values():
@@ -312,8 +342,14 @@ def main(argv=None) -> int:
             print(f"bake: error: {e}", file=sys.stderr)
             return e.exit_code
         if isinstance(e, KeyboardInterrupt):
-            print("bake: interrupted; nothing was written", file=sys.stderr)
+            print("bake: interrupted; unfinished output was removed", file=sys.stderr)
             return 130
-        raise
+        if os.environ.get("BAKE_DEBUG"):
+            raise
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"bake: internal error: {type(e).__name__}: {text[:500]} (a bug in bake, not in your input: "
+              "please report it; BAKE_DEBUG=1 shows the traceback). Unfinished output was removed.", file=sys.stderr)
+        return 3
     finally:
-        interrupt.uninstall(previous)
+        if argv is not None:
+            interrupt.uninstall(previous)

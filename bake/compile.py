@@ -99,9 +99,14 @@ def _meta_modules(ckpt: Checkpoint, trust_remote_code: bool) -> dict[str, str]:
     """{module name: class name} of the model built on the meta device (no weights)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    cfg = AutoConfig.for_model(**{k: v for k, v in ckpt.config.items() if k not in ("transformers_version",)})
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
+    try:
+        cfg = AutoConfig.for_model(**{k: v for k, v in ckpt.config.items() if k not in ("transformers_version",)})
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
+    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError, ZeroDivisionError, OverflowError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise BakeError(f"{ckpt.path / 'config.json'}: transformers cannot build a model from this config "
+                        f"({type(e).__name__}: {text[:300]})") from None
     return {n: type(m).__name__ for n, m in model.named_modules() if n}
 
 

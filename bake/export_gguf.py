@@ -27,7 +27,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from .errors import BakeError, NotBakeable
-from .verify import PROMPTS_CHAT, PROMPTS_PLAIN
+from .verifier import PROMPTS_CHAT, PROMPTS_PLAIN
 
 GEN_TOKENS = 32
 FAMILIES = ("llama", "mistral")  # model types that llama.cpp's `llama` architecture runs
@@ -129,9 +129,10 @@ def _add_tokenizer(w, model_dir: Path, n_vocab: int, source_gguf: Path | None):
         return
     try:
         vocab = gguf.vocab.BpeVocab(model_dir)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as e:  # gguf's reader indexes the JSON blindly
         raise NotBakeable(f"{model_dir}: GGUF conversion writes GPT-2 style byte-level BPE vocabularies "
-                          f"(tokenizer.json); this tokenizer is not one ({e})") from None
+                          f"(tokenizer.json); this tokenizer is not one ({type(e).__name__}: {e}); use "
+                          "llama.cpp's convert_hf_to_gguf.py for it") from None
     tokens, types = [], []
     for text, _, ttype in vocab.all_tokens():
         tokens.append(text.encode() if isinstance(text, str) else text)
@@ -330,7 +331,7 @@ def verify_gguf(path: Path, model, inputs, qtype: str, exact: bool, n_steps: int
     except ImportError:
         return {**base, "status": "unverified", "runtime": "none", "metrics": {}, "failures": [],
                 "note": "llama-cpp-python is not installed (pip install 'bake[llama]'), so the GGUF was not run"}
-    from .verify import against_reference, context_length, eos_ids
+    from .verifier import against_reference, context_length, eos_ids
 
     eos, context = eos_ids(model), context_length(model)
     n_ctx = min(context, max(ids.shape[1] for _, ids in inputs) + n_steps + 1)
@@ -376,9 +377,11 @@ def verify_gguf(path: Path, model, inputs, qtype: str, exact: bool, n_steps: int
 
 def default_type(model_dir: Path) -> str:
     """f32 for float32 checkpoints (exact), f16 otherwise (the dtype bake wrote, else the config's)."""
-    report = Path(model_dir) / "bake_report.json"
-    if report.is_file():
-        dtype = json.loads(report.read_text()).get("dtype")
+    from .integrity import read_report
+
+    report = read_report(Path(model_dir), required=False)
+    if report:
+        dtype = report.get("dtype")
     else:
         cfg = json.loads((Path(model_dir) / "config.json").read_text())
         dtype = cfg.get("dtype", cfg.get("torch_dtype"))
@@ -401,8 +404,9 @@ def resolve(model_dir: Path, qtype: str | None, mode: str) -> tuple[str, str | N
     """(mode, source GGUF or None, type) for exporting a baked folder. mode "patch" bakes into the
     GGUF the model came from (named in its bake_report.json), "convert" converts the HF folder,
     "auto" patches when there is a source GGUF."""
-    report_path = model_dir / "bake_report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    from .integrity import read_report
+
+    report = read_report(model_dir, required=False)
     origin = report.get("model", {}).get("origin") or {}
     source = origin.get("gguf") if mode != "convert" else None
     if mode == "patch" and not source:
@@ -419,46 +423,39 @@ def resolve(model_dir: Path, qtype: str | None, mode: str) -> tuple[str, str | N
 
 
 def export(model_dir: Path, out: Path, qtype: str, mode: str, source: str | None, progress: bool = True,
-           prompts: list[str] | None = None, name: str | None = None) -> tuple[Path, dict]:
-    """Write the GGUF (`resolve` gives mode, source and type) to a temp sibling of `out`, verify it
-    with llama.cpp, then rename it into place. `name`: the model's name (general.name)."""
-    from .verify import load_model, load_tokenizer, probe_inputs
+           prompts: list[str] | None = None, name: str | None = None, trust_remote_code: bool = False) -> dict:
+    """Write the GGUF (`resolve` gives mode, source and type) to the path `out` (bake's staging picks
+    it and renames it into place) and verify it with llama.cpp. `name`: the model's name
+    (general.name). Returns the verification."""
+    from .integrity import read_report
+    from .verifier import load_model, load_tokenizer, probe_inputs
 
-    report_path = model_dir / "bake_report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    tmp = out.parent / f".{out.name}.bake-tmp-{os.getpid()}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if mode == "patch":
-            tensors = patch(source, model_dir, report.get("edits", []), tmp, qtype, progress)
-        else:
-            gguf_origin = (report.get("model", {}).get("origin") or {}).get("gguf")
-            tensors = convert(model_dir, tmp, qtype, name=name or model_dir.name, progress=progress,
-                              source_gguf=Path(gguf_origin) if gguf_origin and Path(gguf_origin).is_file() else None)
-        model = load_model(model_dir, dtype=torch.float32)
-        rounded = _round_like(model, tensors)
-        tok = load_tokenizer(model_dir)
-        inputs = probe_inputs(tok, prompts, model.config.get_text_config().vocab_size)
-        if progress:
-            print(f"verifying GGUF with llama.cpp: {GEN_TOKENS} greedy tokens on {len(inputs)} prompts ...", flush=True)
-        exact = qtype in EXACT_TYPES and all(t.split()[0] in ("F32", "F16") for t in tensors.values())
-        texts = (prompts or PROMPTS_CHAT + PROMPTS_PLAIN) if tok is not None else []
-        result = verify_gguf(tmp, model, inputs, qtype, exact, tokenizer=tok, texts=texts)
-        if rounded:
-            result["against"] += f", its {rounded} tensors stored as 16-bit rounded as in the file"
-        if mode == "patch" and result["status"] == "approximate" and Path(report["model"]["path"]).is_dir():
-            # how far llama.cpp's quantized kernels are from PyTorch on the unbaked source, for scale
-            base = verify_gguf(Path(source), load_model(Path(report["model"]["path"]), dtype=torch.float32), inputs,
-                               qtype, False)
-            result["baseline"] = {"what": "the source GGUF, unbaked, in llama.cpp vs its dequantized weights in PyTorch",
-                                  "metrics": base["metrics"]}
-            result["note"] = ("untouched tensors keep the source's quantized types, so llama.cpp's quantized kernels "
-                              "differ from PyTorch on the dequantized weights; the baseline shows the same gap "
-                              "before the bake")
-        result = {"file": out.name, "mode": mode, **({"source": source} if mode == "patch" else {}), **result,
-                  "tensors": tensors}
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out, result
+    report = read_report(model_dir, required=False)
+    if mode == "patch":
+        tensors = patch(source, model_dir, report.get("edits", []), out, qtype, progress)
+    else:
+        gguf_origin = (report.get("model", {}).get("origin") or {}).get("gguf")
+        tensors = convert(model_dir, out, qtype, name=name or model_dir.name, progress=progress,
+                          source_gguf=Path(gguf_origin) if gguf_origin and Path(gguf_origin).is_file() else None)
+    model = load_model(model_dir, trust_remote_code=trust_remote_code, dtype=torch.float32)
+    rounded = _round_like(model, tensors)
+    tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+    inputs = probe_inputs(tok, prompts, model.config.get_text_config().vocab_size)
+    if progress:
+        print(f"verifying GGUF with llama.cpp: {GEN_TOKENS} greedy tokens on {len(inputs)} prompts ...", flush=True)
+    exact = qtype in EXACT_TYPES and all(t.split()[0] in ("F32", "F16") for t in tensors.values())
+    texts = (prompts or PROMPTS_CHAT + PROMPTS_PLAIN) if tok is not None else []
+    result = verify_gguf(out, model, inputs, qtype, exact, tokenizer=tok, texts=texts)
+    if rounded:
+        result["against"] += f", its {rounded} tensors stored as 16-bit rounded as in the file"
+    if mode == "patch" and result["status"] == "approximate" and Path(report["model"]["path"]).is_dir():
+        # how far llama.cpp's quantized kernels are from PyTorch on the unbaked source, for scale
+        base_model = load_model(Path(report["model"]["path"]), trust_remote_code=trust_remote_code, dtype=torch.float32)
+        base = verify_gguf(Path(source), base_model, inputs, qtype, False)
+        result["baseline"] = {"what": "the source GGUF, unbaked, in llama.cpp vs its dequantized weights in PyTorch",
+                              "metrics": base["metrics"]}
+        result["note"] = ("untouched tensors keep the source's quantized types, so llama.cpp's quantized kernels "
+                          "differ from PyTorch on the dequantized weights; the baseline shows the same gap "
+                          "before the bake")
+    return {"file": out.name, "mode": mode, **({"source": source} if mode == "patch" else {}), **result,
+            "tensors": tensors}

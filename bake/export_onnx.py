@@ -14,7 +14,6 @@ same sequence within 1e-3 (float32); onnxruntime-genai's generator is run too wh
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import BakeError, NotBakeable
+from .errors import NotBakeable
 
 MODEL_FILE = "model.onnx"
 LOGIT_TOL = 1e-3
@@ -67,11 +66,11 @@ def check(cfg: dict, what: str = "this model") -> None:
                           + (" (mixture-of-experts routing does not trace to a static graph)" if mt == "mixtral" else ""))
 
 
-def _load(model_dir: Path):
-    from .verify import load_model
+def _load(model_dir: Path, trust_remote_code: bool):
+    from .verifier import load_model
 
     check(json.loads((model_dir / "config.json").read_text()), str(model_dir))
-    model = load_model(model_dir, dtype=torch.float32)
+    model = load_model(model_dir, trust_remote_code=trust_remote_code, dtype=torch.float32)
     model.config._attn_implementation = "eager"  # traces to plain MatMul/Softmax on every family
     return model
 
@@ -168,7 +167,7 @@ def verify_onnx(model, folder: Path, inputs, n_steps: int = GEN_TOKENS) -> dict:
     """Compare the ONNX folder against the (float32) PyTorch model on the probe inputs."""
     import onnxruntime as ort
 
-    from .verify import against_reference, context_length, eos_ids
+    from .verifier import against_reference, context_length, eos_ids
 
     try:
         import onnxruntime_genai  # noqa: F401
@@ -218,43 +217,26 @@ def verify_onnx(model, folder: Path, inputs, n_steps: int = GEN_TOKENS) -> dict:
     }
 
 
-def export(model_dir: Path, out: Path, progress: bool = True, prompts: list[str] | None = None) -> tuple[Path, dict]:
-    """Export a (baked) HF folder to the folder `out`, verify it, and move it into place (replacing
-    an earlier ONNX export there, never anything else). Returns the folder and the verification."""
-    from .verify import load_tokenizer, probe_inputs
+def export(model_dir: Path, out: Path, progress: bool = True, prompts: list[str] | None = None,
+           trust_remote_code: bool = False) -> dict:
+    """Export a (baked) HF folder into the empty folder `out` (bake's staging picks it and moves it
+    into place) and verify it. Returns the verification."""
+    from .verifier import load_tokenizer, probe_inputs
 
-    if out == model_dir or out in model_dir.parents:
-        raise BakeError(f"--out {out} would replace the model folder {model_dir} (or a folder holding it)")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "bake_export.json").is_file())):
-        raise BakeError(f"{out} exists and is not an ONNX export written by bake; choose another --out")
-    model = _load(model_dir)
-    tmp = out.parent / f".{out.name}.bake-tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        if progress:
-            print(f"exporting ONNX (torch.onnx, dynamo) from {model_dir} ...", flush=True)
-        dims = _export_graph(model, tmp / MODEL_FILE)
-        for f in SIDE:
-            if (model_dir / f).is_file():
-                shutil.copyfile(model_dir / f, tmp / f)
-        cfg = json.loads((model_dir / "config.json").read_text())
-        gen = json.loads((model_dir / "generation_config.json").read_text()) if (model_dir / "generation_config.json").is_file() else {}
-        (tmp / "genai_config.json").write_text(json.dumps(genai_config(cfg, dims, gen), indent=2) + "\n")
-        tok = load_tokenizer(model_dir)
-        inputs = probe_inputs(tok, prompts, model.config.get_text_config().vocab_size)
-        if progress:
-            print(f"verifying ONNX: {GEN_TOKENS} greedy tokens on {len(inputs)} prompts ...", flush=True)
-        result = verify_onnx(model, tmp, inputs)
-        (tmp / "bake_export.json").write_text(json.dumps(result, indent=2) + "\n")
-        if out.exists():  # an earlier export: swap, then delete it
-            old = out.parent / f".{out.name}.bake-tmp-old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out, result
+    model = _load(model_dir, trust_remote_code)
+    if progress:
+        print(f"exporting ONNX (torch.onnx, dynamo) from {model_dir} ...", flush=True)
+    dims = _export_graph(model, out / MODEL_FILE)
+    for f in SIDE:
+        if (model_dir / f).is_file():
+            shutil.copyfile(model_dir / f, out / f)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    gen = json.loads((model_dir / "generation_config.json").read_text()) if (model_dir / "generation_config.json").is_file() else {}
+    (out / "genai_config.json").write_text(json.dumps(genai_config(cfg, dims, gen), indent=2) + "\n")
+    tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+    inputs = probe_inputs(tok, prompts, model.config.get_text_config().vocab_size)
+    if progress:
+        print(f"verifying ONNX: {GEN_TOKENS} greedy tokens on {len(inputs)} prompts ...", flush=True)
+    result = verify_onnx(model, out, inputs)
+    (out / "bake_export.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

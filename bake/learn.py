@@ -17,7 +17,7 @@ from . import arch, stats
 from .errors import BakeError
 from .hooks import hooked
 from .source import Checkpoint, resolve_model
-from .verify import load_model, load_tokenizer
+from .verifier import load_model, load_tokenizer
 
 POOLINGS = ("max", "mean", "last")
 
@@ -48,8 +48,8 @@ class Runner:
     def __init__(self, model: str | Path | Checkpoint, trust_remote_code: bool = False):
         self.ckpt = model if isinstance(model, Checkpoint) else resolve_model(str(model))
         self.family = arch.resolve(self.ckpt.config)
-        self.model = load_model(self.ckpt.path, trust_remote_code, torch.float32, self.family.moe)
-        self.tok = load_tokenizer(self.ckpt.path)
+        self.model = load_model(self.ckpt.path, trust_remote_code=trust_remote_code, moe=self.family.moe)
+        self.tok = load_tokenizer(self.ckpt.path, trust_remote_code=trust_remote_code)
         if self.tok is None:
             raise BakeError(f"{self.ckpt.spec}: learning needs a tokenizer in the model folder")
         if self.tok.pad_token_id is None:

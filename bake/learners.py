@@ -26,10 +26,10 @@ def _peak_rss_mb() -> float:
 def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_column=None, label_column=None,
                layout=None, pooling="max", max_length=128, batch_size=32, score="auroc", rule="aura", top_k=None,
                top_fraction=None, per_layer=False, value=0.5, strength=1.0, zscore=False, limit=None,
-               statedict=None, progress=True, runner=None) -> dict:
+               statedict=None, progress=True, runner=None, trust_remote_code=False) -> dict:
     t0 = time.time()
     ds = data_mod.load(data, text_column, label_column, layout, need_labels=True, limit=limit)
-    runner = runner or learn.Runner(model)
+    runner = runner or learn.Runner(model, trust_remote_code)
     mods = runner.modules(list(modules))
     t1 = time.time()
     resp = runner.responses(ds.texts, mods, pooling, max_length, batch_size, progress)
@@ -55,14 +55,15 @@ def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_c
 
 def learn_steer(model, out, positive=None, negative=None, layers="all", method="mean-diff", position="last",
                 normalize=None, chat=False, from_gguf=None, from_sae=None, feature=None,
-                from_steering_vectors=None, progress=True, runner=None) -> dict:
+                from_steering_vectors=None, progress=True, runner=None, trust_remote_code=False) -> dict:
     """Learn (mean-diff / pca) or import (GGUF control vector, SAELens row, steering-vectors) a vector."""
     if from_gguf or from_sae or from_steering_vectors:
-        from .arch import num_layers
+        from .arch import hidden_size, num_layers
         from .source import Checkpoint, resolve_model
 
         ckpt = model if isinstance(model, Checkpoint) else (resolve_model(str(model)) if model else None)
         n = num_layers(ckpt.config) if ckpt else None
+        d = hidden_size(ckpt.config) if ckpt else None
         if from_gguf:
             vecs = imports.read_control_vector(Path(from_gguf))
         elif from_sae:
@@ -74,12 +75,12 @@ def learn_steer(model, out, positive=None, negative=None, layers="all", method="
             vecs = imports.read_steering_vectors(Path(from_steering_vectors))
         if n is None:
             raise BakeError("--model is needed to size the [num_layers, hidden] tensor")
-        full = imports.to_steering_tensor(vecs, n)
+        full = imports.to_steering_tensor(vecs, n, d)
         layers_used = sorted(vecs)
     else:
         if not positive or not negative:
             raise BakeError("learn steer needs --positive and --negative (or an import: --from-gguf/--from-sae)")
-        runner = runner or learn.Runner(model)
+        runner = runner or learn.Runner(model, trust_remote_code)
         if isinstance(position, str) and position.lstrip("-").isdigit():
             position = int(position)
         pos = data_mod.load(positive).texts
@@ -105,8 +106,8 @@ def learn_steer(model, out, positive=None, negative=None, layers="all", method="
 
 def learn_refusal(model, harmful, harmless, out, harmful_val=None, harmless_val=None, kl_max=0.1,
                   prune_last=0.2, limit=None, val_limit=None, projected=False, layers=None, progress=True,
-                  runner=None) -> dict:
-    runner = runner or learn.Runner(model)
+                  runner=None, trust_remote_code=False) -> dict:
+    runner = runner or learn.Runner(model, trust_remote_code)
     hf = data_mod.load(harmful, limit=limit).texts
     hl = data_mod.load(harmless, limit=limit).texts
     cands, positions = refusal.candidate_directions(runner, hf, hl, progress)
@@ -154,7 +155,7 @@ def materialize(recipe, ckpt, progress: bool = True):
             continue
         where = f"interventions[{idx}].{key}.learn"
         opts = dict(spec.learn)
-        allowed = set(inspect.signature(fn).parameters) - {"model", "out", "progress", "runner"}
+        allowed = set(inspect.signature(fn).parameters) - {"model", "out", "progress", "runner", "trust_remote_code"}
         unknown = sorted(set(opts) - allowed)
         if unknown:
             raise BakeError(f"{where}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")

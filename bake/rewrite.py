@@ -8,7 +8,9 @@ lm_head) go into the shard of the tensor they belong with. Peak memory: one outp
 
 from __future__ import annotations
 
+import errno
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from tqdm.auto import tqdm
 
 from . import interrupt
 from .compile import Plan, TensorEdit
+from .errors import BakeError
 from .source import INDEX_NAME
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -55,9 +58,28 @@ def compute(edit: TensorEdit, read, out_dtype: torch.dtype) -> tuple[torch.Tenso
         for op in edit.ops:
             t = op.apply(t)
         out[sl] = t.to(out_dtype)
+        if not torch.isfinite(out[sl]).all():
+            bad = t[~torch.isfinite(out[sl])]
+            what = (f"values up to {bad.abs().max().item():.3g} overflow {out_dtype} (largest "
+                    f"{torch.finfo(out_dtype).max:.3g})") if torch.isfinite(bad).all() else "non-finite values"
+            raise BakeError(f"{edit.name}: the folded tensor has {what}; nothing was written. Use a smaller "
+                            "scale or alpha, or a wider dtype (dtype: float32)")
         if t.numel():
             err = max(err, (out[sl].to(torch.float64) - t).abs().max().item())
     return out, err
+
+
+def save_shard(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' save_file, with its I/O errors (its own exception type, the OS error in the
+    message) raised as the OSError they are, so that a full disk reads as one."""
+    try:
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":
+            raise
+        m = re.search(r"\(os error (\d+)\)", str(e))
+        code = int(m.group(1)) if m else errno.EIO
+        raise OSError(code, str(e).split(": ", 1)[-1].split(" (os error")[0], str(path)) from None
 
 
 def rewrite(plan: Plan, out_dir: Path, progress: bool = True) -> list[dict]:
@@ -100,7 +122,7 @@ def rewrite(plan: Plan, out_dir: Path, progress: bool = True) -> list[dict]:
                 weight_map[name] = fname
                 total_size += shard[name].numel() * shard[name].element_size()
                 bar.update(1)
-            save_file(shard, str(out_dir / fname), metadata={"format": "pt"})
+            save_shard(shard, out_dir / fname)
             del shard
         interrupt.check()
     bar.close()

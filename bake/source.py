@@ -57,18 +57,54 @@ class Checkpoint:
         return sorted(set(self.files.values()), key=lambda f: (len(f), f))
 
 
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+               "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+
+
 def read_header(path: Path) -> dict:
-    """The JSON header of a safetensors file (names, dtypes, shapes, offsets); no tensor data."""
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise BakeError(f"{path}: not a safetensors file (too short)")
-        (n,) = struct.unpack("<Q", raw)
-        if n > 100_000_000:
-            raise BakeError(f"{path}: not a safetensors file (header size {n})")
-        header = json.loads(f.read(n))
+    """The JSON header of a safetensors file (names, dtypes, shapes, offsets), checked against the
+    file's size so that a truncated or corrupt shard is refused before anything is baked."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) != 8:
+                raise BakeError(f"{path}: not a safetensors file (too short)")
+            (n,) = struct.unpack("<Q", raw)
+            if n > 100_000_000 or 8 + n > size:
+                raise BakeError(f"{path}: not a safetensors file, or truncated (header size {n}, file size {size})")
+            header = json.loads(f.read(n))
+    except OSError as e:
+        raise BakeError(f"{path}: cannot read the weights file: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BakeError(f"{path}: corrupt safetensors header (not JSON)") from None
+    if not isinstance(header, dict):
+        raise BakeError(f"{path}: corrupt safetensors header (not a JSON object)")
     header.pop("__metadata__", None)
+    data = size - 8 - n
+    for name, info in header.items():
+        try:
+            shape, (start, end) = [int(d) for d in info["shape"]], info["data_offsets"]
+            numel = 1
+            for d in shape:
+                numel *= d
+            ok = (min(shape, default=0) >= 0 and 0 <= start <= end <= data
+                  and end - start == numel * DTYPE_BYTES[info["dtype"]])
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise BakeError(f"{path}: tensor {name!r} has a corrupt entry or lies past the end of the file "
+                            f"(truncated?); re-download or re-save the checkpoint")
     return header
+
+
+def _json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise BakeError(f"{path}: cannot read the {what}: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BakeError(f"{path}: corrupt {what} (not valid JSON: {e})") from None
 
 
 def open_checkpoint(path: Path, spec: str = "", origin: dict | None = None) -> Checkpoint:
@@ -77,10 +113,25 @@ def open_checkpoint(path: Path, spec: str = "", origin: dict | None = None) -> C
     if not cfg_path.is_file():
         raise BakeError(f"{path}: no config.json; a model is a Hugging Face folder, a .gguf file, a Hub id "
                         f"or builtin:{'|'.join(BUILTINS)}")
-    config = json.loads(cfg_path.read_text())
+    config = _json(cfg_path, "config.json")
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise BakeError(f"{cfg_path}: not a transformers config (a JSON object with a `model_type`)")
     index = path / INDEX_NAME
+    weight_map = None
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        index_data = _json(index, "shard index")
+        weight_map = index_data.get("weight_map") if isinstance(index_data, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                       for k, v in weight_map.items()):
+            raise BakeError(f"{index}: corrupt shard index (expected weight_map: {{tensor: shard file}})")
+        files = sorted(set(weight_map.values()))
+        bad = [f for f in files if Path(f).name != f or not f.endswith(WEIGHT_SUFFIX)]
+        if bad:
+            raise BakeError(f"{index}: shard {bad[0]!r} is not a .safetensors file in the model folder")
+        missing = [f for f in files if not (path / f).is_file()]
+        if missing:
+            raise BakeError(f"{path}: the shard index lists {', '.join(missing[:4])}, which the folder lacks "
+                            "(an incomplete download?)")
     else:
         files = sorted(p.name for p in path.glob("*" + WEIGHT_SUFFIX))
     if not files:
@@ -90,9 +141,16 @@ def open_checkpoint(path: Path, spec: str = "", origin: dict | None = None) -> C
     shapes, dtypes, where = {}, {}, {}
     for fname in files:
         for name, info in read_header(path / fname).items():
+            if name in where:
+                raise BakeError(f"{path}: tensor {name!r} is in both {where[name]} and {fname}")
             shapes[name] = tuple(info["shape"])
             dtypes[name] = info["dtype"]
             where[name] = fname
+    if weight_map is not None:
+        wrong = [k for k, f in weight_map.items() if where.get(k) != f]
+        if wrong:
+            raise BakeError(f"{index}: tensor {wrong[0]!r} is listed in {weight_map[wrong[0]]} but not stored "
+                            f"there ({len(wrong)} such entries); the index does not match the shards")
     return Checkpoint(path, config, shapes, dtypes, where, spec or str(path), origin or {})
 
 
@@ -116,9 +174,16 @@ def gguf_to_hf(gguf: Path, dest: Path) -> Path:
     tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype="float32")
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype="float32",
+                trust_remote_code=False, local_files_only=True)
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False,
+                                                local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, IndexError) as e:
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise BakeError(f"{gguf}: transformers cannot read this GGUF file ({type(e).__name__}: {text[:300]}); "
+                            "is it complete, and of an architecture transformers supports?") from None
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         os.replace(tmp, dest)
@@ -156,6 +221,10 @@ def resolve_model(spec: str, base_dir: Path = Path(".")) -> Checkpoint:
     p = Path(spec).expanduser()
     if not p.is_absolute():
         p = base_dir / p
+    try:
+        p.resolve()
+    except (RuntimeError, OSError) as e:
+        raise BakeError(f"model {spec!r}: cannot resolve the path ({e}); a symlink loop?") from None
     if p.is_dir():
         return open_checkpoint(p.resolve(), spec)
     if p.is_file() and p.suffix == ".gguf":

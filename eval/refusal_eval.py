@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import bake  # noqa: E402
 from bake import data as data_mod  # noqa: E402
 from bake import learn, learners, refusal  # noqa: E402
-from bake.verify import load_model  # noqa: E402
+from bake.verifier import load_model  # noqa: E402
 
 
 def main():
@@ -65,7 +65,7 @@ def main():
         harmless_test = data_mod.load(d / "harmless_test.json", limit=args.test or None).texts
         before, _ = refusal.refusal_rate(runner, harmful_test, progress=False)
         base_lp = refusal.last_logprobs(runner, [runner.chat(t) for t in harmless_test])
-        runner.model = load_model(tmp / "baked")  # the baked checkpoint, plain transformers
+        runner.model = load_model(tmp / "baked", trust_remote_code=False)  # the baked checkpoint, plain transformers
         after, outs = refusal.refusal_rate(runner, harmful_test, progress=False)
         kl = refusal.kl(base_lp, refusal.last_logprobs(runner, [runner.chat(t) for t in harmless_test])).item()
     print(f"harmful_test ({len(harmful_test)} prompts): refusal rate {before:.1%} original -> {after:.1%} baked")

@@ -124,9 +124,9 @@ def test_onnx_runs_without_bake(tmp_path):
     report = json.loads((out / "bake_report.json").read_text())
     assert report["exports"]["onnx"]["status"] == "passed" and (out / "onnx").is_dir()
     prompt = [3, 17, 29, 40, 8, 61]
-    from bake.verify import load_model, reference_greedy
+    from bake.verifier import load_model, reference_greedy
 
-    expected = reference_greedy(load_model(out), torch.tensor([prompt]), GEN)
+    expected = reference_greedy(load_model(out, trust_remote_code=False), torch.tensor([prompt]), GEN)
     script = textwrap.dedent(f"""
         import json, sys
         import numpy as np, onnxruntime as ort
@@ -250,9 +250,9 @@ def test_gguf_runs_without_bake(tmp_path):
     path = out / entry["path"]
     assert entry["status"] == "passed" and path.is_file() and entry["path"] == "llama-untied-baked.F32.gguf"
     prompt = [3, 17, 29, 40, 8, 61]
-    from bake.verify import eos_ids, load_model, reference_greedy
+    from bake.verifier import eos_ids, load_model, reference_greedy
 
-    model = load_model(out)
+    model = load_model(out, trust_remote_code=False)
     expected, eos = reference_greedy(model, torch.tensor([prompt]), GEN), eos_ids(model)
     script = textwrap.dedent(f"""
         import json, sys
@@ -295,11 +295,11 @@ def test_cli_export(tmp_path, capsys):
 
 def test_checks_have_teeth(tmp_path):
     """Each runtime check fails when the file is not the baked model: here, the unbaked original."""
-    from bake.verify import load_model, load_tokenizer, probe_inputs
+    from bake.verifier import load_model, load_tokenizer, probe_inputs
 
     src, out = _bake(tmp_path, "llama-untied", ("steer", "ablate"), byte_level=True)
-    baked = load_model(out)
-    inputs = probe_inputs(load_tokenizer(out), None, 97)
+    baked = load_model(out, trust_remote_code=False)
+    inputs = probe_inputs(load_tokenizer(out, trust_remote_code=False), None, 97)
     for qtype, exact in (("f32", True), ("q8_0", False)):
         wrong = tmp_path / f"orig.{qtype}.gguf"
         export_gguf.convert(src, wrong, qtype, progress=False)
@@ -309,22 +309,25 @@ def test_checks_have_teeth(tmp_path):
 
     onnx_dir = tmp_path / "onnx-orig"
     onnx_dir.mkdir()
-    export_onnx._export_graph(export_onnx._load(src), onnx_dir / export_onnx.MODEL_FILE)
+    export_onnx._export_graph(export_onnx._load(src, trust_remote_code=False), onnx_dir / export_onnx.MODEL_FILE)
     res = export_onnx.verify_onnx(baked, onnx_dir, inputs)
     assert res["status"] == "failed" and res["metrics"]["max_abs_logit"] > 1e-3
 
 
 def test_onnx_out_never_replaces_other_things(tmp_path):
     src, out = _bake(tmp_path, "llama-untied", ("steer",))
-    with pytest.raises(BakeError, match="would replace the model folder"):
-        bake.export(out, "onnx", out=out, progress=False)
-    with pytest.raises(BakeError, match="would replace the model folder"):
-        bake.export(out, "onnx", out=tmp_path, progress=False)
+    for force in (False, True):
+        with pytest.raises(BakeError, match="an input of this run"):
+            bake.export(out, "onnx", out=out, progress=False, force=force)
+        with pytest.raises(BakeError, match="an input of this run"):
+            bake.export(out, "onnx", out=tmp_path, progress=False, force=force)
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    with pytest.raises(BakeError, match="not an ONNX export written by bake"):
+    with pytest.raises(BakeError, match="exists and is not empty; pass --force"):
         bake.export(out, "onnx", out=other, progress=False)
+    with pytest.raises(BakeError, match="was not written by bake"):
+        bake.export(out, "onnx", out=other, progress=False, force=True)
     assert (other / "keep.txt").read_text() == "mine" and (out / "config.json").is_file()
 
 

@@ -84,12 +84,12 @@ def test_bake_matches_hooks(models, tmp_path, name, kind):
     assert v["metrics"]["top1_agreement"] == 1.0
     assert v["metrics"]["first_divergent_hidden_state"] is None
     # the intervention really changed the model (the check is not vacuous)
-    from bake.verify import load_model
+    from bake.verifier import load_model
     import torch as t
     ids = t.arange(5).unsqueeze(0)
     with t.no_grad():
-        before = load_model(models[name])(ids).logits
-        after = load_model(out)(ids).logits
+        before = load_model(models[name], trust_remote_code=False)(ids).logits
+        after = load_model(out, trust_remote_code=False)(ids).logits
     assert (before - after).abs().max() > 1e-3
 
 

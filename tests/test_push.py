@@ -67,7 +67,8 @@ def test_push_uploads_one_commit(baked):
         commits = [c for c in repo["commits"] if c["branch"] == "v1"]
         assert len(commits) == 1
         files = set(repo["branches"]["v1"]) - {".gitattributes"}  # the Hub's initial commit
-        local = {p.relative_to(baked).as_posix() for p in baked.rglob("*") if p.is_file()}
+        local = {p.relative_to(baked).as_posix() for p in baked.rglob("*") if p.is_file() and not p.name.startswith(".")}
+        assert (baked / ".bake-output").is_file()  # bake's local marker (what --force may replace) is not uploaded
         assert files == local and "README.md" in files and "bake_report.json" in files
         shards = sorted(f for f in files if f.endswith(".safetensors"))
         assert len(shards) > 1 and set(shards) <= set(commits[0]["lfs"])  # large files go the library's LFS way

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from . import interrupt
 from .compile import Plan
+from .errors import BakeError
 from .hooks import hooked
 
 PROMPTS_CHAT = [
@@ -40,7 +41,18 @@ DEFAULTS = {  # dtype -> (max_abs_logit, min_top1)
 HIDDEN_RTOL = {"float32": 1e-5, "bfloat16": 2e-2, "float16": 5e-3}  # by checkpoint dtype
 
 
-def load_model(path: Path, trust_remote_code: bool = False, dtype: torch.dtype = torch.float32, moe: bool = False):
+def _load_error(e: Exception, what: str, path: Path, trust: bool) -> BakeError:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if not trust and ("trust_remote_code" in str(e) or "custom code" in str(e)):
+        return BakeError(f"{path}: the {what} needs code shipped with it (an auto_map in its config); bake never "
+                         "runs a checkpoint's code unless the command line says --trust-remote-code")
+    return BakeError(f"{path}: cannot load the {what} with transformers ({type(e).__name__}: {text[:300]}); "
+                     "is the folder complete and uncorrupted?")
+
+
+def load_model(path: Path, *, trust_remote_code: bool, dtype: torch.dtype = torch.float32, moe: bool = False):
+    """A causal LM from a local folder, safetensors only (never a pickle), in eval mode. Code shipped
+    with the checkpoint runs only with `trust_remote_code` (always passed, so transformers never asks)."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -48,16 +60,23 @@ def load_model(path: Path, trust_remote_code: bool = False, dtype: torch.dtype =
     hf_logging.set_verbosity_error()
     # grouped-GEMM expert kernels take no float64: MoE models run their experts in eager loops
     extra = {"experts_implementation": "eager"} if moe else {}
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust_remote_code, **extra)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust_remote_code,
+                                                     use_safetensors=True, local_files_only=True, **extra)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, ImportError) as e:
+        raise _load_error(e, "model", path, trust_remote_code) from None
     return model.eval()
 
 
-def load_tokenizer(path: Path):
+def load_tokenizer(path: Path, *, trust_remote_code: bool):
     if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
+    except Exception as e:  # a corrupt tokenizer.json raises whatever the tokenizers library raises
+        raise _load_error(e, "tokenizer", path, trust_remote_code) from None
 
 
 def probe_inputs(tokenizer, prompts: list[str] | None, vocab_size: int) -> list[tuple[str, torch.Tensor]]:
@@ -168,9 +187,9 @@ def verify(plan: Plan, baked_dir: Path, progress: bool = True) -> dict:
     trust = plan.recipe.trust_remote_code
 
     compute = getattr(torch, vcfg.compute_dtype)
-    ref_model = load_model(plan.checkpoint.path, trust, compute, plan.family.moe)
-    baked_model = load_model(baked_dir, trust, compute, plan.family.moe)
-    tok = load_tokenizer(baked_dir)
+    ref_model = load_model(plan.checkpoint.path, trust_remote_code=trust, dtype=compute, moe=plan.family.moe)
+    baked_model = load_model(baked_dir, trust_remote_code=trust, dtype=compute, moe=plan.family.moe)
+    tok = load_tokenizer(baked_dir, trust_remote_code=trust)
     inputs = probe_inputs(tok, vcfg.prompts, ref_model.config.get_text_config().vocab_size)
     pad = (tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0)
 

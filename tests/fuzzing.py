@@ -1,0 +1,196 @@
+"""Generated malformed inputs for `bake apply`, run through the CLI in a fresh process each.
+
+Shared by tests/test_fuzz.py (a fixed, bounded set of examples) and eval/fuzz_cli.py (as many
+random ones as asked). Four targets: the recipe (YAML text and values), config.json, the shard
+index, and the artifact file. For every input the contract is the same (`check`): exit 0 (the
+input was valid, and the output then holds a passed bake) or 2; never a traceback or an internal
+error; on failure nothing at the output path and no temp or lock file beside it; the input model
+folder and the recipe's folder unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from hypothesis import strategies as st
+
+REPO = Path(__file__).resolve().parents[1]
+
+VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 10), st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.lists(st.one_of(st.integers(-3, 5), st.booleans(), st.text(max_size=3)), max_size=3),
+    st.dictionaries(st.text(max_size=6), st.integers(-2, 2), max_size=2),
+)
+RECIPE_PATHS = [("model",), ("dtype",), ("interventions",), ("interventions", 0), ("interventions", 0, "kind"),
+                ("interventions", 0, "layers"), ("interventions", 0, "vector"), ("interventions", 0, "scale"),
+                ("verify",), ("verify", "max_abs_logit"), ("verify", "generate_tokens"), ("export",), ("output",),
+                ("gguf_type",), ("trust_remote_code",), ("provenance",)]
+
+
+def valid_recipe(model: Path, vector: Path) -> dict:
+    return {"model": str(model), "verify": {"generate_tokens": 2},
+            "interventions": [{"kind": "steer", "layers": [1], "vector": str(vector), "scale": 2.0}]}
+
+
+def _set(data, path, value, delete=False):
+    node = data
+    for k in path[:-1]:
+        if isinstance(node, dict) and k in node or isinstance(node, list) and isinstance(k, int) and k < len(node):
+            node = node[k]
+        else:
+            return data
+    last = path[-1]
+    if isinstance(node, dict) or (isinstance(node, list) and isinstance(last, int) and last < len(node)):
+        if delete:
+            node.pop(last) if isinstance(node, dict) and last in node else None
+        else:
+            node[last] = value
+    return data
+
+
+@st.composite
+def recipe_texts(draw, model: Path, vector: Path) -> str:
+    """A recipe with one to three values replaced, keys dropped or added, or its text cut and spliced."""
+    data = valid_recipe(model, vector)
+    for _ in range(draw(st.integers(1, 3))):
+        how = draw(st.sampled_from(["set", "delete", "extra"]))
+        path = draw(st.sampled_from(RECIPE_PATHS))
+        if how == "extra":
+            data[draw(st.text(min_size=1, max_size=8))] = draw(VALUES)
+        else:
+            _set(data, path, draw(VALUES), delete=how == "delete")
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    edit = draw(st.sampled_from(["none", "cut", "splice", "duplicate"]))
+    if edit == "cut":
+        text = text[: draw(st.integers(0, len(text)))]
+    elif edit == "splice":
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.text(alphabet=":-[]{}&*!|>'\"#%@ \n\tab1", max_size=8)) + text[at:]
+    elif edit == "duplicate":
+        text += text.splitlines()[0] + "\n"
+    return text
+
+
+@st.composite
+def config_edits(draw):
+    """A function that spoils a model folder's config.json."""
+    how = draw(st.sampled_from(["set", "delete", "truncate", "bytes"]))
+    key = draw(st.sampled_from(["model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size",
+                                "tie_word_embeddings", "num_attention_heads", "architectures"]))
+    value = draw(VALUES)
+    cut = draw(st.floats(0, 1))
+    junk = draw(st.binary(max_size=64))
+
+    def apply(folder: Path):
+        p = folder / "config.json"
+        if how == "truncate":
+            p.write_bytes(p.read_bytes()[: int(cut * p.stat().st_size)])
+        elif how == "bytes":
+            p.write_bytes(junk)
+        else:
+            cfg = json.loads(p.read_text())
+            cfg.pop(key, None) if how == "delete" else cfg.__setitem__(key, value)
+            p.write_text(json.dumps(cfg))
+    apply.label = f"config {how} {key}={value!r}"[:120]
+    return apply
+
+
+@st.composite
+def index_edits(draw):
+    """A function that spoils a sharded model's index (or a shard)."""
+    how = draw(st.sampled_from(["drop-entry", "move-entry", "bad-name", "not-a-map", "truncate-shard", "junk-shard"]))
+    pick = draw(st.integers(0, 10_000))
+    value = draw(VALUES)
+    junk = draw(st.binary(max_size=64))
+
+    def apply(folder: Path):
+        index = folder / "model.safetensors.index.json"
+        data = json.loads(index.read_text())
+        names = sorted(data["weight_map"])
+        shards = sorted(set(data["weight_map"].values()))
+        name = names[pick % len(names)]
+        if how == "drop-entry":
+            del data["weight_map"][name]
+        elif how == "move-entry":
+            data["weight_map"][name] = shards[(shards.index(data["weight_map"][name]) + 1) % len(shards)]
+        elif how == "bad-name":
+            data["weight_map"][name] = value if not isinstance(value, str) or value else "../x.safetensors"
+        elif how == "not-a-map":
+            data["weight_map"] = value
+        shard = folder / shards[pick % len(shards)]
+        if how == "truncate-shard":
+            shard.write_bytes(shard.read_bytes()[: pick % max(shard.stat().st_size, 1)])
+        elif how == "junk-shard":
+            shard.write_bytes(junk)
+        else:
+            index.write_text(json.dumps(data))
+    apply.label = f"index {how} #{pick}"
+    return apply
+
+
+@st.composite
+def artifact_files(draw):
+    """(suffix, bytes) of a vector file: random bytes, a truncated file, or a tensor of a wrong
+    shape, dtype or value."""
+    import io
+
+    import numpy as np
+    import torch
+    from safetensors.torch import save
+
+    how = draw(st.sampled_from(["bytes", "npy-shape", "pt-shape", "safetensors-values", "truncated"]))
+    if how == "bytes":
+        return draw(st.sampled_from([".pt", ".npy", ".safetensors"])), draw(st.binary(max_size=200))
+    shape = draw(st.lists(st.integers(0, 40), min_size=0, max_size=3))
+    fill = draw(st.sampled_from([0.0, 1.0, float("nan"), float("inf"), 1e30]))
+    dtype = draw(st.sampled_from(["float32", "float16", "int64", "bool"]))
+    t = torch.full(shape, fill).to(getattr(torch, dtype)) if dtype != "bool" else torch.zeros(shape, dtype=torch.bool)
+    if how == "npy-shape":
+        buf = io.BytesIO()
+        np.save(buf, t.numpy())
+        return ".npy", buf.getvalue()
+    if how == "pt-shape":
+        buf = io.BytesIO()
+        torch.save(t, buf)
+        return ".pt", buf.getvalue()
+    data = save({"vector": t.contiguous()})
+    if how == "truncated":
+        return ".safetensors", data[: draw(st.integers(0, max(len(data) - 1, 0)))]
+    return ".safetensors", data
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_cli(args: list, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "bake", *map(str, args)], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def check(recipe: Path, model: Path, out: Path, label: str) -> int:
+    """Run `bake apply recipe -o out` and assert the contract (see the module docstring); returns the exit code."""
+    before = {"model": digest(model), "recipe": digest(recipe.parent)}
+    p = run_cli(["apply", recipe, "-o", out, "-q"], cwd=recipe.parent)
+    where = f"[{label}] rc {p.returncode}\nstderr:\n{p.stderr[-2500:]}\nrecipe:\n{recipe.read_text(errors='replace')[:1500]}"
+    assert p.returncode in (0, 2), where
+    assert "Traceback" not in p.stderr + p.stdout and "internal error" not in p.stderr, where
+    if p.returncode == 2:
+        assert p.stderr.startswith("bake: error:"), where
+        assert not out.exists(), where
+    else:
+        assert json.loads((out / "bake_report.json").read_text())["verification"]["status"] in ("passed", "approximate")
+        shutil.rmtree(out)
+    assert [x.name for x in out.parent.iterdir() if x.name.startswith(f".{out.name}.")] == [], where
+    assert {"model": digest(model), "recipe": digest(recipe.parent)} == before, where
+    return p.returncode
