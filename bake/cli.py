@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from . import __version__, interrupt  # light: torch and transformers load only once a command runs
 from .errors import BakeError, VerificationFailed
@@ -197,6 +198,7 @@ def _learn_parsers(lp, common):
     a.add_argument("--limit", type=int, help="use a seeded, stratified sample of this many examples")
     a.add_argument("--statedict", help="also export an ml-aura .statedict folder here")
     a.add_argument("--out", required=True)
+    a.add_argument("--force", action="store_true", help="replace an existing --out file")
     common(a)
     s = sub.add_parser("steer", help="a steering vector from contrasting texts, or imported")
     s.add_argument("--model", required=True)
@@ -212,6 +214,7 @@ def _learn_parsers(lp, common):
     s.add_argument("--feature", type=int)
     s.add_argument("--from-steering-vectors", help="import a steering-vectors .pt (layer_activations)")
     s.add_argument("--out", required=True)
+    s.add_argument("--force", action="store_true", help="replace an existing --out file")
     common(s)
     r = sub.add_parser("refusal", help="the refusal direction (difference in means, chosen on validation)")
     r.add_argument("--model", required=True)
@@ -226,6 +229,7 @@ def _learn_parsers(lp, common):
     r.add_argument("--val-limit", type=int)
     r.add_argument("--projected", action="store_true", help="remove the harmless-mean component")
     r.add_argument("--out", required=True)
+    r.add_argument("--force", action="store_true", help="replace an existing --out file")
     common(r)
 
 
@@ -287,8 +291,17 @@ def _dispatch(args, progress: bool, out) -> int:
     elif args.cmd == "learn":
         from . import learners
 
-        opts = {k: v for k, v in vars(args).items() if k not in ("cmd", "what", "json", "quiet")}  # + trust_remote_code
-        res = getattr(learners, f"learn_{args.what}")(progress=progress, **opts)
+        from . import staging
+
+        opts = {k: v for k, v in vars(args).items() if k not in ("cmd", "what", "json", "quiet", "force")}
+        inputs = [Path(v) for k, v in opts.items() if k in ("model", *learners._PATH_OPTS) and isinstance(v, str)
+                  and Path(v).exists()]
+        # the artifact is written to a temp sibling and renamed; an existing file is replaced only with --force
+        with staging.staged(opts["out"], folder=False, force=args.force, refuse=lambda o: None, protect=inputs,
+                            what="--out") as tmp:
+            final, opts["out"] = opts["out"], str(tmp)
+            res = getattr(learners, f"learn_{args.what}")(progress=progress, **opts)
+            res["out"] = str(staging.resolve_path(final))
         print(json.dumps(res, indent=2, default=str) if args.json else format_learn(args.what, res), file=out)
     elif args.cmd == "arch":
         if args.table:

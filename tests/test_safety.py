@@ -524,3 +524,19 @@ def test_failed_push_leaves_the_card_alone(tmp_path, baked):
                                                    "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1"}, timeout=300)
     clean_error(p, 2, "push to me/x failed")
     assert (folder / "README.md").read_text() == "my own edits to the card"
+
+
+def test_learn_out_needs_force_and_never_replaces_an_input(tmp_path, model):
+    from bake.imports import write_control_vector
+
+    write_control_vector(tmp_path / "cv.gguf", {1: torch.ones(D)})
+    out = tmp_path / "v.safetensors"
+    out.write_text("my file")
+    args = ("learn", "steer", "--model", model, "--from-gguf", tmp_path / "cv.gguf", "-q")
+    clean_error(cli(*args, "--out", out), 2, "exists; pass --force")
+    assert out.read_text() == "my file"
+    clean_error(cli(*args, "--out", tmp_path / "cv.gguf", "--force"), 2, "an input of this run")
+    p = cli(*args, "--out", out, "--force")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert load_file(str(out))["vector"].shape == (COMMON["num_hidden_layers"], D)
+    assert [x.name for x in tmp_path.iterdir() if x.name.startswith(".")] == []
