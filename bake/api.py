@@ -17,6 +17,7 @@ from .rewrite import rewrite
 from .source import Checkpoint, resolve_model, sha256_file
 from .verifier import verify as run_verify
 
+
 def _recipe(r: Recipe | str | Path | dict) -> Recipe:
     if isinstance(r, Recipe):
         return r
@@ -225,8 +226,8 @@ def export(folder: str | Path, fmt: str, out: str | Path | None = None, gguf_typ
     if not (folder / "config.json").is_file():
         raise BakeError(f"{folder}: no config.json; `bake export` takes a model folder written by `bake apply`")
     report = read_report(folder, required=False)
-    if report and integrity.check(folder, report)["status"] == "changed":
-        integrity.require_intact(folder, report, "export")
+    if report:
+        integrity.require_unchanged(folder, report, "export")
     prompts = None
     if (folder / "recipe.yaml").is_file():
         prompts = recipe_mod.load(folder / "recipe.yaml").verify.prompts
@@ -264,9 +265,9 @@ def verify(out_dir: str | Path, progress: bool = True, trust_remote_code: bool =
     return {"output": str(out), "integrity": files, "verification": result}
 
 
-def arch_info(model: str, trust_remote_code: bool = False) -> dict:
+def arch_info(model: str) -> dict:
     """What the adapter resolves for a model: family, writers, bias slots, tying, exactness.
-    (Reads config.json and safetensors headers only: no model code runs, whatever `trust_remote_code`.)"""
+    (Reads config.json and safetensors headers only: no model code runs.)"""
     ckpt: Checkpoint = resolve_model(model, Path.cwd())
     fam = arch.resolve(ckpt.config)
     n = arch.num_layers(ckpt.config)

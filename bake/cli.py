@@ -150,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("arch", help="what the adapter resolves for a model")
     sp.add_argument("model", nargs="?", help="local folder, .gguf, Hub id or builtin:NAME")
     sp.add_argument("--table", action="store_true", help="print the exactness table of every family (markdown)")
-    common(sp)
+    common(sp, trust=False)  # reads config.json and safetensors headers only: no model code runs
     sp = sub.add_parser("export", help="write and verify an ONNX or GGUF copy of a baked folder")
     sp.add_argument("format", choices=["onnx", "gguf"])
     sp.add_argument("folder", help="a folder written by `bake apply`")
@@ -309,7 +309,7 @@ def _dispatch(args, progress: bool, out) -> int:
         elif not args.model:
             raise BakeError("bake arch: give a model (folder, .gguf, Hub id or builtin:NAME) or --table")
         else:
-            info = api.arch_info(args.model, trust_remote_code=trust)
+            info = api.arch_info(args.model)
             print(json.dumps(info, indent=2) if args.json else format_arch(info), file=out)
     return 0
 

@@ -91,11 +91,10 @@ def describe(result: dict) -> str:
     return "; ".join(parts) if parts else f"all {result['files']} files match"
 
 
-def require_intact(folder: Path, report: dict, action: str, force: bool = False) -> dict:
-    """Raise unless the folder matches its manifest (or `force`); returns the check's result."""
+def require_unchanged(folder: Path, report: dict, action: str) -> dict:
+    """Raise when files differ from the manifest (a folder without one passes); returns the check."""
     result = check(folder, report)
-    if result["status"] != "intact" and not force:
-        why = "its files differ from what bake wrote" if result["status"] == "changed" else "integrity cannot be checked"
-        raise BakeError(f"refusing to {action} {folder.name}: {why} ({describe(result)}). Re-bake it with "
-                        "`bake apply`" + (", or pass --force" if action == "push" else ""))
+    if result["status"] == "changed":
+        raise BakeError(f"refusing to {action} {folder.name}: its files differ from what bake wrote "
+                        f"({describe(result)}); re-bake it with `bake apply`")
     return result
