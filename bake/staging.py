@@ -62,9 +62,9 @@ def _fingerprint(path: Path):
         st = path.stat()
     except FileNotFoundError:
         return None
-    marker = path / MARKER
-    return (st.st_dev, st.st_ino, st.st_size if not path.is_dir() else None,
-            st.st_mtime_ns if not path.is_dir() else (marker.stat().st_mtime_ns if marker.is_file() else None))
+    marker = path / MARKER  # a folder's mtime changes when an entry is added or removed
+    return (st.st_dev, st.st_ino, st.st_size if not path.is_dir() else None, st.st_mtime_ns,
+            marker.stat().st_mtime_ns if path.is_dir() and marker.is_file() else None)
 
 
 def check_target(out: Path, *, folder: bool, force: bool, protect: Iterable[Path] = (),

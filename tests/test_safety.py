@@ -297,6 +297,21 @@ def test_a_folder_created_at_the_output_meanwhile_is_left_alone(tmp_path, model,
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_a_file_added_to_an_earlier_bake_meanwhile_is_not_lost(tmp_path, model, vec, monkeypatch):
+    out = tmp_path / "out"
+    bake.apply(recipe_dict(model, vec), output=out, progress=False)
+    real = bake.rewrite.save_shard
+
+    def save_and_add(tensors, path):
+        real(tensors, path)
+        (out / "notes.txt").write_text("written into the old output while the --force bake ran")
+
+    monkeypatch.setattr(bake.rewrite, "save_shard", save_and_add)
+    with pytest.raises(BakeError, match="created or changed by another program"):
+        bake.apply(recipe_dict(model, vec), output=out, progress=False, force=True)
+    assert (out / "notes.txt").is_file() and (out / "bake_report.json").is_file()
+
+
 # --- tracebacks instead of errors: each input gets one line and exit 2 ----------------------------
 
 
