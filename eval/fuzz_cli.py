@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 import fuzzing  # noqa: E402
 from tiny import COMMON, build  # noqa: E402
 
-TARGETS = ("recipe", "config", "index", "artifact")
+TARGETS = fuzzing.TARGETS
 
 
 def main() -> int:
@@ -45,32 +45,10 @@ def main() -> int:
     counts: dict[str, Counter] = {t: Counter() for t in args.targets}
     seconds: dict[str, float] = {}
 
-    def workspace():
-        root = Path(tempfile.mkdtemp(prefix="ex-", dir=base))
-        (root / "recipe").mkdir()
-        shutil.copy(base / "v.pt", root / "recipe" / "v.pt")
-        shutil.copytree(model, root / "model")
-        (root / "outputs").mkdir()
-        return root, root / "recipe" / "recipe.yaml", root / "model", root / "outputs" / "out"
-
     def one(target, draw):
-        root, recipe, m, out = workspace()
+        root, recipe, m, out = fuzzing.workspace(model, base / "v.pt", parent=base)
         try:
-            vec = recipe.parent / "v.pt"
-            if target == "recipe":
-                recipe.write_text(draw(fuzzing.recipe_texts(m, vec)))
-                label = "recipe"
-            elif target in ("config", "index"):
-                edit = draw(fuzzing.config_edits() if target == "config" else fuzzing.index_edits())
-                edit(m)
-                recipe.write_text(fuzzing.yaml.safe_dump(fuzzing.valid_recipe(m, vec)))
-                label = edit.label
-            else:
-                suffix, blob = draw(fuzzing.artifact_files())
-                (recipe.parent / f"a{suffix}").write_bytes(blob)
-                recipe.write_text(fuzzing.yaml.safe_dump(fuzzing.valid_recipe(m, recipe.parent / f"a{suffix}")))
-                label = f"artifact {suffix}"
-            counts[target][fuzzing.check(recipe, m, out, label)] += 1
+            counts[target][fuzzing.check(recipe, m, out, fuzzing.prepare(target, draw, recipe, m))] += 1
         finally:
             shutil.rmtree(root, ignore_errors=True)
 

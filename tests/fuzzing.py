@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -165,6 +166,37 @@ def artifact_files(draw):
     if how == "truncated":
         return ".safetensors", data[: draw(st.integers(0, max(len(data) - 1, 0)))]
     return ".safetensors", data
+
+
+TARGETS = ("recipe", "config", "index", "artifact")
+
+
+def workspace(model: Path, vector: Path, parent: Path | None = None) -> tuple[Path, Path, Path, Path]:
+    """A fresh folder for one example: (root, the recipe's path in its own folder beside the vector,
+    a copy of the model, the output path in an existing empty folder)."""
+    root = Path(tempfile.mkdtemp(prefix="bake-fuzz-", dir=parent))
+    (root / "recipe").mkdir()
+    shutil.copy(vector, root / "recipe" / "v.pt")
+    shutil.copytree(model, root / "model")
+    (root / "outputs").mkdir()
+    return root, root / "recipe" / "recipe.yaml", root / "model", root / "outputs" / "out"
+
+
+def prepare(target: str, draw, recipe: Path, model: Path) -> str:
+    """Write one generated malformed input for `target` into a workspace; returns its label."""
+    vector = recipe.parent / "v.pt"
+    if target == "recipe":
+        recipe.write_text(draw(recipe_texts(model, vector)))
+        return "recipe"
+    if target in ("config", "index"):
+        edit = draw(config_edits() if target == "config" else index_edits())
+        edit(model)
+        recipe.write_text(yaml.safe_dump(valid_recipe(model, vector)))
+        return edit.label
+    suffix, blob = draw(artifact_files())
+    (recipe.parent / f"a{suffix}").write_bytes(blob)
+    recipe.write_text(yaml.safe_dump(valid_recipe(model, recipe.parent / f"a{suffix}")))
+    return f"artifact {suffix} ({len(blob)} bytes)"
 
 
 def digest(folder: Path) -> dict[str, str]:

@@ -5,7 +5,6 @@ tests/fuzzing.py for the contract). A fixed (derandomized), bounded set of examp
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,6 @@ from hypothesis import HealthCheck, given, settings
 
 import fuzzing
 from tiny import COMMON, build
-
-SETTINGS = settings(max_examples=6, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture(scope="module")
@@ -27,78 +23,16 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
     return model, d / "v.pt"
 
 
-def _workspace(model: Path, vector: Path):
-    """A fresh folder per example: the recipe's folder (recipe + vector), a model copy, and the output path."""
-    root = Path(tempfile.mkdtemp(prefix="bake-fuzz-"))
-    (root / "recipe").mkdir()
-    shutil.copy(vector, root / "recipe" / "v.pt")
-    shutil.copytree(model, root / "model")
-    (root / "outputs").mkdir()
-    return root, root / "recipe" / "recipe.yaml", root / "model", root / "outputs" / "out"
-
-
-def test_fuzz_recipes(inputs):
+@pytest.mark.parametrize("target", fuzzing.TARGETS)
+def test_fuzz(inputs, target):
     model, vector = inputs
 
-    @SETTINGS
+    @settings(max_examples=6, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     @given(data=fuzzing.st.data())
     def run(data):
-        root, recipe, m, out = _workspace(model, vector)
+        root, recipe, m, out = fuzzing.workspace(model, vector)
         try:
-            recipe.write_text(data.draw(fuzzing.recipe_texts(m, recipe.parent / "v.pt")))
-            fuzzing.check(recipe, m, out, "recipe")
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-
-    run()
-
-
-def test_fuzz_configs(inputs):
-    model, vector = inputs
-
-    @SETTINGS
-    @given(edit=fuzzing.config_edits())
-    def run(edit):
-        root, recipe, m, out = _workspace(model, vector)
-        try:
-            edit(m)
-            recipe.write_text(fuzzing.yaml.safe_dump(fuzzing.valid_recipe(m, recipe.parent / "v.pt")))
-            fuzzing.check(recipe, m, out, edit.label)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-
-    run()
-
-
-def test_fuzz_index_files(inputs):
-    model, vector = inputs
-
-    @SETTINGS
-    @given(edit=fuzzing.index_edits())
-    def run(edit):
-        root, recipe, m, out = _workspace(model, vector)
-        try:
-            edit(m)
-            recipe.write_text(fuzzing.yaml.safe_dump(fuzzing.valid_recipe(m, recipe.parent / "v.pt")))
-            fuzzing.check(recipe, m, out, edit.label)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-
-    run()
-
-
-def test_fuzz_artifacts(inputs):
-    model, vector = inputs
-
-    @SETTINGS
-    @given(artifact=fuzzing.artifact_files())
-    def run(artifact):
-        suffix, blob = artifact
-        root, recipe, m, out = _workspace(model, vector)
-        try:
-            (recipe.parent / f"a{suffix}").write_bytes(blob)
-            recipe.write_text(fuzzing.yaml.safe_dump(fuzzing.valid_recipe(m, recipe.parent / f"a{suffix}")))
-            fuzzing.check(recipe, m, out, f"artifact {suffix} ({len(blob)} bytes)")
+            fuzzing.check(recipe, m, out, fuzzing.prepare(target, data.draw, recipe, m))
         finally:
             shutil.rmtree(root, ignore_errors=True)
 

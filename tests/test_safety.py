@@ -40,6 +40,19 @@ def cli(*args, cwd=None, env=None, stdin=None, timeout=600) -> subprocess.Comple
                           capture_output=True, input=stdin, timeout=timeout)
 
 
+def start_bake(recipe: Path, out: Path) -> subprocess.Popen:
+    """`bake apply recipe -o out` in a fresh process, returned once its temp folder exists (mid-bake)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "bake", "apply", str(recipe), "-o", str(out), "-q"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tmp = out.parent / f".{out.name}{staging.TMP_TAG}{proc.pid}"
+    deadline = time.monotonic() + 120
+    while not tmp.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert tmp.exists(), "the bake ended before its temp folder was seen"
+    return proc
+
+
 def digest(folder: Path) -> dict[str, str]:
     """Every file (hidden ones too) and symlink under `folder`, with its content's sha256."""
     return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
@@ -264,14 +277,7 @@ def test_verify_reports_an_intact_folder(baked):
 def test_second_bake_to_the_same_output_is_refused_while_the_first_runs(tmp_path, model, vec):
     recipe = _recipe_file(tmp_path, model, vec)
     out = tmp_path / "out"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen([sys.executable, "-m", "bake", "apply", str(recipe), "-o", str(out), "-q"],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    tmp = tmp_path / f".out{staging.TMP_TAG}{first.pid}"
-    deadline = time.monotonic() + 120
-    while not tmp.exists() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert tmp.exists(), "the first bake finished before its temp folder was seen"
+    first = start_bake(recipe, out)
     second = cli("apply", recipe, "-o", out, "--force", "-q")
     clean_error(second, 2, f"another bake (pid {first.pid}) is writing")
     out_, err = first.communicate(timeout=300)
@@ -448,13 +454,7 @@ def test_yaml_that_was_silently_accepted(tmp_path, model, vec, text, fragment):
 def test_signals_mid_bake_clean_up_without_traceback(tmp_path, model, vec, sig):
     recipe = _recipe_file(tmp_path, model, vec)
     out = tmp_path / "out"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "bake", "apply", str(recipe), "-o", str(out), "-q"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    tmp = tmp_path / f".out{staging.TMP_TAG}{proc.pid}"
-    deadline = time.monotonic() + 120
-    while not tmp.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
+    proc = start_bake(recipe, out)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err[-2000:]
