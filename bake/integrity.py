@@ -35,6 +35,7 @@ def read_report(folder: Path, required: bool = True) -> dict:
         raise BakeError(f"{path}: corrupt report ({e}); re-bake the folder with `bake apply`") from None
     shape = {"model": dict, "steps": list, "edits": list, "verification": dict}
     bad = [k for k, t in shape.items() if not isinstance(report, dict) or not isinstance(report.get(k), t)]
+    bad += [k for k in ("exports", "files") if isinstance(report, dict) and not isinstance(report.get(k) or {}, dict)]
     if bad:
         raise BakeError(f"{path}: not a bake report (no valid {', '.join(bad)}); re-bake the folder with `bake apply`")
     return report

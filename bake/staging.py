@@ -185,15 +185,14 @@ def write_error(e: OSError, out: Path, what: str) -> BakeError:
 
 @contextmanager
 def staged(out: str | Path, *, folder: bool = True, force: bool = False, protect: Iterable[Path] = (),
-           refuse: Callable[[Path], str | None] = bake_folder_refusal, what: str = "output", lock: bool = True):
+           refuse: Callable[[Path], str | None] = bake_folder_refusal, what: str = "output"):
     """Yield a temp sibling of `out` (an empty folder, or a file path when not `folder`) to write
     into; on a normal exit, re-check `out` and rename the temp into place. See the module docstring."""
     out = resolve_path(out, what)
     protect = list(protect)
     check_target(out, folder=folder, force=force, protect=protect, refuse=refuse, what=what)  # before any write
     _mkparent(out, what)
-    lock_cm = locked(out, what) if lock else _nolock()
-    with lock_cm:
+    with locked(out, what):
         before = check_target(out, folder=folder, force=force, protect=protect, refuse=refuse, what=what)
         clean_stale(out)
         tmp = out.parent / f".{out.name}{TMP_TAG}{os.getpid()}"
@@ -213,11 +212,6 @@ def staged(out: str | Path, *, folder: bool = True, force: bool = False, protect
         except BaseException:
             _remove(tmp)
             raise
-
-
-@contextmanager
-def _nolock():
-    yield
 
 
 def _swap(tmp: Path, out: Path) -> None:
