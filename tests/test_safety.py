@@ -488,9 +488,10 @@ def test_real_disk_full(tmp_path, model, vec):
     small = tmp_path / "small"
     small.mkdir()
     userns = [] if os.geteuid() == 0 else ["-r"]
-    probe = subprocess.run(["unshare", *userns, "-m", "true"], capture_output=True)
+    probe = subprocess.run(["unshare", *userns, "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {small}"],
+                           capture_output=True)
     if probe.returncode != 0:
-        pytest.skip(f"cannot create a mount namespace here: {probe.stderr.decode().strip()}")
+        pytest.skip(f"cannot mount a tmpfs in a private mount namespace here: {probe.stderr.decode().strip()}")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     size = sum(f.stat().st_size for f in model.glob("*.safetensors"))
     script = (f"mount -t tmpfs -o size={size // 1024 + 1}k tmpfs {small} && "
