@@ -271,4 +271,4 @@ def load(path: str | Path) -> Recipe:
 
 def dump(recipe: Recipe) -> dict:
     """The recipe as plain data (paths as written)."""
-    return recipe.model_dump(mode="json", exclude={"base_dir"})
+    return recipe.model_dump(mode="json")  # base_dir and trust are private attributes, never dumped
