@@ -181,7 +181,7 @@ def parse(data, source: str = "<recipe>", base_dir: Path | str = ".") -> Recipe:
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2 core scalars and no duplicate keys.
 
-    YAML 1.1 (PyYAML's default) reads `yes`/`no`/`on`/`off` as booleans, `1:30` as 90 and `0o17`,
+    YAML 1.1 (PyYAML's default) reads `yes`/`no`/`on`/`off` as booleans and `1:30` (as 90) and
     `1_000` as ints: in a recipe those are typos, not numbers, so they stay strings and the schema
     names them. A key given twice is an error (PyYAML keeps the last one silently).
     """
