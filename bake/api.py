@@ -167,15 +167,16 @@ def _export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts, nam
     path, result = _run_export(folder, fmt, out, gguf_type, mode, progress, prompts, name, force, trust_remote_code)
     inside = folder in path.parents
     result = {"format": fmt, "path": str(path.relative_to(folder)) if inside else str(path), **result}
+    written = integrity.manifest(folder, path) if inside else {}  # sha256 of each file, computed once
     if path.is_file():
-        result["sha256"] = sha256_file(path)
+        result["sha256"] = written.get(result["path"]) or sha256_file(path)
     report = read_report(folder, required=False)
     if report:
         report.setdefault("exports", {})[result["path"]] = result  # one entry per written file or folder
         if inside and isinstance(report.get("files"), dict):
             prefix = result["path"]
             report["files"] = {f: h for f, h in report["files"].items() if f != prefix and not f.startswith(prefix + "/")}
-            report["files"].update(integrity.manifest(folder, path))
+            report["files"].update(written)
         write_report(folder, report)
         card.write(folder)
     return result

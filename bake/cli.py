@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, interrupt  # light: torch and transformers load only once a command runs
-from .errors import BakeError, VerificationFailed
+from .errors import BakeError, VerificationFailed, first_line
 
 
 def _fmt(x, spec=".3g"):
@@ -359,8 +359,7 @@ def main(argv=None) -> int:
             return 130
         if os.environ.get("BAKE_DEBUG"):
             raise
-        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"bake: internal error: {type(e).__name__}: {text[:500]} (a bug in bake, not in your input: "
+        print(f"bake: internal error: {type(e).__name__}: {first_line(e, 500)} (a bug in bake, not in your input: "
               "please report it; BAKE_DEBUG=1 shows the traceback). Unfinished output was removed.", file=sys.stderr)
         return 3
     finally:

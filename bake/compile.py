@@ -16,7 +16,7 @@ import torch
 
 from . import arch, fold
 from .artifacts import load_alphas, load_tensor
-from .errors import BakeError, NotBakeable
+from .errors import BakeError, NotBakeable, first_line
 from .recipe import Ablate, Aura, Recipe, Steer
 from .source import Checkpoint
 
@@ -104,9 +104,8 @@ def _meta_modules(ckpt: Checkpoint, trust_remote_code: bool) -> dict[str, str]:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
     except (ValueError, TypeError, KeyError, AttributeError, RuntimeError, ZeroDivisionError, OverflowError) as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise BakeError(f"{ckpt.path / 'config.json'}: transformers cannot build a model from this config "
-                        f"({type(e).__name__}: {text[:300]})") from None
+                        f"({type(e).__name__}: {first_line(e)})") from None
     return {n: type(m).__name__ for n, m in model.named_modules() if n}
 
 

@@ -1,6 +1,12 @@
 """Errors with the exit codes the CLI maps them to."""
 
 
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (for one-line errors), at most `limit` characters."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else ""
+
+
 class BakeError(Exception):
     """Bad input: a recipe, an artifact or a model that cannot be used. Exit code 2."""
 

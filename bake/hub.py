@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from . import card, integrity
-from .errors import BakeError
+from .errors import BakeError, first_line
 from .integrity import REPORT, read_report
 from .staging import resolve_path
 
@@ -49,7 +49,7 @@ def check_repo_id(repo: str) -> None:
     try:
         validate_repo_id(repo)
     except HFValidationError as e:
-        raise BakeError(f"--repo {repo!r} is not a valid Hub repo id ({str(e).splitlines()[0]}); use name or user/name "
+        raise BakeError(f"--repo {repo!r} is not a valid Hub repo id ({first_line(e)}); use name or user/name "
                         "(letters, digits, '-', '_', '.'; at most 96 characters)") from None
 
 
@@ -103,7 +103,7 @@ def push(folder: str | Path, repo: str, private: bool = False, revision: str | N
     except BakeError:
         raise
     except HfHubHTTPError as e:
-        raise BakeError(f"push to {repo} failed: {str(e).splitlines()[0]}") from None
+        raise BakeError(f"push to {repo} failed: {first_line(e)}") from None
     except Exception as e:  # no connection (the HTTP client's own errors), offline mode, a failed transfer
         raise BakeError(f"push to {repo} failed ({api.endpoint}): {type(e).__name__}: {e}") from None
     (folder / "README.md").write_text(text)  # the local card now matches the pushed one

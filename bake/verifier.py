@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from . import interrupt
 from .compile import Plan
-from .errors import BakeError
+from .errors import BakeError, first_line
 from .hooks import hooked
 
 PROMPTS_CHAT = [
@@ -42,11 +42,11 @@ HIDDEN_RTOL = {"float32": 1e-5, "bfloat16": 2e-2, "float16": 5e-3}  # by checkpo
 
 
 def _load_error(e: Exception, what: str, path: Path, trust: bool) -> BakeError:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = first_line(e) or type(e).__name__
     if not trust and ("trust_remote_code" in str(e) or "custom code" in str(e)):
         return BakeError(f"{path}: the {what} needs code shipped with it (an auto_map in its config); bake never "
                          "runs a checkpoint's code unless the command line says --trust-remote-code")
-    return BakeError(f"{path}: cannot load the {what} with transformers ({type(e).__name__}: {text[:300]}); "
+    return BakeError(f"{path}: cannot load the {what} with transformers ({type(e).__name__}: {text}); "
                      "is the folder complete and uncorrupted?")
 
 

@@ -204,16 +204,17 @@ def digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def run_cli(args: list, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+def cli(*args, cwd=None, env=None, stdin=None, timeout=600) -> subprocess.CompletedProcess:
+    """`bake ARGS` in a fresh process, as a user runs it (offline; this checkout's bake)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "bake", *map(str, args)], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=timeout)
+                          capture_output=True, input=stdin, timeout=timeout)
 
 
 def check(recipe: Path, model: Path, out: Path, label: str) -> int:
     """Run `bake apply recipe -o out` and assert the contract (see the module docstring); returns the exit code."""
     before = {"model": digest(model), "recipe": digest(recipe.parent)}
-    p = run_cli(["apply", recipe, "-o", out, "-q"], cwd=recipe.parent)
+    p = cli("apply", recipe, "-o", out, "-q", cwd=recipe.parent)
     where = f"[{label}] rc {p.returncode}\nstderr:\n{p.stderr[-2500:]}\nrecipe:\n{recipe.read_text(errors='replace')[:1500]}"
     assert p.returncode in (0, 2), where
     assert "Traceback" not in p.stderr + p.stdout and "internal error" not in p.stderr, where

@@ -27,17 +27,11 @@ import bake
 import bake.rewrite
 from bake import integrity, staging
 from bake.errors import BakeError
+from fuzzing import cli
 from tiny import COMMON, add_tokenizer, build
 
 REPO = Path(__file__).resolve().parents[1]
 D = COMMON["hidden_size"]
-
-
-def cli(*args, cwd=None, env=None, stdin=None, timeout=600) -> subprocess.CompletedProcess:
-    """`bake ARGS` in a fresh process, as a user runs it."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "bake", *map(str, args)], cwd=cwd, env=env, text=True,
-                          capture_output=True, input=stdin, timeout=timeout)
 
 
 def start_bake(recipe: Path, out: Path) -> subprocess.Popen:
