@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import yaml
 
-from . import __version__, arch, card, integrity, staging
+from . import __version__, card, integrity, staging
 from . import recipe as recipe_mod
-from .compile import Plan, compile_plan
+from .compile import Plan, compile_plan, merge_config
 from .errors import BakeError, VerificationFailed
 from .integrity import read_report, write_report
 from .recipe import Recipe
@@ -41,8 +42,8 @@ def plan_summary(p: Plan) -> dict:
     ckpt = p.checkpoint
     return {
         "model": {"spec": ckpt.spec, "path": str(ckpt.path), "family": p.family.name,
-                  "model_type": ckpt.config.get("model_type"), "blocks": arch.num_layers(ckpt.config),
-                  "hidden_size": arch.hidden_size(ckpt.config), "tied_embeddings": arch.tied(ckpt.config),
+                  "model_type": ckpt.config.get("model_type"), "blocks": p.family.n_layers,
+                  "hidden_size": p.family.d, "tied_embeddings": p.family.tied, "moe": p.family.moe,
                   **({"origin": ckpt.origin} if ckpt.origin else {})},
         "dtype": p.dtype,
         "exact": p.exact,
@@ -119,7 +120,8 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
     if src in out.parents:
         raise BakeError(f"output {out} is inside the input model {src}; the input is never modified, "
                         "so choose an output outside it")
-    out_config = {**p.checkpoint.config, **p.config_updates}
+    out_config = json.loads(json.dumps(p.checkpoint.config))
+    merge_config(out_config, p.config_updates)
     if "onnx" in r.export:  # refuse an export that cannot work before baking anything
         from . import export_onnx
 
@@ -127,7 +129,10 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
     if "gguf" in r.export:
         from . import export_gguf
 
-        export_gguf.check(out_config, "the baked model", r.gguf_type)
+        if p.checkpoint.origin.get("gguf"):  # baked into the source GGUF (patch): llama architecture only
+            export_gguf.check_patch(p.checkpoint.origin["gguf"], r.gguf_type)
+        else:
+            export_gguf.check(out_config, "the baked model", r.gguf_type, src)
     staging.preflight_space(out, sum((src / f).stat().st_size for f in p.checkpoint.shard_files))
     with staging.staged(out, folder=True, force=force, protect=_inputs(r, p)) as tmp:
         stats = rewrite(p, tmp, progress=progress)
@@ -266,23 +271,25 @@ def verify(out_dir: str | Path, progress: bool = True, trust_remote_code: bool =
     return {"output": str(out), "integrity": files, "verification": result}
 
 
-def arch_info(model: str) -> dict:
-    """What the adapter resolves for a model: family, writers, bias slots, tying, exactness.
-    (Reads config.json and safetensors headers only: no model code runs.)"""
+def arch_info(model: str, trust_remote_code: bool = False) -> dict:
+    """What the adapter resolves for a model: writers, tensors, steering slot, tying, exactness.
+    (Reads config.json and safetensors headers, and probes a tiny random model of the same config.)"""
+    from .families import resolve as resolve_family
+
     ckpt: Checkpoint = resolve_model(model, Path.cwd())
-    fam = arch.resolve(ckpt.config)
-    n = arch.num_layers(ckpt.config)
-    names = list(ckpt.shapes)
-    writers = {}
-    for w, i in arch.writers(fam, 1):  # the embeddings and block 0, shown as block N
-        label = w.module if i is None else w.module.replace("{i}", "N")
-        writers[label] = {"tensors": [m for t in w.tensors for m in arch.match_tensors(t, names, i)],
-                          "post_norm": w.post_norm.replace("{i}", "N") if w.post_norm else None}
+    fam = resolve_family(ckpt.config, ckpt.shapes, trust_remote_code)
+    b0 = fam.block(0)
+
+    def show(w):
+        return {"tensors": [f"{k} (axis {a})" for k, a in w.tensors][:8] + (["..."] if len(w.tensors) > 8 else []),
+                "exact": w.exact, **({"post_norm_of": [k for k, _ in w.source][:4]} if w.norm else {})}
+    writers = {w.module: show(w) for w in fam.embeds}
+    writers.update({w.module.replace(b0 + ".", fam.blocks_path + ".N.", 1): show(w) for w in fam.blocks[0]})
+    status = {"aura": fam.aura_status(), "steer": fam.steer_status(), "ablate": fam.ablate_status()}
     return {
-        "model": ckpt.spec, "path": str(ckpt.path), "family": fam.name, "model_type": ckpt.config.get("model_type"),
-        "blocks": n, "hidden_size": arch.hidden_size(ckpt.config), "layout": fam.layout,
-        "tied_embeddings": arch.tied(ckpt.config), "post_norm": fam.post_norm,
-        "mlp_output_bias": fam.mlp_bias_name(0) in names,
+        "model": ckpt.spec, "path": str(ckpt.path), "model_type": ckpt.config.get("model_type"),
+        "blocks": fam.n_layers, "hidden_size": fam.d, "moe": fam.moe,
+        "tied_embeddings": fam.tied, "post_norm": fam.post_norm,
         "writers (block 0 shown as N)": writers,
-        "exactness": arch.exactness(fam, ckpt.config, names),
+        "exactness": {k: f"{st}: {why}" for k, (st, why) in status.items()},
     }

@@ -103,23 +103,33 @@ def format_arch(info: dict) -> str:
     lines = [f"{k:<16} {v}" for k, v in info.items() if not isinstance(v, dict)]
     lines.append("residual writers (block N):")
     for mod, w in info["writers (block 0 shown as N)"].items():
-        lines.append(f"  {mod:<40} {', '.join(x.replace('.0.', '.N.') for x in w['tensors'])}"
-                     + (f"   then {w['post_norm']}" if w["post_norm"] else ""))
+        lines.append(f"  {mod:<40} {', '.join(w['tensors']) or '-'}"
+                     + (f"   (post-norm of {', '.join(w['post_norm_of'])})" if w.get("post_norm_of") else ""))
     lines.append("exactness:")
     for k, v in info["exactness"].items():
         lines.append(f"  {k:<7} {v}")
     return "\n".join(lines)
 
 
-def exactness_table() -> str:
-    """Markdown table of exactness per family x kind, generated from the adapters (README)."""
-    from . import arch
+def exactness_table(progress: bool = True) -> str:
+    """Markdown table: every causal-LM type of the installed transformers, its status per kind, derived
+    by probing a tiny model of each (about a minute). `eval/coverage.py` proves each status by baking."""
+    from tqdm.auto import tqdm
 
-    rows = ["| family | model_type | aura | steer | ablate |", "| --- | --- | --- | --- | --- |"]
-    for fam in arch.FAMILIES:
-        e = arch.exactness(fam)
-        rows.append(f"| {fam.name} | {', '.join(fam.model_types)} | {e['aura']} | {e['steer']} | {e['ablate']} |")
-    return "\n".join(rows)
+    from .families import coverage
+
+    rows = ["| model_type | aura | steer | ablate |", "| --- | --- | --- | --- |"]
+    other = []
+    for mt in tqdm(coverage.causal_lm_types(), desc="probing model types", disable=not progress):
+        row = coverage.status(mt)
+        if row.decoder is False:
+            other.append(f"{mt} ({row.why})")
+        elif not row.status:
+            rows.append(f"| {mt} | refused: {row.why} | | |")
+        else:
+            cell = {k: st if st != "refused" else f"refused: {why}" for k, (st, why) in row.status.items()}
+            rows.append(f"| {mt} | {cell['aura']} | {cell['steer']} | {cell['ablate']} |".replace("\n", " "))
+    return "\n".join(rows + ["", "Not decoder-only: " + ", ".join(other)])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -149,7 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
     sp = sub.add_parser("arch", help="what the adapter resolves for a model")
     sp.add_argument("model", nargs="?", help="local folder, .gguf, Hub id or builtin:NAME")
-    sp.add_argument("--table", action="store_true", help="print the exactness table of every family (markdown)")
+    sp.add_argument("--table", action="store_true",
+                    help="probe every causal-LM type of the installed transformers and print its status per kind")
     common(sp, trust=False)  # reads config.json and safetensors headers only: no model code runs
     sp = sub.add_parser("export", help="write and verify an ONNX or GGUF copy of a baked folder")
     sp.add_argument("format", choices=["onnx", "gguf"])
@@ -305,7 +316,7 @@ def _dispatch(args, progress: bool, out) -> int:
         print(json.dumps(res, indent=2, default=str) if args.json else format_learn(args.what, res), file=out)
     elif args.cmd == "arch":
         if args.table:
-            print(exactness_table(), file=out)
+            print(exactness_table(progress=not args.quiet if hasattr(args, "quiet") else True), file=out)
         elif not args.model:
             raise BakeError("bake arch: give a model (folder, .gguf, Hub id or builtin:NAME) or --table")
         else:

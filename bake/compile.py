@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import arch, fold
+from . import fold
+from .families import Adapter
+from .families import resolve as resolve_family
 from .artifacts import load_alphas, load_tensor
 from .errors import BakeError, NotBakeable, first_line
 from .recipe import Ablate, Aura, Recipe, Steer
@@ -23,7 +25,7 @@ from .source import Checkpoint
 
 @dataclass(frozen=True)
 class Op:
-    """One fold on one tensor: `fn` in (scale, add, project_out), vector `vec` (float64)."""
+    """One fold on one tensor: `fn` in (scale, add, project_out), vector `vec` (float64) along `axis`."""
 
     step: int
     fn: str
@@ -34,7 +36,7 @@ class Op:
         if self.fn == "scale":
             return fold.scale_units(t, self.vec, self.axis)
         if self.fn == "add":
-            return fold.add_vector(t, self.vec)
+            return fold.add_vector(t, self.vec, self.axis)
         if self.fn == "project_out":
             return fold.project_out(t, self.vec, self.axis)
         raise ValueError(self.fn)
@@ -79,7 +81,7 @@ class Step:
 class Plan:
     recipe: Recipe
     checkpoint: Checkpoint
-    family: arch.Family
+    family: Adapter
     dtype: str
     edits: dict[str, TensorEdit]
     config_updates: dict
@@ -95,44 +97,30 @@ class Plan:
         return [h for s in self.steps for h in s.hooks]
 
 
-def _meta_modules(ckpt: Checkpoint, trust_remote_code: bool) -> dict[str, str]:
-    """{module name: class name} of the model built on the meta device (no weights)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    try:
-        cfg = AutoConfig.for_model(**{k: v for k, v in ckpt.config.items() if k not in ("transformers_version",)})
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
-    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError, ZeroDivisionError, OverflowError) as e:
-        raise BakeError(f"{ckpt.path / 'config.json'}: transformers cannot build a model from this config "
-                        f"({type(e).__name__}: {first_line(e)})") from None
-    return {n: type(m).__name__ for n, m in model.named_modules() if n}
-
-
 class _Builder:
     def __init__(self, recipe: Recipe, ckpt: Checkpoint):
         self.recipe, self.ckpt = recipe, ckpt
         self.config = ckpt.config
-        self.family = arch.resolve(self.config)
-        self.n_layers = arch.num_layers(self.config)
-        self.d = arch.hidden_size(self.config)
+        self.family = resolve_family(self.config, ckpt.shapes, recipe.trust_remote_code)
+        self.n_layers = self.family.n_layers
+        self.d = self.family.d
         self.names = ckpt.shapes
         self.edits: dict[str, TensorEdit] = {}
         self.config_updates: dict = {}
         self.steps: list[Step] = []
         self.artifacts: dict[str, str] = {}
-        self._modules = None
         self._untied = False
 
     # -- names -------------------------------------------------------------------------------
     def key(self, name: str) -> str | None:
-        """The checkpoint key of a model tensor name (old GPT-2 checkpoints drop `transformer.`)."""
-        if name in self.names or name in self.edits:
+        """The checkpoint key holding all of model parameter `name` (None when absent or split)."""
+        if name in self.edits:
             return name
-        head, _, rest = name.partition(".")
-        if rest and rest in self.names and head in ("transformer", "model"):
-            return rest
-        return None
+        shape = self.family.params.get(name)
+        slices = self.family.keymap.slices(name, shape) if shape is not None else []
+        if len(slices) == 1 and all(a == b and st == 0 and sp == 1 for b, (a, st, sp) in enumerate(slices[0].axes)):
+            return slices[0].key
+        return name if name in self.names else None
 
     def tensor_names(self):
         return list(self.names) + [n for n in self.edits if n not in self.names]
@@ -143,16 +131,13 @@ class _Builder:
         return self.edits[name]
 
     def modules(self) -> dict[str, str]:
-        if self._modules is None:
-            self._modules = _meta_modules(self.ckpt, self.recipe.trust_remote_code)
-        return self._modules
+        return self.family.modules
 
     # -- tied embeddings ---------------------------------------------------------------------
     def touch(self, name: str) -> TensorEdit:
         """Edit a tensor; untie first when it is a tied embedding or head (logits must not change)."""
-        emb = self.key(self.family.embed.module + ".weight")
-        head = self.family.lm_head
-        if arch.tied(self.config) and name in (emb, head) and not self._untied:
+        emb, head = self.family.embed_key, self.family.head_key
+        if self.family.tied and head and name in (emb, head) and not self._untied:
             self._untied = True
             self.config_updates["tie_word_embeddings"] = False
             self.edits[head] = TensorEdit(head, emb, tuple(self.names[emb]),
@@ -228,27 +213,24 @@ class _Builder:
         if v.shape not in ((self.d,), (self.n_layers, self.d)):
             raise BakeError(f"{where}.vector: shape {list(v.shape)}; expected [{self.d}] (hidden size) "
                             f"or [{self.n_layers}, {self.d}] (one row per block)")
-        ok, how = arch.steer_slot(self.family, self.config, self.tensor_names())
-        if not ok:
+        status, how = self.family.steer_status()
+        if status != "exact":
             extra = " (`approximate: true` does not help: there is no slot to approximate with)" if iv.approximate else ""
             raise NotBakeable(f"{where}: steer cannot be baked exactly into a {self.family.name} checkpoint: "
-                              f"{how}{extra}. aura bakes exactly on this family.")
-        slot = self.family.bias_slot
+                              f"{how}; run it as a hook{extra}. aura bakes exactly on this family.")
         step = Step(idx, "steer", True, f"add {iv.scale:g} * v to the output of block(s) {layers}")
-        if self.family.mlp_bias_name(0) not in self.tensor_names() and slot is not None:
-            self.config_updates.update(slot.config)
-            for tmpl in slot.creates:
-                for i in range(self.n_layers):
-                    name = tmpl.format(i=i)
-                    if self.key(name) is None:
-                        out = self.names[name[: -len(".bias")] + ".weight"][0]
-                        self.edits[name] = TensorEdit(name, None, (out,), note="new zero bias (" + slot.note.split(" (")[0] + ")")
-            step.summary += f"; {slot.note}"
+        names = self.tensor_names()
+        if self.family.steer_creates and not any(k in names for k in self.family.steer_creates):
+            merge_config(self.config_updates, self.family.steer_config)
+            for name, shape in self.family.steer_creates.items():
+                self.edits[name] = TensorEdit(name, None, shape, note="new zero bias (" + how.split(" (")[0] + ")")
+            step.summary += f"; {how}"
         for i in layers:
-            vec = iv.scale * (v if v.ndim == 1 else v[i])
-            bias = self.key(self.family.mlp_bias_name(i))
-            self.add_op(bias, Op(idx, "add", vec), step)
-            step.hooks.append(Hook(idx, self.family.mlp.module.format(i=i), "add", vec))
+            slot = self.family.slots[i]
+            vec = iv.scale * (v if v.ndim == 1 else v[i]) / slot.coef
+            for name, axis in slot.tensors:
+                self.add_op(name, Op(idx, "add", vec, axis), step)
+            step.hooks.append(Hook(idx, slot.module, "add", vec))
         return step
 
     def ablate(self, idx: int, iv: Ablate, where: str) -> Step:
@@ -261,46 +243,45 @@ class _Builder:
             raise BakeError(f"{where}.direction: the vector is zero; a direction needs a nonzero norm")
         r = r / norm
         fam = self.family
-        if fam.post_norm and not iv.approximate:
+        blocks = "all" if iv.layers == "all" else self.layers(iv.layers, where)
+        writers = fam.writers(blocks)
+        inexact = [w for w in writers if not w.exact]
+        status, why = fam.ablate_status()
+        if inexact and status == "refused":
+            raise NotBakeable(f"{where}: ablate cannot be baked into a {fam.name} checkpoint: {why}; run it as a hook.")
+        if inexact and not iv.approximate:
             raise NotBakeable(
                 f"{where}: ablate cannot be baked exactly into a {fam.name} checkpoint: a norm sits between each "
                 "attention/MLP projection and the residual add, so no weight edit equals removing r from what is "
                 "written. Set `approximate: true` to orthogonalize each projection against r*g (g = the norm's "
                 "scale; the written output is then exactly orthogonal to r, and the report gives the measured "
                 "deviation from the hook), or run it as a hook.")
-        blocks = "all" if iv.layers == "all" else self.layers(iv.layers, where)
-        exact = not fam.post_norm
-        step = Step(idx, "ablate", exact, "")
-        names = self.tensor_names()
-        for w, i in arch.writers(fam, self.n_layers, blocks):
-            module = w.module.format(i=i) if i is not None else w.module
-            u = r
-            if w.post_norm is not None and i is not None:
-                u = self._norm_scaled(w.post_norm.format(i=i), r, where)
-            found = []
-            for t in w.tensors:
-                for name in arch.match_tensors(t, names, i):
-                    if self.edits.get(name) is not None and self.edits[name].source is None and not self.edits[name].ops:
-                        continue  # a zero bias stays zero
-                    self.add_op(name, Op(idx, "project_out", u, t.axis), step)
-                    found.append(name)
-            if not any(not n.endswith(".bias") for n in found):
-                raise BakeError(f"{where}: no weight found in the checkpoint for residual writer {module} "
-                                f"(looked for {', '.join(t.pattern.replace('{i}', str(i)) for t in w.tensors)})")
-            step.hooks.append(Hook(idx, arch.hook_module(w, i), "project_out", r))
+        step = Step(idx, "ablate", not inexact, "")
+        names = set(self.tensor_names())
+        slots = {s.module: s.tensors for s in fam.slots if s is not None}
+        for w in writers:
+            u, tensors = r, w.tensors
+            if not w.exact:
+                u, tensors = self._norm_scaled(w, r, where), w.source
+            tensors = tuple(tensors) + tuple(t for t in slots.get(w.module, ()) if t not in tensors and t[0] in names)
+            for name, axis in tensors:
+                e = self.edits.get(name)
+                if e is not None and e.source is None and not e.ops:
+                    continue  # a zero bias stays zero
+                self.add_op(name, Op(idx, "project_out", u, axis), step)
+            step.hooks.append(Hook(idx, w.module, "project_out", r))
         where_txt = "all residual writers (embeddings and every block)" if blocks == "all" else f"blocks {blocks}"
-        step.summary = f"remove direction r from {where_txt}" + ("" if exact else " [approximate: orthogonalized against r*g before post-norms]")
+        step.summary = f"remove direction r from {where_txt}" + (
+            "" if step.exact else " [approximate: orthogonalized against r*g before post-norms]")
         return step
 
-    def _norm_scaled(self, norm_module: str, r: torch.Tensor, where: str) -> torch.Tensor:
-        """Unit vector along g*r, g = offset + weight of a post-norm (read from the checkpoint)."""
+    def _norm_scaled(self, w, r: torch.Tensor, where: str) -> torch.Tensor:
+        """Unit vector along g*r, g = offset + weight of the post-norm after writer `w` (from the checkpoint)."""
         from safetensors import safe_open
 
-        key = self.key(norm_module + ".weight")
-        if key is None:
-            raise BakeError(f"{where}: post-norm {norm_module}.weight not in the checkpoint")
+        key, offset = w.norm
         with safe_open(str(self.ckpt.path / self.ckpt.files[key]), "pt") as f:
-            g = f.get_tensor(key).to(torch.float64) + self.family.norm_offset
+            g = f.get_tensor(key).to(torch.float64) + offset
         u = g * r
         return u / u.norm()
 
@@ -315,6 +296,15 @@ class _Builder:
         self.config_updates["dtype"] = self.recipe.dtype
         return Plan(self.recipe, self.ckpt, self.family, self.recipe.dtype, self.edits,
                     self.config_updates, self.steps, self.artifacts)
+
+
+def merge_config(into: dict, upd: dict) -> None:
+    """Deep-merge config updates (a flag may live in a sub-config such as text_config)."""
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            merge_config(into[k], v)
+        else:
+            into[k] = v
 
 
 def compile_plan(recipe: Recipe, ckpt: Checkpoint) -> Plan:

@@ -31,9 +31,9 @@ def shift_units(b: torch.Tensor, alpha: torch.Tensor, mu: torch.Tensor) -> torch
     return b + (1 - alpha.to(b.dtype)) * mu.to(b.dtype)
 
 
-def add_vector(b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Steering: b -> b + v.  b, v: [d]."""
-    return b + v.to(b.dtype)
+def add_vector(b: torch.Tensor, v: torch.Tensor, axis: int = 0) -> torch.Tensor:
+    """Steering: b -> b + v along `axis`.  b: [d] (or [E, d] per-expert biases, axis 1), v: [d]."""
+    return b + _along(v.to(b.dtype), b.ndim, axis)
 
 
 def project_out(w: torch.Tensor, r: torch.Tensor, axis: int) -> torch.Tensor:

@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from . import arch, stats
+from . import stats
 from .errors import BakeError
+from .families import resolve as resolve_family
 from .hooks import hooked
 from .source import Checkpoint, resolve_model
 from .verifier import load_model, load_tokenizer
@@ -47,14 +48,14 @@ class Runner:
 
     def __init__(self, model: str | Path | Checkpoint, trust_remote_code: bool = False):
         self.ckpt = model if isinstance(model, Checkpoint) else resolve_model(str(model))
-        self.family = arch.resolve(self.ckpt.config)
+        self.family = resolve_family(self.ckpt.config, self.ckpt.shapes, trust_remote_code)
         self.model = load_model(self.ckpt.path, trust_remote_code=trust_remote_code, moe=self.family.moe)
         self.tok = load_tokenizer(self.ckpt.path, trust_remote_code=trust_remote_code)
         if self.tok is None:
             raise BakeError(f"{self.ckpt.spec}: learning needs a tokenizer in the model folder")
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
-        self.n_layers = arch.num_layers(self.ckpt.config)
+        self.n_layers = self.family.n_layers
 
     def modules(self, patterns: list[str]) -> list[str]:
         names = [n for n, m in self.model.named_modules() if type(m).__name__ in ("Linear", "Conv1D")]
@@ -88,7 +89,10 @@ class Runner:
 
         def make(name):
             def hook(mod, args, output):
-                current[name] = pool(output.float(), current["mask"], pooling)  # float32: [B, units]
+                mask = current["mask"]
+                if output.ndim == 2 and output.shape[0] == mask.numel():  # MoE experts see tokens flattened
+                    output = output.reshape(*mask.shape, -1)
+                current[name] = pool(output.float(), mask, pooling)  # float32: [B, units]
             return hook
 
         handles = [table[m].register_forward_hook(make(m)) for m in modules]
@@ -118,7 +122,7 @@ class Runner:
         formatted); padding is on the left so negative positions line up.
         """
         table = dict(self.model.named_modules())
-        blocks = [self.family.block.format(i=i) for i in layers]
+        blocks = [self.family.block(i) for i in layers]
         rows, current = [], {}
 
         def make(j):

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from . import arch
 from .compile import Hook
 from .errors import BakeError
+from .families import Adapter
 from .hooks import hooked
 from .learn import Runner
 
@@ -26,9 +26,9 @@ REFUSAL_SUBSTRINGS = ("I'm sorry", "I am sorry", "I apologize", "As an AI", "As 
                       "cannot assist", "can't help", "cannot help", "is illegal", "unethical", "not appropriate")
 
 
-def ablation_hooks(family: arch.Family, n_layers: int, r: torch.Tensor) -> list[Hook]:
+def ablation_hooks(family: Adapter, r: torch.Tensor) -> list[Hook]:
     """The hook realization of `ablate` with `layers: all` for direction r (unit)."""
-    return [Hook(0, arch.hook_module(w, i), "project_out", r) for w, i in arch.writers(family, n_layers)]
+    return [Hook(0, w.module, "project_out", r) for w in family.writers()]
 
 
 def post_instruction_length(runner: Runner) -> int:
@@ -106,7 +106,7 @@ def select(runner: Runner, cands: torch.Tensor, positions: list[int], harmful_va
     for pi, li in tqdm(todo, desc="candidates", disable=not progress):
         r = cands[pi, li]
         r = r / r.norm()
-        hooks = ablation_hooks(runner.family, runner.n_layers, r)
+        hooks = ablation_hooks(runner.family, r)
         score = refusal_score(last_logprobs(runner, hf, hooks), ids).item()
         div = kl(base_hl, last_logprobs(runner, hl, hooks)).item()
         rows.append({"position": positions[pi], "layer": li, "refusal_score": score, "kl_harmless": div,

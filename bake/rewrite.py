@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from . import interrupt
-from .compile import Plan, TensorEdit
+from .compile import Plan, merge_config, TensorEdit
 from .errors import BakeError
 from .source import INDEX_NAME
 
@@ -131,7 +131,7 @@ def rewrite(plan: Plan, out_dir: Path, progress: bool = True) -> list[dict]:
         (out_dir / INDEX_NAME).write_text(json.dumps(
             {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}, indent=2))
     config = dict(ckpt.config)
-    config.update(plan.config_updates)
+    merge_config(config, plan.config_updates)
     config.pop("torch_dtype", None)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     for p in sorted(ckpt.path.iterdir()):

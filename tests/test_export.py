@@ -196,12 +196,25 @@ def test_export_bad_input(tmp_path):
     assert not list(window.glob("*.gguf")) and not list(window.glob(".*"))
 
 
-def test_gguf_refuses_non_llama(tmp_path):
-    src = add_tokenizer(build("qwen3", tmp_path / "q"), byte_level=True)
-    with pytest.raises(NotBakeable, match="Llama-family"):
-        bake.export(src, "gguf", progress=False)
+def test_gguf_other_families_through_llamacpps_converter(tmp_path):
+    """Not only Llama: qwen3 (no Llama re-declaration possible) converts with llama.cpp's converter and passes."""
+    src, out = _bake(tmp_path, "qwen3", ("ablate",), byte_level=True)
+    result = bake.export(out, "gguf", progress=False)
+    assert result["status"] == "passed", result["failures"]
+    assert "convert_hf_to_gguf.py" in result["converter"] and result["metrics"]["clear_disagreements"] == 0
     with pytest.raises(BakeError, match="not one bake writes"):
         bake.export(src, "gguf", gguf_type="q4_k", progress=False)
+
+
+def test_gguf_refuses_an_architecture_llamacpp_does_not_know(tmp_path, monkeypatch):
+    src = add_tokenizer(build("qwen3", tmp_path / "q"), byte_level=True)
+    cfg = json.loads((src / "config.json").read_text())
+    with pytest.raises(NotBakeable, match="does not know .*'NoSuchForCausalLM'"):
+        export_gguf.check({**cfg, "architectures": ["NoSuchForCausalLM"]}, "this model")
+    monkeypatch.setenv(export_gguf.CONVERTER_ENV, str(tmp_path / "nowhere"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    with pytest.raises(NotBakeable, match="not installed here"):
+        export_gguf.check(cfg, "this model")
 
 
 def test_gguf_patch_keeps_everything_else(tmp_path):
@@ -273,11 +286,11 @@ def test_apply_refuses_impossible_export_before_writing(tmp_path):
     _vectors(tmp_path, 32)
     recipe = {"model": str(src), "export": ["hf", "gguf"],
               "interventions": [{"kind": "ablate", "direction": str(tmp_path / "r.safetensors")}]}
-    with pytest.raises(NotBakeable, match="Llama-family"):
+    with pytest.raises(NotBakeable, match="no tokenizer"):  # a GGUF carries its vocabulary
         bake.apply(recipe, output=tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
     with pytest.raises(BakeError, match="not one bake writes"):
-        bake.apply({**recipe, "model": str(build("llama", tmp_path / "l")), "gguf_type": "q4_k_m"},
+        bake.apply({**recipe, "model": str(build("llama", tmp_path / "l")), "gguf_type": "q4_k"},
                    output=tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
 

@@ -1,18 +1,37 @@
-"""The README's exactness table is generated from the adapters, not hand-written."""
+"""The README's coverage table is eval/coverage.py's output (proven by baking), not hand-written."""
 
+import json
 import re
 from pathlib import Path
 
-from bake.cli import exactness_table
+import transformers
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from bake.families import coverage
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+COVERAGE = ROOT / "eval" / "coverage.json"
 
 
-def test_readme_exactness_table_matches_adapters():
+def rows():
+    data = json.loads(COVERAGE.read_text())
+    assert data["transformers"] == transformers.__version__, (
+        "eval/coverage.json was made with another transformers: rerun .venv/bin/python eval/coverage.py")
+    return data["rows"]
+
+
+def test_readme_coverage_table_is_the_coverage_scripts_output():
     text = README.read_text()
-    m = re.search(r"<!-- exactness-table:start -->\n(.*?)\n<!-- exactness-table:end -->", text, re.S)
-    assert m, "README lost its exactness-table markers"
-    assert m.group(1) == exactness_table(), "README table is stale: paste the output of `bake arch --table`"
+    m = re.search(r"<!-- coverage-table:start -->\n(.*?)\n<!-- coverage-table:end -->", text, re.S)
+    assert m, "README lost its coverage-table markers"
+    assert m.group(1) == coverage.table(rows()), "README table is stale: paste eval/coverage.py's table"
+
+
+def test_coverage_covers_every_causal_lm_type_and_no_bake_failed():
+    got = {r["model_type"]: r for r in rows()}
+    assert set(got) == set(coverage.causal_lm_types())
+    failed = [(mt, k, c[1]) for mt, r in got.items() for k, c in r["cells"].items() if c[0] == "failed"]
+    assert not failed, failed
 
 
 def test_readme_names_the_two_commands():

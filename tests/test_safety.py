@@ -272,7 +272,11 @@ def test_second_bake_to_the_same_output_is_refused_while_the_first_runs(tmp_path
     recipe = _recipe_file(tmp_path, model, vec)
     out = tmp_path / "out"
     first = start_bake(recipe, out)
-    second = cli("apply", recipe, "-o", out, "--force", "-q")
+    os.kill(first.pid, signal.SIGSTOP)  # held mid-bake (lock taken), however fast a tiny bake is
+    try:
+        second = cli("apply", recipe, "-o", out, "--force", "-q")
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     clean_error(second, 2, f"another bake (pid {first.pid}) is writing")
     out_, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-2000:]

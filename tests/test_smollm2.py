@@ -137,7 +137,7 @@ def test_plan_writes_nothing_and_lists_edits(tmp_path, capsys):
 def test_arch_reports_family(capsys):
     assert main(["arch", "builtin:smollm2-135m-instruct", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["family"] == "llama" and info["tied_embeddings"] is True and info["blocks"] == 30
+    assert info["model_type"] == "llama" and info["tied_embeddings"] is True and info["blocks"] == 30
     assert info["exactness"]["steer"].startswith("exact")
 
 

@@ -1,0 +1,240 @@
+"""An adapter: the probe's rules applied to one checkpoint, in its own names and keys.
+
+`resolve(checkpoint)` probes a tiny instance of the checkpoint's config (`probe.py`), builds the
+real model on the meta device (no weights) for its module and parameter names, and maps every
+parameter the rules name onto checkpoint keys (`keys.py`). Compile, the hooks, learning and
+`bake arch` read only this object.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import BakeError, first_line
+from . import keys as keymod
+from . import overrides
+from . import probe as probemod
+
+
+@dataclass(frozen=True)
+class Writer:
+    """A residual writer in real names: hook `module`; fold `tensors` ((checkpoint key, hidden axis))."""
+
+    module: str
+    tensors: tuple[tuple[str, int], ...]
+    exact: bool
+    block: int | None = None
+    coef: float = 1.0
+    norm: tuple[str, float] | None = None  # post-norm: (weight key, offset) of the norm after `source`
+    source: tuple[tuple[str, int], ...] = ()  # output-side tensors of the module the post-norm normalizes
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where steering at block i adds `scale * v / coef`: hook `module`, add to `tensors` along their axis."""
+
+    module: str
+    tensors: tuple[tuple[str, int], ...]
+    coef: float = 1.0
+
+
+@dataclass
+class Adapter:
+    name: str
+    model_type: str
+    n_layers: int
+    d: int
+    embeds: list[Writer]
+    blocks: list[list[Writer]]
+    blocks_path: str
+    slots: list[Slot | None]
+    steer_config: dict = field(default_factory=dict)  # config updates that create the slots
+    steer_creates: dict = field(default_factory=dict)  # key -> shape of zero tensors to write
+    steer_how: str = ""
+    steer_why: str = ""
+    embed_key: str | None = None
+    head_key: str | None = None
+    tied: bool = False
+    moe: bool = False
+    modules: dict = field(default_factory=dict)  # module name -> class name
+    params: dict = field(default_factory=dict)  # parameter name -> shape
+    keymap: keymod.KeyMap | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def block(self, i: int) -> str:
+        return f"{self.blocks_path}.{i}"
+
+    def writers(self, blocks="all") -> list[Writer]:
+        """Residual writers of `blocks` ("all" adds the embeddings)."""
+        if blocks == "all":
+            return list(self.embeds) + [w for ws in self.blocks for w in ws]
+        return [w for i in blocks for w in self.blocks[i]]
+
+    @property
+    def post_norm(self) -> bool:
+        return any(w.norm for w in self.writers())
+
+    def ablate_status(self) -> tuple[str, str]:
+        bad = [w for w in self.writers() if not w.exact]
+        if not bad:
+            return "exact", "orthogonalizes every residual writer" + (" (every expert, shared experts too)" if self.moe else "")
+        if all(w.norm and w.norm[1] is not None and w.source for w in bad):
+            return "approximate", ("a norm sits between each sublayer and the residual add: with `approximate: true` "
+                                   "the projections are orthogonalized against r*g (g = the norm's scale), "
+                                   "and the measured deviation is reported")
+        w = bad[0]
+        return "refused", f"{w.module} is not a linear writer bake can fold into (" + (
+            "a norm after it with no per-channel scale to fold" if w.norm else
+            "its output is not a linear map of tensors with a hidden axis") + ")"
+
+    def steer_status(self) -> tuple[str, str]:
+        if all(s is not None for s in self.slots):
+            return "exact", self.steer_how
+        return "refused", self.steer_why or "no bias slot before the residual add"
+
+    def aura_status(self) -> tuple[str, str]:
+        return "exact", "scales output units of Linear / Conv1D / Embedding modules (weight rows or columns, and bias)"
+
+
+def meta_model(config: dict, trust_remote_code: bool = False):
+    """The model of `config` on the meta device: names and shapes, no weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(**{k: v for k, v in config.items() if k not in ("transformers_version",)})
+    with torch.device("meta"):
+        try:
+            return AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code,
+                                                    experts_implementation="eager")
+        except (TypeError, ValueError):
+            return AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
+
+
+@functools.lru_cache(maxsize=32)
+def _derive(config_json: str) -> probemod.Probe:
+    return probemod.derive(json.loads(config_json))
+
+
+def derive(config: dict) -> probemod.Probe:
+    """The probe of a config (cached per config)."""
+    from transformers import CONFIG_MAPPING, __version__ as tv
+
+    mt = config.get("model_type")
+    if mt not in CONFIG_MAPPING:
+        raise BakeError(f"unknown model type: model_type={mt!r} (architectures={config.get('architectures')}); "
+                        f"transformers {tv} does not ship it, so bake cannot tell how it computes "
+                        "(`bake arch --table` lists the types bake supports)")
+    reason = overrides.refused(config)
+    if reason:
+        raise BakeError(reason)
+    clean = {k: v for k, v in config.items() if k not in ("transformers_version", "_name_or_path", "dtype", "torch_dtype")}
+    try:
+        return _derive(json.dumps(clean, sort_keys=True, default=str))
+    except BakeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of a model class on a tiny config
+        raise BakeError(f"model_type={config.get('model_type')!r}: bake could not probe a tiny model of this "
+                        f"config ({type(e).__name__}: {first_line(e)}); it cannot tell where this architecture "
+                        "writes the residual stream") from None
+
+
+def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False) -> Adapter:
+    """The adapter of a checkpoint: `config` (config.json) and `checkpoint_keys` ({key: shape})."""
+    from .. import arch
+
+    arch.check_config(config)
+    pr = derive(config)
+    try:
+        model = meta_model(config, trust_remote_code)
+    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError, ZeroDivisionError, OverflowError) as e:
+        raise BakeError(f"config.json: transformers cannot build a model from this config "
+                        f"({type(e).__name__}: {first_line(e)})") from None
+    km = keymod.KeyMap(pr.key_rules, checkpoint_keys)
+    params = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    modules = {n: type(m).__name__ for n, m in model.named_modules() if n}
+    mods = dict(model.named_modules())
+    blocks_list = mods.get(pr.blocks_path)
+    if not isinstance(blocks_list, torch.nn.ModuleList):
+        raise BakeError(f"model_type={config.get('model_type')!r}: the probe found blocks at {pr.blocks_path}, "
+                        "which the full model does not have")
+    text = model.config.get_text_config()
+    d = int(text.hidden_size)
+
+    def tensors(module: str, templates, rel_to: str = "") -> tuple[tuple[str, int], ...]:
+        out = []
+        for t, a in templates:
+            names = [n for n in params if n.startswith(module + ".") or n == module]
+            hits = [n for n in names if keymod.template(n[len(rel_to) + 1:] if rel_to else n)[0] == t]
+            if not hits:
+                raise BakeError(f"{module}: no parameter matching {t} in the model")
+            for n in hits:
+                slices = km.slices(n, params[n])
+                if not slices:
+                    looked = ", ".join(pc.key for _, pc in pr.key_rules.get(keymod.template(n)[0], [])) or n
+                    raise BakeError(f"the checkpoint's tensors do not match model_type={config.get('model_type')!r}: "
+                                    f"parameter {n} is not in it (looked for {looked})")
+                for s in slices:
+                    b = s.key_axis(a)
+                    if b is None:
+                        raise BakeError(f"{s.key}: its hidden axis is split across keys; bake cannot fold it")
+                    out.append((s.key, b))
+        return tuple(out)
+
+    embeds = [Writer(m, tensors(m, ts), ex) for m, ts, ex in pr.embeds]
+    blocks, slots = [], []
+    for i, blk in enumerate(blocks_list):
+        prefix = f"{pr.blocks_path}.{i}"
+        rule = pr.blocks.get(probemod.signature(blk))
+        if rule is None:
+            raise BakeError(f"block {i} ({type(blk).__name__}) has a structure the probe's tiny model did not have; "
+                            "bake cannot tell where it writes the residual stream")
+        if not rule.writers:
+            raise BakeError(f"model_type={config.get('model_type')!r}, block {i}: {rule.why}; bake cannot fold "
+                            "interventions into it")
+        ws = []
+        for w in rule.writers:
+            mod = f"{prefix}.{w.module}"
+            norm = src = None
+            if w.norm_of is not None:
+                nk = tensors(mod, [(w.module + ".weight", 0)], prefix) if f"{mod}.weight" in params else ()
+                norm = (nk[0][0], w.norm_offset) if nk else None
+                src = tensors(f"{prefix}.{w.norm_of}", w.source_out, prefix)
+            ws.append(Writer(mod, tensors(mod, w.out, prefix) if w.out else (), w.exact, i, w.coef, norm, src or ()))
+        blocks.append(ws)
+        sw = rule.steer_writer
+        if sw is not None:
+            slots.append(Slot(f"{prefix}.{sw.module}", tensors(f"{prefix}.{sw.module}", [sw.slot], prefix), sw.coef))
+        elif pr.slot is not None:
+            final = next((w for w in rule.writers if w.final), None)
+            name = f"{prefix}.{pr.slot[0]}"
+            slots.append(Slot(f"{prefix}.{final.module}", ((name, pr.slot[1]),), final.coef) if final else None)
+        else:
+            slots.append(None)
+    creates = {}
+    for t in pr.slot_creates:
+        for i in range(len(blocks_list)):
+            name = t.replace("#", str(i), 1)
+            if name.startswith(pr.blocks_path) and name in params:
+                continue
+            w = params.get(name[: -len(".bias")] + ".weight")
+            if w is not None and name not in checkpoint_keys:
+                creates[name] = (w[0],)
+    emb_mod = next((n for n, m in mods.items() if m is model.get_input_embeddings()), None)
+    head_mod = next((n for n, m in mods.items() if m is model.get_output_embeddings()), None)
+    emb_key = None
+    if emb_mod:
+        s = km.slices(emb_mod + ".weight", params[emb_mod + ".weight"])
+        emb_key = s[0].key if s else None
+    tied = bool(getattr(text, "tie_word_embeddings", getattr(model.config, "tie_word_embeddings", False)))
+    moe = any("expert" in n for n in params if n.startswith(pr.blocks_path + "."))  # not 3-D: conv weights are too
+    ad = Adapter(name=config.get("model_type"), model_type=config.get("model_type"), n_layers=len(blocks_list), d=d,
+                 embeds=embeds, blocks=blocks, blocks_path=pr.blocks_path, slots=slots,
+                 steer_config=dict(pr.slot_flags), steer_creates=creates,
+                 steer_how=pr.slot_how or ("adds scale*v to the existing output bias of the block's last sublayer"
+                                           + (" (every expert's bias: routing weights sum to one)" if moe else "")),
+                 steer_why=pr.slot_why, embed_key=emb_key, head_key=(head_mod + ".weight") if head_mod else None,
+                 tied=tied, moe=moe, modules=modules, params=params, keymap=km, notes=list(pr.notes))
+    return ad

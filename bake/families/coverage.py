@@ -1,0 +1,186 @@
+"""Every causal-LM model type of the installed transformers, and how each kind bakes on it.
+
+`classify(model_type)` builds a tiny random instance of the type's default config and says whether
+it is a decoder-only causal LM (encoder-decoders and bidirectional encoders with an LM head are
+not); `status(model_type)` runs the adapter probe on it and gives one status per kind: `exact`,
+`exact via <flag>` (a stock config flag or re-declaration), `approximate` (opt-in, deviation
+measured), or `refused` with the reason. `eval/coverage.py` then proves each `exact` by baking and
+verifying a tiny model; `bake arch --table` prints the statuses.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+KINDS = ("aura", "steer", "ablate")
+
+
+@dataclass
+class Row:
+    model_type: str
+    decoder: bool | None  # None: could not tell (no tiny instance builds)
+    status: dict[str, tuple[str, str]] = field(default_factory=dict)  # kind -> (status, why)
+    why: str = ""  # why the type is not a decoder-only causal LM, or why it could not be probed
+
+
+def causal_lm_types() -> list[str]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def default_config(model_type: str) -> dict:
+    from transformers import CONFIG_MAPPING
+
+    return CONFIG_MAPPING[model_type]().to_dict()
+
+
+def _quiet():
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore")
+
+
+def classify(model_type: str) -> Row:
+    """Is the type a decoder-only causal LM? (built tiny; causality checked numerically)."""
+    from ..errors import first_line
+    from . import tiny
+
+    _quiet()
+    try:
+        config = default_config(model_type)
+    except Exception as e:  # noqa: BLE001 - a config class whose defaults do not validate
+        return Row(model_type, None, why=f"its default config does not build ({type(e).__name__}: {first_line(e)})")
+    if config.get("is_encoder_decoder"):
+        return Row(model_type, False, why="encoder-decoder")
+    try:
+        model = tiny.build(tiny.tiny_config(config))
+        ids = torch.randint(3, 200, (1, 12), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            a = model(input_ids=ids, use_cache=False).logits
+            ids2 = ids.clone()
+            ids2[0, -1] = (ids2[0, -1] + 1) % 200 + 3
+            b = model(input_ids=ids2, use_cache=False).logits
+    except Exception as e:  # noqa: BLE001 - any model class failing on a tiny config
+        return Row(model_type, None, why=f"no tiny model of its default config runs here ({type(e).__name__}: "
+                                         f"{first_line(e)[:160]})")
+    if not torch.equal(a[0, :-1], b[0, :-1]):
+        return Row(model_type, False, why="not causal by default (a bidirectional encoder with an LM head)")
+    return Row(model_type, True)
+
+
+def status(model_type: str, config: dict | None = None) -> Row:
+    """Classify, then probe: one status per kind (what `eval/coverage.py` then bakes to prove)."""
+    from ..errors import BakeError
+    from . import adapter as adapter_mod
+
+    row = classify(model_type)
+    if not row.decoder:
+        return row
+    config = config or default_config(model_type)
+    try:
+        pr = adapter_mod.derive(config)
+    except BakeError as e:
+        row.status = {k: ("refused", str(e)) for k in KINDS}
+        return row
+    row.status = probe_status(pr)
+    return row
+
+
+def probe_status(pr) -> dict[str, tuple[str, str]]:
+    """Status per kind from a probe (no checkpoint needed)."""
+    writers = [w for b in pr.blocks.values() for w in b.writers]
+    broken = next((b.why for b in pr.blocks.values() if not b.writers), None)
+    out = {"aura": ("exact", "scales output units of Linear / Conv1D / Embedding modules")}
+    if broken:
+        out["ablate"] = ("refused", broken)
+        out["steer"] = ("refused", broken)
+        return out
+    emb_ok = bool(pr.embeds) and all(ex for _, _, ex in pr.embeds)
+    if not emb_ok:
+        out["ablate"] = ("refused", "the token embedding does not reach the residual stream through a weight bake can "
+                                    "fold (a norm or gate acts on it first)")
+    elif all(w.exact for w in writers):
+        out["ablate"] = ("exact", "orthogonalizes every residual writer")
+    elif all(w.exact or (w.norm_of and w.norm_offset is not None and w.source_out) for w in writers):
+        out["ablate"] = ("approximate", "post-norms: `approximate: true` orthogonalizes against r*g")
+    else:
+        w = next(w for w in writers if not w.exact)
+        out["ablate"] = ("refused", f"writer {w.module} is not a linear map of tensors bake can fold"
+                         + (" (a norm without a per-channel RMS scale follows it)" if w.norm_of else ""))
+    if all(b.steer_writer is not None for b in pr.blocks.values()):
+        out["steer"] = ("exact", "adds to the existing output bias of the block's last sublayer")
+    elif pr.slot is not None:
+        flags = ", ".join(f"{k}: {v}" for k, v in pr.slot_flags.items() if not isinstance(v, dict)) or \
+            ", ".join(f"{s}.{k}: {v}" for s, d in pr.slot_flags.items() if isinstance(d, dict) for k, v in d.items())
+        out["steer"] = ("exact via config", flags)
+    else:
+        out["steer"] = ("refused", pr.slot_why)
+    return out
+
+
+def artifacts(model_dir, dest) -> dict[str, dict]:
+    """One intervention per kind for a (tiny) checkpoint: a steering vector, a direction and AURA
+    alphas for the first Linear module of the first block; seeded, written under `dest`."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from ..source import open_checkpoint
+    from .adapter import resolve
+
+    dest = Path(dest)
+    ck = open_checkpoint(Path(model_dir))
+    fam = resolve(ck.config, ck.shapes)
+    g = torch.Generator().manual_seed(1)
+    save_file({"v": torch.randn(fam.d, generator=g)}, str(dest / "v.safetensors"))
+    save_file({"r": torch.randn(fam.d, generator=g)}, str(dest / "r.safetensors"))
+    b0 = fam.block(0) + "."
+    rel = next(n[len(b0):] for n, c in fam.modules.items() if n.startswith(b0) and c in ("Linear", "Conv1D"))
+    glob = f"{fam.blocks_path}.*.{rel}"
+    import fnmatch
+
+    alphas = {m: torch.rand(fam.params[m + ".weight"][1 if c == "Conv1D" else 0], generator=g) * 1.5
+              for m, c in fam.modules.items() if fnmatch.fnmatchcase(m, glob) and c in ("Linear", "Conv1D")}
+    save_file(alphas, str(dest / "alphas.safetensors"))
+    return {
+        "aura": {"kind": "aura", "modules": [glob], "alphas": str(dest / "alphas.safetensors")},
+        "steer": {"kind": "steer", "layers": [min(1, fam.n_layers - 1)], "vector": str(dest / "v.safetensors"),
+                  "scale": 3.0},
+        "ablate": {"kind": "ablate", "direction": str(dest / "r.safetensors"), "layers": "all"},
+    }
+
+
+# --- the README table, from eval/coverage.py's rows (JSON) --------------------------------------
+
+
+def counts(rows) -> str:
+    dec = [r for r in rows if r["decoder"] is not False]
+    out = []
+    for kind in KINDS:
+        exact = sum(1 for r in dec if r["cells"].get(kind, ("",))[0].startswith("exact"))
+        approx = sum(1 for r in dec if r["cells"].get(kind, ("",))[0] == "approximate")
+        out.append(f"`{kind}` exact on {exact} of {len(dec)} ({100 * exact / max(1, len(dec)):.0f}%)"
+                   + (f", approximate on {approx} more" if approx else ""))
+    return "; ".join(out)
+
+
+def table(rows) -> str:
+    lines = [counts(rows), "", "| model_type | aura | steer | ablate |", "| --- | --- | --- | --- |"]
+    for r in rows:
+        if r["decoder"] is False:
+            continue
+        if not r["cells"]:
+            lines.append(f"| {r['model_type']} | refused: {r['why']} | | |")
+            continue
+        cell = {k: (c[0] if c[0] in ("exact", "approximate") else f"{c[0]}: {c[1]}").replace("|", "/")
+                for k, c in r["cells"].items()}
+        lines.append(f"| {r['model_type']} | {cell['aura']} | {cell['steer']} | {cell['ablate']} |")
+    lines += ["", "Not decoder-only (not counted): " + ", ".join(
+        f"{r['model_type']} ({r['why']})" for r in rows if r["decoder"] is False)]
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""Tiny random instances of a model type: the same config class with small sizes.
+
+`shrink(config)` keeps every flag of a config (sliding windows, biases, layer patterns, expert
+counts > 1, tying) and replaces sizes with small ones, so that a model of the same structure builds
+in milliseconds. The adapter probe (`probe.py`) runs on such an instance of the user's own config;
+the coverage table runs it on each model type's default config.
+"""
+
+from __future__ import annotations
+
+import torch
+
+D, HEADS, KV, HEAD_DIM = 64, 4, 2, 16
+N_LAYERS = 4
+SIZES = {  # config key -> the tiny value (applied only where the original is larger)
+    **dict.fromkeys(("hidden_size", "d_model", "n_embd", "embed_dim", "model_dim"), D),
+    **dict.fromkeys(("num_attention_heads", "n_head", "n_heads", "num_heads"), HEADS),
+    **dict.fromkeys(("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num"), KV),
+    **dict.fromkeys(("head_dim", "kv_channels", "attention_head_dim", "rotary_dim", "d_head"), HEAD_DIM),
+    **dict.fromkeys(("intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim", "d_inner", "d_ff"), 96),
+    **dict.fromkeys(("moe_intermediate_size", "expert_intermediate_size"), 32),
+    "shared_expert_intermediate_size": 48,
+    **dict.fromkeys(("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts",
+                     "num_routed_experts"), 4),
+    **dict.fromkeys(("num_experts_per_tok", "moe_topk", "moe_k", "num_selected_experts"), 2),
+    **dict.fromkeys(("n_group", "topk_group", "n_shared_experts", "first_k_dense_replace"), 1),
+    **dict.fromkeys(("vocab_size", "vocab_size_per_layer_input"), 256), "hidden_size_per_layer_input": 16,
+    **dict.fromkeys(("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len"), 256),
+    "q_lora_rank": 32, "kv_lora_rank": 16,
+    **dict.fromkeys(("sliding_window", "attention_window_size", "window_size"), 8),
+    "full_attention_interval": 2,
+}
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
+VOCAB = 256
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _layers(d: dict) -> int | None:
+    return next((d[k] for k in LAYER_KEYS if _int(d.get(k))), None)
+
+
+def _shrink_list(v: list, n_orig: int, n: int) -> list:
+    """A per-layer list cut to n layers, keeping one layer of every kind the original has."""
+    if len(v) != n_orig or not all(isinstance(x, (str, int, float, bool, type(None))) for x in v):
+        return v
+    head = list(v[:n])
+    missing = [x for x in dict.fromkeys(v) if x not in head]
+    for j, x in enumerate(missing[:n - 1]):
+        head[n - 1 - j] = x
+    return head
+
+
+def shrink(d: dict, n_layers: int = N_LAYERS) -> dict:
+    """A config dict with small sizes and the same structure (recursing into sub-configs)."""
+    n_orig = _layers(d)
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and n_orig and v and all(str(x).isdigit() for x in v):  # per-layer overrides
+            out[k] = {x: y for x, y in v.items() if int(x) < n_layers}
+        elif isinstance(v, dict) and (k.endswith("config") or "model_type" in v):
+            out[k] = shrink(v, n_layers)
+        elif k in SIZES and _int(v) and v > SIZES[k]:
+            out[k] = SIZES[k]
+        elif k in LAYER_KEYS and _int(v):
+            out[k] = min(v, n_layers)
+        elif isinstance(v, list) and n_orig and len(v) == n_orig and n_orig > n_layers:
+            out[k] = _shrink_list(v, n_orig, min(n_orig, n_layers))
+        elif k.endswith("token_id") and _int(v) and v >= VOCAB:
+            out[k] = VOCAB - 1 - (sum(map(ord, k)) % 16)
+        else:
+            out[k] = v
+    return _consistent(out)
+
+
+def _consistent(d: dict) -> dict:
+    """Sizes that configs tie together: MLA head dims, Mamba heads, unset head_dim / kv heads."""
+    if "qk_rope_head_dim" in d:  # multi-head latent attention: rope and no-rope parts of the head
+        d.update(qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16)
+        if "qk_head_dim" in d:
+            d["qk_head_dim"] = 16
+        if "head_dim" in d:
+            d["head_dim"] = 8
+    if "head_dim" in d and d["head_dim"] is None and "hidden_size" in d:
+        d["head_dim"] = HEAD_DIM
+    if "num_key_value_heads" in d and d["num_key_value_heads"] is None and "hidden_size" in d:
+        d["num_key_value_heads"] = KV
+    expand = d.get("expand") or d.get("mamba_expand")
+    if _int(expand) and _int(d.get("hidden_size")):
+        for heads, dim in (("mamba_n_heads", "mamba_d_head"), ("num_heads", "head_dim")):
+            if _int(d.get(heads)) and dim in d:
+                d[dim] = expand * d["hidden_size"] // d[heads]
+                break
+    return d
+
+
+def tiny_config(config: dict):
+    """The transformers config object of a tiny model with the structure of `config` (a dict)."""
+    from transformers import AutoConfig
+
+    d = shrink({k: v for k, v in config.items() if k not in ("transformers_version", "auto_map", "quantization_config")})
+    mt = d.pop("model_type")
+    return AutoConfig.for_model(mt, **d)
+
+
+def build(cfg, seed: int = 0, dtype=torch.float64):
+    """A tiny model of `cfg` with weights drawn so that its logits and activations are informative."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    kw = {"experts_implementation": "eager"}
+    try:
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, **kw)
+    except (TypeError, ValueError):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point():
+                if p.ndim == 1:
+                    p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.1)
+                else:
+                    p.normal_(0, 0.3 / max(1, p.shape[-1]) ** 0.5 * 4, generator=g)
+    return model.eval()
+
+
+def save(config: dict, dest, seed: int = 0, dtype=torch.float32):
+    """Write a tiny random checkpoint with the structure of `config` to folder `dest` (safetensors)."""
+    cfg = tiny_config(config)
+    model = build(cfg, seed=seed, dtype=dtype)
+    model.save_pretrained(dest, safe_serialization=True)
+    return dest

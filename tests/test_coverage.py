@@ -1,0 +1,89 @@
+"""The model types people use now, MoE included: tiny random models bake and verify for every kind
+their derived status calls exact; every type transformers ships has a status or a reason."""
+
+from __future__ import annotations
+
+import pytest
+
+import bake
+from bake.families import coverage, tiny
+
+TOL = 1e-5  # the same tolerance as tests/test_families.py
+
+REPRESENTATIVE = ["qwen3_moe", "qwen3_5", "qwen3_5_moe", "gemma4_text", "gpt_oss", "deepseek_v3", "glm4_moe",
+                  "llama4_text", "ministral3", "phi3", "olmo2", "olmo3", "smollm3", "gemma2", "granitemoe", "lfm2"]
+MOE = {"qwen3_moe", "qwen3_5_moe", "gpt_oss", "deepseek_v3", "glm4_moe", "llama4_text", "granitemoe"}
+
+
+@pytest.mark.parametrize("model_type", REPRESENTATIVE)
+def test_bakes_and_verifies_what_its_status_promises(tmp_path, model_type):
+    row = coverage.status(model_type)
+    assert row.decoder, row.why
+    model = tiny.save(coverage.default_config(model_type), tmp_path / "model")
+    arts = coverage.artifacts(model, tmp_path)
+    for kind, (st, why) in row.status.items():
+        recipe = {"model": str(model), "interventions": [arts[kind]], "verify": {"generate_tokens": 4}}
+        out = tmp_path / f"out-{kind}"
+        if st == "refused":
+            with pytest.raises(bake.NotBakeable, match="cannot be baked"):
+                bake.apply(recipe, output=out, progress=False)
+            assert not out.exists()
+            continue
+        if st == "approximate":
+            recipe["interventions"] = [dict(arts[kind], approximate=True)]
+        report = bake.apply(recipe, output=out, progress=False)
+        v = report["verification"]
+        if st == "approximate":
+            assert v["status"] == "approximate" and v["metrics"]["max_abs_logit"] > 0
+        else:
+            assert v["status"] == "passed", (kind, v["failures"])
+            assert v["metrics"]["max_abs_logit"] <= TOL and v["metrics"]["top1_agreement"] == 1.0
+        assert report["model"]["moe"] == (model_type in MOE)
+
+
+def test_moe_ablation_edits_every_expert_and_shared_expert(tmp_path):
+    """deepseek_v3: per-expert down projections (split on disk) and the shared expert are all edited."""
+    model = tiny.save(coverage.default_config("deepseek_v3"), tmp_path / "model")
+    arts = coverage.artifacts(model, tmp_path)
+    report = bake.apply({"model": str(model), "interventions": [arts["ablate"]]}, output=tmp_path / "out",
+                        progress=False)
+    edited = {e["tensor"] for e in report["edits"]}
+    from bake.source import open_checkpoint
+
+    keys = open_checkpoint(model).shapes
+    experts = {k for k in keys if ".experts." in k and k.endswith("down_proj.weight")}
+    shared = {k for k in keys if "shared_experts.down_proj" in k}
+    assert experts and shared and experts | shared <= edited
+    assert not any(".gate." in k or "gate_proj" in k or "up_proj" in k for k in edited)  # routers and inputs untouched
+
+
+def test_gpt_oss_steers_through_expert_biases(tmp_path):
+    model = tiny.save(coverage.default_config("gpt_oss"), tmp_path / "model")
+    arts = coverage.artifacts(model, tmp_path)
+    report = bake.apply({"model": str(model), "interventions": [arts["steer"]]}, output=tmp_path / "out",
+                        progress=False)
+    assert [e["tensor"] for e in report["edits"]] == ["model.layers.1.mlp.experts.down_proj_bias"]
+    assert report["verification"]["status"] == "passed"
+
+
+def test_every_causal_lm_type_has_a_status_or_a_reason():
+    """No type transformers ships is silently unknown; the probe agrees with what eval/coverage.py proved."""
+    import json
+    from pathlib import Path
+
+    proven = {r["model_type"]: r for r in json.loads(
+        (Path(__file__).resolve().parents[1] / "eval" / "coverage.json").read_text())["rows"]}
+    seen = 0
+    for mt in coverage.causal_lm_types():
+        row = coverage.status(mt)
+        assert row.decoder == proven[mt]["decoder"], mt
+        if row.decoder is not True:
+            assert row.why, mt
+            continue
+        assert {k: st for k, (st, _) in row.status.items()} == {k: c[0] for k, c in proven[mt]["cells"].items()}, mt
+        seen += 1
+        assert set(row.status) == set(coverage.KINDS), mt
+        for kind, (st, why) in row.status.items():
+            assert st in ("exact", "exact via config", "approximate", "refused"), (mt, kind, st)
+            assert why, (mt, kind)
+    assert seen > 100
