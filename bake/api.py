@@ -274,6 +274,7 @@ def verify(out_dir: str | Path, progress: bool = True, trust_remote_code: bool =
 def arch_info(model: str, trust_remote_code: bool = False) -> dict:
     """What the adapter resolves for a model: writers, tensors, steering slot, tying, exactness.
     (Reads config.json and safetensors headers, and probes a tiny random model of the same config.)"""
+    from . import serving
     from .families import resolve as resolve_family
 
     ckpt: Checkpoint = resolve_model(model, Path.cwd())
@@ -292,4 +293,5 @@ def arch_info(model: str, trust_remote_code: bool = False) -> dict:
         "tied_embeddings": fam.tied, "post_norm": fam.post_norm,
         "writers (block 0 shown as N)": writers,
         "exactness": {k: f"{st}: {why}" for k, (st, why) in status.items()},
+        "serving (as it is)": {rt: f"{ok}: {why}" for rt, ok, why in serving.notes(ckpt.config)},
     }

@@ -11,10 +11,10 @@ from .errors import BakeError
 
 # config.json keys that bake and transformers read as sizes or flags: a wrong type is refused here,
 # with the key named, instead of failing somewhere inside a model constructor
-CONFIG_SIZES = ("num_hidden_layers", "n_layer", "hidden_size", "n_embd", "intermediate_size", "num_attention_heads",
-                "n_head", "num_key_value_heads", "vocab_size", "max_position_embeddings", "n_positions",
-                "num_local_experts", "num_experts_per_tok")
-CONFIG_OPTIONAL_SIZES = ("head_dim", "sliding_window", "n_inner")  # may be null
+CONFIG_SIZES = ("num_hidden_layers", "n_layer", "hidden_size", "n_embd", "num_attention_heads", "n_head", "vocab_size")
+# may be null (several config classes default them to None and derive them)
+CONFIG_OPTIONAL_SIZES = ("head_dim", "sliding_window", "n_inner", "intermediate_size", "num_key_value_heads",
+                         "max_position_embeddings", "n_positions", "num_local_experts", "num_experts_per_tok")
 CONFIG_FLAGS = ("tie_word_embeddings", "mlp_bias", "attention_bias")
 
 

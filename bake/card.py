@@ -132,6 +132,12 @@ def render(folder: Path, repo: str | None = None) -> str:
     for e in (e for e in exports if e["format"] == "gguf"):
         lines += ["", f"GGUF ({e['type']}{', baked into ' + Path(e['source']).name if e.get('source') else ''}): "
                   f"`llama-cli -m {e['path']}` (llama.cpp), or Ollama / LM Studio."]
+    if (folder / "config.json").is_file():
+        from .serving import notes
+
+        config = json.loads((folder / "config.json").read_text())
+        lines += ["", "## Serving", "", "| runtime | serves this checkpoint unchanged | why |", "| --- | --- | --- |"]
+        lines += [f"| {rt} | {ok} | {why.replace('|', '/')} |" for rt, ok, why in notes(config, report.get("config_changes"))]
     lines += ["", "## Recipe", "", "```yaml", recipe_text.strip(), "```", "",
               f"## Edited tensors ({len(report['edits'])})", "",
               "| tensor | interventions and operations | max rounding error |", "| --- | --- | --- |"]

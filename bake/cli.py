@@ -66,7 +66,12 @@ def format_export(fmt: str, e: dict) -> str:
         lines.append(f"  type {e['type']}, {e['mode']}" + (f" of {e['source']}" if e.get("source") else ""))
     if "max_abs_logit" in m:
         tol = e.get("tolerance", {}).get("max_abs_logit")
-        lines.append(f"  max |logit diff|      {_fmt(m['max_abs_logit'])}" + (f"   (tolerance {tol:g})" if tol else ""))
+        tol = f"{tol:g}" if isinstance(tol, (int, float)) else tol
+        rel = f" ({m['max_abs_logit_relative']:.2g} of the largest logit)" if "max_abs_logit_relative" in m else ""
+        lines.append(f"  max |logit diff|      {_fmt(m['max_abs_logit'])}{rel}" + (f"   (tolerance {tol})" if tol else ""))
+    if m.get("top1_flips"):
+        lines.append(f"  top-1 flips           {m['top1_flips']} on the teacher-forced sequences, at reference "
+                     f"margins up to {_fmt(m['flip_margin_max'])}")
     if "greedy_identical_prompts" in m:
         lines.append(f"  greedy tokens         {m['greedy_identical_prompts']} prompts identical"
                      + (f", {m['greedy_token_agreement']:.2%} of tokens agree" if "greedy_token_agreement" in m else "")
@@ -108,6 +113,9 @@ def format_arch(info: dict) -> str:
     lines.append("exactness:")
     for k, v in info["exactness"].items():
         lines.append(f"  {k:<7} {v}")
+    lines.append("serving (as it is; a bake's card says it for the baked checkpoint):")
+    for k, v in info["serving (as it is)"].items():
+        lines.append(f"  {k:<13} {v}")
     return "\n".join(lines)
 
 

@@ -44,9 +44,12 @@ CONVERT_TYPES = ("f32", "f16", "bf16", "q8_0")  # what llama.cpp's converter wri
 QUANTIZE_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m",
                   "q5_k_s", "q5_k_m", "q6_k")  # llama.cpp's quantizer, from the converter's f32 file
 TYPES = tuple(dict.fromkeys(PATCH_TYPES + CONVERT_TYPES + QUANTIZE_TYPES))
-# A greedy disagreement counts only where the reference's top-two margin exceeds what the measured
-# logit error can flip: a margin is a difference of two logits, each off by up to the error.
-EXACT_TYPES = ("f32", "f16")  # no clear disagreement allowed; bf16 and quantized files report agreement
+# f32 and f16 files are held to a logit tolerance relative to the largest reference logit, on
+# teacher-forced sequences (greedy tokens may differ at near ties: llama.cpp keeps its KV cache in
+# half precision, so a top-two margin of 0.01 can flip in a correct f32 file); bf16 and quantized
+# files report their agreement.
+LOGIT_RTOL = {"f32": 5e-3, "f16": 2e-2}
+EXACT_TYPES = tuple(LOGIT_RTOL)
 MIN_TOP1_QUANTIZED = 0.9  # a sanity floor for quantized files (the demo's Q4_1 patch: 97.5%)
 
 
@@ -364,11 +367,11 @@ def llama_greedy(llm, ids: list[int], n_new: int, eos: list[int]) -> tuple[list[
 def verify_gguf(path: Path, model, inputs, qtype: str, exact: bool, n_steps: int = GEN_TOKENS,
                 tokenizer=None, texts: list[str] = ()) -> dict:
     """llama.cpp (llama-cpp-python) against the baked PyTorch model on the probe inputs, compared on
-    the same teacher-forced sequences (`verifier.against_reference`). `exact` (f32/f16 files): no
-    clear disagreement, i.e. llama.cpp's top-1 token differs from PyTorch's only where PyTorch's
-    top-two margin is within twice the measured logit error there (a near tie that the runtime's
-    half-precision KV cache can flip); otherwise agreement is reported, and a top-1 agreement under
-    MIN_TOP1_QUANTIZED fails (a broken file, not quantization). With a tokenizer, llama.cpp's
+    the same teacher-forced sequences (`verifier.against_reference`). `exact` (f32/f16 files): the
+    max abs logit difference must be within LOGIT_RTOL of the largest reference logit (greedy tokens
+    are reported, with the margins of any top-1 flips: only near ties can flip under that bound);
+    otherwise agreement is reported, and a top-1 agreement under MIN_TOP1_QUANTIZED fails (a broken
+    file, not quantization). With a tokenizer, llama.cpp's
     tokenization of `texts` must equal transformers'."""
     base = {"against": "baked PyTorch checkpoint, float32", "type": qtype}
     try:
@@ -400,13 +403,13 @@ def verify_gguf(path: Path, model, inputs, qtype: str, exact: bool, n_steps: int
     worst = max(p["max_abs_logit"] for p in prompts)
     agree = [p["token_agreement"] for p in prompts]
     top1 = sum(p["top1_agreement"] for p in prompts) / len(prompts)
-    clear = sum(p["clear_disagreements"] for p in prompts)
-    ties = sum(p["near_tie_disagreements"] for p in prompts)
-    positions = sum(ids.shape[1] + len(toks) - 1 for _, ids, toks, _ in runs)
+    n_flips = sum(p["top1_flips"] for p in prompts)
+    margins = [p["flip_margin_max"] for p in prompts if p["flip_margin_max"] is not None]
+    rel = max(p["max_abs_logit"] / max(p["max_abs_reference_logit"], 1e-12) for p in prompts)
     failures = []
-    if exact and clear:
-        failures.append(f"llama.cpp's top-1 token differs from PyTorch's at {clear} of {positions} teacher-forced "
-                        "positions where the margin exceeds twice the logit error there")
+    if exact and not rel <= LOGIT_RTOL[qtype]:
+        failures.append(f"max abs logit difference {worst:.3g} is {rel:.2g} of the largest logit, over the "
+                        f"{LOGIT_RTOL[qtype]:g} a {qtype} file must meet")
     if not exact and top1 < MIN_TOP1_QUANTIZED:
         failures.append(f"top-1 agreement {top1:.2%} < {MIN_TOP1_QUANTIZED:.0%}: more than quantization would explain")
     if tok_same and not all(tok_same):
@@ -416,13 +419,14 @@ def verify_gguf(path: Path, model, inputs, qtype: str, exact: bool, n_steps: int
         **base,
         "status": "failed" if failures else ("passed" if exact else "approximate"),
         "runtime": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
-        "tolerance": {"top1": "no clear disagreement on the teacher-forced sequences (a differing top-1 counts "
-                              "only where the reference's top-two margin exceeds twice the max logit error there)"
+        "tolerance": {"max_abs_logit": f"{LOGIT_RTOL[qtype]:g} x the largest reference logit, on teacher-forced "
+                                       "sequences (greedy tokens may differ only at near ties)"
                       if exact else f"reported; top-1 agreement at least {MIN_TOP1_QUANTIZED:.0%} (quantized tensors)",
                       **({"tokenization": "identical to transformers"} if tok_same else {})},
         "metrics": {"greedy_identical_prompts": f"{identical}/{len(prompts)}",
                     "greedy_token_agreement": sum(agree) / len(agree), "max_abs_logit": worst,
-                    "top1_agreement": top1, "clear_disagreements": clear, "near_tie_disagreements": ties,
+                    "max_abs_logit_relative": rel, "top1_agreement": top1, "top1_flips": n_flips,
+                    "flip_margin_max": max(margins) if margins else None,
                     **({"tokenization_identical": f"{sum(tok_same)}/{len(tok_same)}"} if tok_same else {})},
         "failures": failures,
         "prompts": prompts,

@@ -58,7 +58,7 @@ class Runner:
         self.n_layers = self.family.n_layers
 
     def modules(self, patterns: list[str]) -> list[str]:
-        names = [n for n, m in self.model.named_modules() if type(m).__name__ in ("Linear", "Conv1D")]
+        names = [n for n, m in self.model.named_modules() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"]
         out = []
         for p in patterns:
             hits = [n for n in names if fnmatch.fnmatchcase(n, p)]

@@ -128,10 +128,8 @@ def reference_greedy(model, ids: torch.Tensor, n_new: int) -> list[int]:
 def against_reference(model, runs) -> list[dict]:
     """Per prompt, a runtime's greedy tokens and logits against the PyTorch model's: `runs` holds
     (label, ids [1, T], tokens, logits of every position of ids + tokens[:-1]). The reference's
-    logits are taken on the runtime's own sequence (teacher-forced). A position where the two top-1
-    tokens differ is a near tie when the reference's top-two margin is at most twice that position's
-    max logit error (a margin is a difference of two logits, each off by up to the error, so noise
-    of that size can flip it), and a clear disagreement otherwise. Call it after the runtime is done: two thread
+    logits are taken on the runtime's own sequence (teacher-forced), so one early flip does not make
+    every later token differ. Call it after the runtime is done: two thread
     pools spinning on the same cores slow each other badly."""
     import numpy as np
 
@@ -141,16 +139,27 @@ def against_reference(model, runs) -> list[dict]:
         with torch.no_grad():
             ref = model(input_ids=torch.cat([ids[0], torch.tensor(toks[:-1], dtype=ids.dtype)])[None]).logits[0].numpy()
         same = sum(a == b for a, b in zip(toks, seq))
-        err = np.abs(ref - logits).max(-1)  # per position
-        top2 = np.sort(ref, -1)[:, -2:]
-        margin = top2[:, 1] - top2[:, 0]
-        differ = ref.argmax(-1) != logits.argmax(-1)
-        rows.append({"prompt": label, "max_abs_logit": float(err.max()), "tokens_identical": toks == seq,
+        n_flips, flip_margin = flips(ref, logits)
+        rows.append({"prompt": label, "max_abs_logit": float(np.abs(ref - logits).max()),
+                     "max_abs_reference_logit": float(np.abs(ref).max()), "tokens_identical": toks == seq,
                      "token_agreement": same / len(toks),
-                     "top1_agreement": float((~differ).mean()),
-                     "clear_disagreements": int((differ & (margin > 2 * err)).sum()),
-                     "near_tie_disagreements": int((differ & (margin <= 2 * err)).sum()), "reference": seq})
+                     "top1_agreement": float((ref.argmax(-1) == logits.argmax(-1)).mean()),
+                     "top1_flips": n_flips, "flip_margin_max": flip_margin, "reference": seq})
     return rows
+
+
+def flips(ref, got) -> tuple[int, float | None]:
+    """Positions where `got`'s top-1 token differs from `ref`'s (logits [T, vocab]), and the largest
+    reference top-two margin among them (None when there is none). A flip at margin m needs logit
+    errors summing to more than m, so with every logit within e of the reference only near ties
+    (m < 2e) can flip: runtimes are judged on their logit error, and flips are reported with their
+    margins to show they were near ties."""
+    import numpy as np
+
+    top2 = np.sort(ref, -1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    differ = ref.argmax(-1) != got.argmax(-1)
+    return int(differ.sum()), (float(margin[differ].max()) if differ.any() else None)
 
 
 def context_length(model) -> int:

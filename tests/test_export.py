@@ -201,7 +201,7 @@ def test_gguf_other_families_through_llamacpps_converter(tmp_path):
     src, out = _bake(tmp_path, "qwen3", ("ablate",), byte_level=True)
     result = bake.export(out, "gguf", progress=False)
     assert result["status"] == "passed", result["failures"]
-    assert "convert_hf_to_gguf.py" in result["converter"] and result["metrics"]["clear_disagreements"] == 0
+    assert "convert_hf_to_gguf.py" in result["converter"] and result["metrics"]["max_abs_logit_relative"] <= 5e-3
     with pytest.raises(BakeError, match="not one bake writes"):
         bake.export(src, "gguf", gguf_type="q4_k", progress=False)
 
@@ -359,3 +359,20 @@ def test_cli_reports_failed_export(tmp_path, capsys, monkeypatch):
     assert "gguf export: FAILED" in captured.out and "export verification failed" in captured.err
     report = json.loads((tmp_path / "out" / "bake_report.json").read_text())
     assert [e["status"] for e in report["exports"].values()] == ["failed"]
+
+
+def test_flips_are_reported_with_their_margins():
+    """Greedy tokens may differ at a near tie without the file being wrong (a float32 SmolLM2
+    steering export once failed with 7/8 prompts identical and a max logit error of 0.034): the
+    check counts top-1 flips and the largest margin among them, and judges the logit error."""
+    from bake.verifier import flips
+
+    ref = np.array([[5.0, 4.99, 0.0], [5.0, 1.0, 0.0], [0.0, 3.0, 2.0]])
+    assert flips(ref, ref) == (0, None)
+    tie = ref.copy()
+    tie[0] = [4.99, 5.0, 0.0]  # a 0.01 margin flipped by 0.01 errors
+    n, margin = flips(ref, tie)
+    assert n == 1 and margin == pytest.approx(0.01)
+    wrong = tie.copy()
+    wrong[1] = [1.0, 5.0, 0.0]  # a 4.0 margin flipped: only a large error can do that
+    assert flips(ref, wrong)[0] == 2 and flips(ref, wrong)[1] == pytest.approx(4.0)

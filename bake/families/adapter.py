@@ -100,6 +100,14 @@ class Adapter:
         return "exact", "scales output units of Linear / Conv1D / Embedding modules (weight rows or columns, and bias)"
 
 
+def _kind(m: torch.nn.Module) -> str:
+    """"Linear" / "Embedding" for those classes and their subclasses (FalconLinear), else the class name."""
+    for base in (torch.nn.Linear, torch.nn.Embedding):
+        if isinstance(m, base):
+            return base.__name__
+    return type(m).__name__
+
+
 def meta_model(config: dict, trust_remote_code: bool = False):
     """The model of `config` on the meta device: names and shapes, no weights."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -154,7 +162,7 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
                         f"({type(e).__name__}: {first_line(e)})") from None
     km = keymod.KeyMap(pr.key_rules, checkpoint_keys)
     params = {n: tuple(p.shape) for n, p in model.named_parameters()}
-    modules = {n: type(m).__name__ for n, m in model.named_modules() if n}
+    modules = {n: _kind(m) for n, m in model.named_modules() if n}
     mods = dict(model.named_modules())
     blocks_list = mods.get(pr.blocks_path)
     if not isinstance(blocks_list, torch.nn.ModuleList):
@@ -167,7 +175,8 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
         out = []
         for t, a in templates:
             names = [n for n in params if n.startswith(module + ".") or n == module]
-            hits = [n for n in names if keymod.template(n[len(rel_to) + 1:] if rel_to else n)[0] == t]
+            rel = {n: n[len(rel_to) + 1:] if rel_to else n for n in names}
+            hits = [n for n in names if rel[n] == t or keymod.template(rel[n])[0] == t]
             if not hits:
                 raise BakeError(f"{module}: no parameter matching {t} in the model")
             for n in hits:

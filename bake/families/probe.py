@@ -300,14 +300,23 @@ def _block_rule(model, prefix, block, ids, d, r) -> BlockRule:
                 off = _norm_offset(m, args, kw)
                 sa, skw, _ = rec.calls[src]
                 s_side, s_other = _output_side(every[src], sa, skw, d, r)
-                src_out = tuple((_tmpl(src, p, prefix), a) for (p, a) in s_side if (p, a) not in s_other)
-        writers.append(WriterRule(_rel(name, prefix), coef, tuple((_tmpl(name, p, prefix), a) for p, a in params),
-                                  exact, final, (_tmpl(name, slot[0], prefix), slot[1]) if slot else None,
+                src_out = tuple((_tmpl(src, p, prefix, s_other, every[src]), a) for (p, a) in s_side
+                                if (p, a) not in s_other)
+        writers.append(WriterRule(_rel(name, prefix), coef, tuple((_tmpl(name, p, prefix, other, m), a) for p, a in params),
+                                  exact, final, (_tmpl(name, slot[0], prefix, other, m), slot[1]) if slot else None,
                                   norm_of, off, src_out))
     return BlockRule(sig, tuple(writers))
 
 
-def _tmpl(module: str, param: str, prefix: str) -> str:
+def _tmpl(module: str, param: str, prefix: str, other=(), mod: torch.nn.Module | None = None) -> str:
+    """The parameter's name relative to the block, with its list indices generalized (`experts.#.w`)
+    unless a sibling of the same template differs from it (not output-side, or another shape: the
+    `ffn.0` / `ffn.2` of a Sequential); then the literal name."""
+    own = keymod.template(param)[0]
+    shapes = {n: tuple(p.shape) for n, p in mod.named_parameters()} if mod is not None else {}
+    if any(keymod.template(o)[0] == own for o, _ in other) or any(
+            keymod.template(n)[0] == own and shape != shapes[param] for n, shape in shapes.items()):
+        return _rel(f"{module}.{param}", prefix)
     return keymod.template(_rel(f"{module}.{param}", prefix))[0]
 
 

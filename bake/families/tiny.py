@@ -30,6 +30,7 @@ SIZES = {  # config key -> the tiny value (applied only where the original is la
     **dict.fromkeys(("sliding_window", "attention_window_size", "window_size"), 8),
     "full_attention_interval": 2,
 }
+MAX_PARAMS = 50_000_000  # the builtin random MoE has about 13M
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers")
 VOCAB = 256
 
@@ -109,6 +110,13 @@ def build(cfg, seed: int = 0, dtype=torch.float64):
     """A tiny model of `cfg` with weights drawn so that its logits and activations are informative."""
     from transformers import AutoModelForCausalLM
 
+    with torch.device("meta"):  # refuse a config whose "tiny" instance is not (a size key bake does not shrink)
+        try:
+            n = sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters())
+        except (TypeError, ValueError):
+            n = 0
+    if n > MAX_PARAMS:
+        raise ValueError(f"the tiny instance of this config would have {n:,} parameters (a size bake does not shrink)")
     torch.manual_seed(seed)
     kw = {"experts_implementation": "eager"}
     try:
