@@ -247,7 +247,7 @@ class _Builder:
         writers = fam.writers(blocks)
         inexact = [w for w in writers if not w.exact]
         status, why = fam.ablate_status()
-        if inexact and status == "refused":
+        if status == "refused":
             raise NotBakeable(f"{where}: ablate cannot be baked into a {fam.name} checkpoint: {why}; run it as a hook.")
         if inexact and not iv.approximate:
             raise NotBakeable(

@@ -64,6 +64,7 @@ class Adapter:
     params: dict = field(default_factory=dict)  # parameter name -> shape
     keymap: keymod.KeyMap | None = None
     notes: list[str] = field(default_factory=list)
+    broken: str = ""  # why some block has no residual decomposition (then only aura bakes)
 
     def block(self, i: int) -> str:
         return f"{self.blocks_path}.{i}"
@@ -79,6 +80,8 @@ class Adapter:
         return any(w.norm for w in self.writers())
 
     def ablate_status(self) -> tuple[str, str]:
+        if self.broken:
+            return "refused", self.broken
         bad = [w for w in self.writers() if not w.exact]
         if not bad:
             return "exact", "orthogonalizes every residual writer" + (" (every expert, shared experts too)" if self.moe else "")
@@ -92,6 +95,8 @@ class Adapter:
             "its output is not a linear map of tensors with a hidden axis") + ")"
 
     def steer_status(self) -> tuple[str, str]:
+        if self.broken:
+            return "refused", self.broken
         if all(s is not None for s in self.slots):
             return "exact", self.steer_how
         return "refused", self.steer_why or "no bias slot before the residual add"
@@ -193,16 +198,18 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
         return tuple(out)
 
     embeds = [Writer(m, tensors(m, ts), ex) for m, ts, ex in pr.embeds]
-    blocks, slots = [], []
+    blocks, slots, broken = [], [], ""
     for i, blk in enumerate(blocks_list):
         prefix = f"{pr.blocks_path}.{i}"
         rule = pr.blocks.get(probemod.signature(blk))
         if rule is None:
             raise BakeError(f"block {i} ({type(blk).__name__}) has a structure the probe's tiny model did not have; "
                             "bake cannot tell where it writes the residual stream")
-        if not rule.writers:
-            raise BakeError(f"model_type={config.get('model_type')!r}, block {i}: {rule.why}; bake cannot fold "
-                            "interventions into it")
+        if not rule.writers:  # aura still bakes (it needs no residual writer); ablate and steer are refused
+            broken = broken or f"block {i} ({type(blk).__name__}): {rule.why}"
+            blocks.append([])
+            slots.append(None)
+            continue
         ws = []
         for w in rule.writers:
             mod = f"{prefix}.{w.module}"
@@ -245,5 +252,5 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
                  steer_how=pr.slot_how or ("adds scale*v to the existing output bias of the block's last sublayer"
                                            + (" (every expert's bias: routing weights sum to one)" if moe else "")),
                  steer_why=pr.slot_why, embed_key=emb_key, head_key=(head_mod + ".weight") if head_mod else None,
-                 tied=tied, moe=moe, modules=modules, params=params, keymap=km, notes=list(pr.notes))
+                 tied=tied, moe=moe, modules=modules, params=params, keymap=km, notes=list(pr.notes), broken=broken)
     return ad

@@ -10,6 +10,7 @@ verifying a tiny model; `bake arch --table` prints the statuses.
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 
@@ -75,53 +76,46 @@ def classify(model_type: str) -> Row:
 
 
 def status(model_type: str, config: dict | None = None) -> Row:
-    """Classify, then probe: one status per kind (what `eval/coverage.py` then bakes to prove)."""
-    from ..errors import BakeError
-    from . import adapter as adapter_mod
+    """Classify, then resolve the adapter of a tiny checkpoint of the type's default config, saved
+    with transformers as a user's would be: one status per kind (what `eval/coverage.py` then
+    bakes to prove)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..errors import BakeError, first_line
+    from ..source import open_checkpoint
+    from . import tiny
+    from .adapter import resolve
 
     row = classify(model_type)
     if not row.decoder:
         return row
-    config = config or default_config(model_type)
-    try:
-        pr = adapter_mod.derive(config)
-    except BakeError as e:
-        row.status = {k: ("refused", str(e)) for k in KINDS}
-        return row
-    row.status = probe_status(pr)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            tiny.save(config or default_config(model_type), Path(tmp))
+        except Exception as e:  # noqa: BLE001 - a model class that cannot save its own tiny instance
+            row.why = f"no tiny checkpoint of its default config saves here ({type(e).__name__}: {first_line(e)[:160]})"
+            return row
+        try:
+            ck = open_checkpoint(Path(tmp))
+            fam = resolve(ck.config, ck.shapes)
+        except BakeError as e:
+            row.status = {k: ("refused", first_line(e)) for k in KINDS}
+            return row
+    row.status = adapter_status(fam)
     return row
 
 
-def probe_status(pr) -> dict[str, tuple[str, str]]:
-    """Status per kind from a probe (no checkpoint needed)."""
-    writers = [w for b in pr.blocks.values() for w in b.writers]
-    broken = next((b.why for b in pr.blocks.values() if not b.writers), None)
-    out = {"aura": ("exact", "scales output units of Linear / Conv1D / Embedding modules")}
-    if broken:
-        out["ablate"] = ("refused", broken)
-        out["steer"] = ("refused", broken)
-        return out
-    emb_ok = bool(pr.embeds) and all(ex for _, _, ex in pr.embeds)
-    if not emb_ok:
-        out["ablate"] = ("refused", "the token embedding does not reach the residual stream through a weight bake can "
-                                    "fold (a norm or gate acts on it first)")
-    elif all(w.exact for w in writers):
-        out["ablate"] = ("exact", "orthogonalizes every residual writer")
-    elif all(w.exact or (w.norm_of and w.norm_offset is not None and w.source_out) for w in writers):
-        out["ablate"] = ("approximate", "post-norms: `approximate: true` orthogonalizes against r*g")
-    else:
-        w = next(w for w in writers if not w.exact)
-        out["ablate"] = ("refused", f"writer {w.module} is not a linear map of tensors bake can fold"
-                         + (" (a norm without a per-channel RMS scale follows it)" if w.norm_of else ""))
-    if all(b.steer_writer is not None for b in pr.blocks.values()):
-        out["steer"] = ("exact", "adds to the existing output bias of the block's last sublayer")
-    elif pr.slot is not None:
-        flags = ", ".join(f"{k}: {v}" for k, v in pr.slot_flags.items() if not isinstance(v, dict)) or \
-            ", ".join(f"{s}.{k}: {v}" for s, d in pr.slot_flags.items() if isinstance(d, dict) for k, v in d.items())
-        out["steer"] = ("exact via config", flags)
-    else:
-        out["steer"] = ("refused", pr.slot_why)
-    return out
+def adapter_status(fam) -> dict[str, tuple[str, str]]:
+    """Status per kind of a resolved adapter: exact, exact via config (a stock flag or a
+    re-declaration creates the slot), approximate (opt-in), or refused, each with its reason."""
+    steer, why = fam.steer_status()
+    if steer == "exact" and fam.steer_config:
+        flags = {k: v for k, v in fam.steer_config.items() if k not in ("architectures",)}
+        steer, why = "exact via config", ", ".join(
+            f"{k}: {json.dumps(v)}" if not isinstance(v, dict) else ", ".join(f"{k}.{a}: {json.dumps(b)}" for a, b in v.items())
+            for k, v in flags.items())
+    return {"aura": fam.aura_status(), "steer": (steer, why), "ablate": fam.ablate_status()}
 
 
 def artifacts(model_dir, dest) -> dict[str, dict]:

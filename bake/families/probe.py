@@ -504,10 +504,13 @@ def derive(config: dict) -> Probe:
     from transformers.utils import logging as hf_logging
 
     was_disabled = hf_logging.is_progress_bar_enabled() is False
-    hf_logging.disable_progress_bar()  # the probe's save_pretrained must not draw bars on the user's terminal
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()  # the probe's save_pretrained must not draw bars on the user's terminal,
+    hf_logging.set_verbosity_error()  # nor its tiny forwards print kernel fallback notes
     try:
         return _derive(config)
     finally:
+        hf_logging.set_verbosity(verbosity)
         if not was_disabled:
             hf_logging.enable_progress_bar()
 

@@ -20,8 +20,9 @@ SIZES = {  # config key -> the tiny value (applied only where the original is la
     **dict.fromkeys(("intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim", "d_inner", "d_ff"), 96),
     **dict.fromkeys(("moe_intermediate_size", "expert_intermediate_size"), 32),
     "shared_expert_intermediate_size": 48,
-    **dict.fromkeys(("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts",
-                     "num_routed_experts"), 4),
+    **dict.fromkeys(EXPERT_KEYS := ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts",
+                                    "num_routed_experts"), 4),
+    "index_n_heads": 4, "index_head_dim": 16,  # DeepSeek sparse attention's indexer
     **dict.fromkeys(("num_experts_per_tok", "moe_topk", "moe_k", "num_selected_experts"), 2),
     **dict.fromkeys(("n_group", "topk_group", "n_shared_experts", "first_k_dense_replace"), 1),
     **dict.fromkeys(("vocab_size", "vocab_size_per_layer_input"), 256), "hidden_size_per_layer_input": 16,
@@ -73,6 +74,12 @@ def shrink(d: dict, n_layers: int = N_LAYERS) -> dict:
             out[k] = VOCAB - 1 - (sum(map(ord, k)) % 16)
         else:
             out[k] = v
+    if _int(d.get("num_key_value_heads")) and d.get("num_key_value_heads") == d.get("num_attention_heads"):
+        out["num_key_value_heads"] = out["num_attention_heads"]  # no grouped-query attention (MLA): keep it so
+    experts = any(_int(d.get(k)) and d[k] > 1 for k in EXPERT_KEYS)
+    for k in ("num_experts_per_tok", "moe_intermediate_size"):  # default configs that leave them unset
+        if experts and k in d and d[k] is None:
+            out[k] = SIZES[k]
     return _consistent(out)
 
 
