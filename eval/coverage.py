@@ -2,6 +2,8 @@
 
     .venv/bin/python eval/coverage.py [--types llama,qwen3_moe,...] [--json eval/coverage.json]
 
+(with --types, those rows of an existing JSON of the same transformers version are replaced)
+
 For each type transformers registers for causal LM, a tiny random model of its default config is
 classified (decoder-only or not, numerically), probed for its adapter (`bake.families`), and for
 each kind the probe calls exact (or exact through a config flag), baked with `bake.apply` and
@@ -31,6 +33,8 @@ TOL = 1e-5  # max abs logit difference, float32 checkpoints compared in float64 
 
 def prove(model_type: str, statuses: dict, tmp: Path) -> dict:
     """Bake and verify each kind the probe supports; returns kind -> cell text."""
+    if all(st == "refused" for st, _ in statuses.values()):
+        return dict(statuses)
     model = tmp / "model"
     tiny.save(coverage.default_config(model_type), model)
     arts = coverage.artifacts(model, tmp)
@@ -58,6 +62,10 @@ def prove(model_type: str, statuses: dict, tmp: Path) -> dict:
 
 
 def main() -> int:
+    import resource
+
+    # a config whose tiny instance is not tiny must fail as a MemoryError, not take the machine down
+    resource.setrlimit(resource.RLIMIT_AS, (16 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--types", help="comma-separated model types (default: all)")
     ap.add_argument("--json", default=str(ROOT / "eval" / "coverage.json"))
@@ -79,9 +87,15 @@ def main() -> int:
         rows.append({"model_type": mt, "decoder": row.decoder, "why": row.why, "cells": cells})
         print(f"[{j + 1}/{len(types)}] {mt}: " + (", ".join(f"{k}={c[0]}" for k, c in cells.items())
                                                     or (row.why or "")), f"({time.time() - t:.1f}s)", flush=True)
+    print(f"\n{len(types)} types in {time.time() - t0:.0f} s")
+    if args.types and Path(args.json).is_file():  # a partial run updates those rows of the full table
+        old = json.loads(Path(args.json).read_text())
+        if old["transformers"] == transformers.__version__:
+            mine = {r["model_type"]: r for r in rows}
+            rows = [mine.pop(r["model_type"], r) for r in old["rows"]] + list(mine.values())
     dec = [r for r in rows if r["decoder"] is not False]
-    print(f"\ntransformers {transformers.__version__}: {len(types)} causal-LM types, {len(dec)} decoder-only "
-          f"(or undecided), {len(rows) - len(dec)} not decoder-only; {time.time() - t0:.0f} s\n")
+    print(f"transformers {transformers.__version__}: {len(rows)} causal-LM types, {len(dec)} decoder-only "
+          f"(or undecided), {len(rows) - len(dec)} not decoder-only\n")
     print(coverage.table(rows))
     Path(args.json).write_text(json.dumps({"transformers": transformers.__version__, "rows": rows}, indent=1))
     print(f"\nwritten: {args.json}\nreproduce: .venv/bin/python eval/coverage.py")

@@ -391,6 +391,16 @@ def test_unknown_model_family(tmp_path, llama, art):
           "unknown model type", "model_type='no_such_family'", "bake arch --table")
 
 
+def test_quantized_checkpoint_is_refused_with_the_fix(tmp_path, llama, art):
+    m = tmp_path / "m"
+    shutil.copytree(llama, m)
+    cfg = json.loads((m / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": []}
+    (m / "config.json").write_text(json.dumps(cfg))
+    fails(steer(m, str(art / "v.pt")), tmp_path / "out", BakeError,
+          "quant_method='mxfp4'", "Dequantize it first")
+
+
 def test_config_of_another_family(tmp_path, llama, art):
     """A Llama checkpoint whose config claims another (real) type: the tensors do not match it."""
     m = tmp_path / "m"

@@ -11,8 +11,9 @@ from bake.families import coverage, tiny
 TOL = 1e-5  # the same tolerance as tests/test_families.py
 
 REPRESENTATIVE = ["qwen3_moe", "qwen3_5", "qwen3_5_moe", "gemma4_text", "gpt_oss", "deepseek_v3", "glm4_moe",
-                  "llama4_text", "ministral3", "phi3", "olmo2", "olmo3", "smollm3", "gemma2", "granitemoe", "lfm2"]
-MOE = {"qwen3_moe", "qwen3_5_moe", "gpt_oss", "deepseek_v3", "glm4_moe", "llama4_text", "granitemoe"}
+                  "llama4_text", "ministral3", "phi3", "olmo2", "olmo3", "smollm3", "gemma2", "granitemoe", "lfm2",
+                  "lfm2_moe"]  # lfm2_moe: the tiny test of its entry in bake/families/overrides.py
+MOE = {"qwen3_moe", "qwen3_5_moe", "gpt_oss", "deepseek_v3", "glm4_moe", "llama4_text", "granitemoe", "lfm2_moe"}
 
 
 @pytest.mark.parametrize("model_type", REPRESENTATIVE)
@@ -87,3 +88,20 @@ def test_every_causal_lm_type_has_a_status_or_a_reason():
             assert st in ("exact", "exact via config", "approximate", "refused"), (mt, kind, st)
             assert why, (mt, kind)
     assert seen > 100
+
+
+def test_serving_notes_say_who_serves_a_baked_checkpoint():
+    """Per runtime, from the exporters' own checks and the hand-written runtime facts."""
+    from bake.serving import notes
+
+    llama = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "mlp_bias": True}
+    rows = {rt: (ok, why) for rt, ok, why in notes(llama, {"mlp_bias": True})}
+    assert rows["transformers"][0] == "yes" and rows["llama.cpp"][0] == "yes" and rows["ONNX Runtime"][0] == "yes"
+    assert rows["vLLM"][0].startswith("yes") and "untested" in rows["vLLM"][0]
+    assert rows["SGLang"][0] == "NO" and "dropped" in rows["SGLang"][1]  # it drops the steering bias silently
+    moe = {"model_type": "qwen3_5_moe_text", "architectures": ["Qwen3_5MoeForCausalLM"]}
+    rows = {rt: (ok, why) for rt, ok, why in notes(moe)}
+    assert rows["llama.cpp"][0] == "yes" and rows["ONNX Runtime"][0] == "no"
+    assert rows["SGLang"][0].startswith("likely")  # no new tensors: the architecture's own layout
+    unknown = {"model_type": "llama", "architectures": ["NoSuchForCausalLM"]}
+    assert dict((rt, ok) for rt, ok, _ in notes(unknown))["llama.cpp"] == "no"

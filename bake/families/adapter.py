@@ -159,6 +159,12 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
     from .. import arch
 
     arch.check_config(config)
+    quant = config.get("quantization_config") or arch.text(config).get("quantization_config")
+    if quant:
+        method = quant.get("quant_method", "?") if isinstance(quant, dict) else "?"
+        raise BakeError(f"the checkpoint is quantized (quantization_config: quant_method={method!r}, e.g. gpt-oss's "
+                        "MXFP4 experts); bake folds float weights. Dequantize it first (load it with transformers, "
+                        "e.g. Mxfp4Config(dequantize=True), and save_pretrained in bfloat16) and bake that folder")
     pr = derive(config)
     try:
         model = meta_model(config, trust_remote_code)

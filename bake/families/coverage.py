@@ -36,7 +36,9 @@ def causal_lm_types() -> list[str]:
 def default_config(model_type: str) -> dict:
     from transformers import CONFIG_MAPPING
 
-    return CONFIG_MAPPING[model_type]().to_dict()
+    from .overrides import defaults
+
+    return defaults(model_type, CONFIG_MAPPING[model_type]().to_dict())
 
 
 def _quiet():
