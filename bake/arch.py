@@ -24,8 +24,8 @@ def check_config(config: dict) -> None:
         return isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 31
 
     bad = [f"{k}={config[k]!r} (expected a positive integer)" for k in CONFIG_SIZES if k in config and not size(config[k])]
-    bad += [f"{k}={config[k]!r} (expected a positive integer or null)" for k in CONFIG_OPTIONAL_SIZES
-            if config.get(k) is not None and not size(config[k])]
+    bad += [f"{k}={config[k]!r} (expected a positive integer, 0 or null)" for k in CONFIG_OPTIONAL_SIZES
+            if config.get(k) not in (None, 0) and not size(config[k])]
     bad += [f"{k}={config[k]!r} (expected true or false)" for k in CONFIG_FLAGS
             if k in config and not isinstance(config[k], bool)]
     sub = config.get("text_config")

@@ -120,24 +120,18 @@ def format_arch(info: dict) -> str:
 
 
 def exactness_table(progress: bool = True) -> str:
-    """Markdown table: every causal-LM type of the installed transformers, its status per kind, derived
-    by probing a tiny model of each (about a minute). `eval/coverage.py` proves each status by baking."""
+    """Markdown table: every causal-LM type of the installed transformers, its status per kind (the
+    adapter of a tiny checkpoint of it) and per export. `eval/coverage.py` prints the same table with
+    each status proven by baking; the README carries that one."""
     from tqdm.auto import tqdm
 
     from .families import coverage
 
-    rows = ["| model_type | aura | steer | ablate |", "| --- | --- | --- | --- |"]
-    other = []
+    rows = []
     for mt in tqdm(coverage.causal_lm_types(), desc="probing model types", disable=not progress):
         row = coverage.status(mt)
-        if row.decoder is False:
-            other.append(f"{mt} ({row.why})")
-        elif not row.status:
-            rows.append(f"| {mt} | refused: {row.why} | | |")
-        else:
-            cell = {k: st if st != "refused" else f"refused: {why}" for k, (st, why) in row.status.items()}
-            rows.append(f"| {mt} | {cell['aura']} | {cell['steer']} | {cell['ablate']} |".replace("\n", " "))
-    return "\n".join(rows + ["", "Not decoder-only: " + ", ".join(other)])
+        rows.append({"model_type": mt, "decoder": row.decoder, "why": row.why, "cells": row.status})
+    return coverage.table(rows)
 
 
 def _parser() -> argparse.ArgumentParser:

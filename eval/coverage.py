@@ -28,7 +28,7 @@ from bake import api  # noqa: E402
 from bake.errors import BakeError, first_line  # noqa: E402
 from bake.families import coverage, tiny  # noqa: E402
 
-TOL = 1e-5  # max abs logit difference, float32 checkpoints compared in float64 (the test suite's tolerance)
+TOL = 1e-4  # max abs logit difference, float32 checkpoints compared in float64: bake's own tolerance
 
 
 def prove(model_type: str, statuses: dict, tmp: Path) -> dict:

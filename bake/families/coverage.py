@@ -137,7 +137,12 @@ def artifacts(model_dir, dest) -> dict[str, dict]:
     save_file({"v": torch.randn(fam.d, generator=g)}, str(dest / "v.safetensors"))
     save_file({"r": torch.randn(fam.d, generator=g)}, str(dest / "r.safetensors"))
     b0 = fam.block(0) + "."
-    rel = next(n[len(b0):] for n, c in fam.modules.items() if n.startswith(b0) and c in ("Linear", "Conv1D"))
+
+    def one_key(n):  # a module whose weight is one checkpoint tensor (not stored fused with others)
+        s = fam.keymap.slices(n + ".weight", fam.params[n + ".weight"])
+        return len(s) == 1 and all(a == b and st == 0 and sp == 1 for b, (a, st, sp) in enumerate(s[0].axes))
+    rel = next(n[len(b0):] for n, c in fam.modules.items()
+               if n.startswith(b0) and c in ("Linear", "Conv1D") and one_key(n))
     glob = f"{fam.blocks_path}.*.{rel}"
     import fnmatch
 
@@ -166,17 +171,35 @@ def counts(rows) -> str:
     return "; ".join(out)
 
 
+def exports(model_type: str) -> tuple[str, str]:
+    """(GGUF, ONNX) status of a type: llama.cpp's converter registers its architecture; bake's ONNX
+    export supports it."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from .. import export_gguf, export_onnx
+
+    folder = export_gguf.converter_dir()
+    arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    gguf = "-" if folder is None else ("converter" if arch in export_gguf.known_architectures(folder) else "no")
+    return gguf, ("yes" if model_type in export_onnx.SUPPORTED else "no")
+
+
 def table(rows) -> str:
-    lines = [counts(rows), "", "| model_type | aura | steer | ablate |", "| --- | --- | --- | --- |"]
+    lines = [counts(rows), "",
+             "GGUF: `converter` = llama.cpp's converter registers the architecture (`bake export gguf` then writes "
+             "and verifies the file); ONNX: `bake export onnx` supports the type.", "",
+             "| model_type | aura | steer | ablate | GGUF | ONNX |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if r["decoder"] is False:
             continue
+        gguf, onnx = exports(r["model_type"])
         if not r["cells"]:
-            lines.append(f"| {r['model_type']} | refused: {r['why']} | | |")
+            lines.append(f"| {r['model_type']} | refused: {r['why']} | | | {gguf} | {onnx} |".replace("\n", " "))
             continue
         cell = {k: (c[0] if c[0] in ("exact", "approximate") else f"{c[0]}: {c[1]}").replace("|", "/")
                 for k, c in r["cells"].items()}
-        lines.append(f"| {r['model_type']} | {cell['aura']} | {cell['steer']} | {cell['ablate']} |")
+        lines.append(f"| {r['model_type']} | {cell['aura']} | {cell['steer']} | {cell['ablate']} | {gguf} | {onnx} |"
+                     .replace("\n", " "))
     lines += ["", "Not decoder-only (not counted): " + ", ".join(
         f"{r['model_type']} ({r['why']})" for r in rows if r["decoder"] is False)]
     return "\n".join(lines)

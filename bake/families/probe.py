@@ -450,6 +450,7 @@ def _steer_via(model, cfg, ids, d, r, blocks_path):
                                             and k in vars(getattr(fcfg, s)))
         setattr(target, k, True)
         try:
+            fcfg = type(fcfg).from_dict(fcfg.to_dict())  # the config class's own checks (InternLM3: bias == qkv_bias)
             flagged = tiny.build(fcfg)
         except Exception:  # noqa: BLE001 - a flag this class cannot take
             continue
