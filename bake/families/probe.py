@@ -278,6 +278,7 @@ def _block_rule(model, prefix, block, ids, d, r) -> BlockRule:
                                   "(a gate or norm acts on the residual stream itself)")
     writers = []
     for name, coef in found.items():
+        name = _through_identity(name, every, rec, prefix)
         m = every[name]
         args, kw, out = rec.calls[name]
         side, other = _output_side(m, args, kw, d, r)
@@ -306,6 +307,20 @@ def _block_rule(model, prefix, block, ids, d, r) -> BlockRule:
                                   exact, final, (_tmpl(name, slot[0], prefix, other, m), slot[1]) if slot else None,
                                   norm_of, off, src_out))
     return BlockRule(sig, tuple(writers))
+
+
+def _through_identity(name: str, every: dict, rec, prefix: str) -> str:
+    """A writer that passes its input through unchanged at inference (a dropout after GPT-NeoX's
+    attention) stands for the module that produced that input."""
+    m = every[name]
+    args, _, out = rec.calls[name]
+    x = args[0] if args else None
+    if any(True for _ in m.parameters()) or not isinstance(x, torch.Tensor) or not isinstance(_first(out), torch.Tensor) \
+            or x.shape != _first(out).shape or not torch.equal(x, _first(out)):
+        return name
+    src = next((n for n, (_, _, o) in rec.calls.items() if n != name and n.startswith(prefix + ".")
+                and isinstance(_first(o), torch.Tensor) and _first(o) is x), None)
+    return src if src is not None and rec.counts.get(src) == 1 else name
 
 
 def _tmpl(module: str, param: str, prefix: str, other=(), mod: torch.nn.Module | None = None) -> str:
