@@ -318,7 +318,7 @@ def _dispatch(args, progress: bool, out) -> int:
         print(json.dumps(res, indent=2, default=str) if args.json else format_learn(args.what, res), file=out)
     elif args.cmd == "arch":
         if args.table:
-            print(exactness_table(progress=not args.quiet if hasattr(args, "quiet") else True), file=out)
+            print(exactness_table(progress=progress), file=out)
         elif not args.model:
             raise BakeError("bake arch: give a model (folder, .gguf, Hub id or builtin:NAME) or --table")
         else:
