@@ -25,7 +25,8 @@ from .source import Checkpoint
 
 @dataclass(frozen=True)
 class Op:
-    """One fold on one tensor: `fn` in (scale, add, project_out), vector `vec` (float64) along `axis`."""
+    """One fold on one tensor: `fn` in (scale, add, project_out), vector `vec` (float64) along `axis`; or
+    `mul` by a factor `vec` with the tensor's number of axes (broadcast)."""
 
     step: int
     fn: str
@@ -39,11 +40,13 @@ class Op:
             return fold.add_vector(t, self.vec, self.axis)
         if self.fn == "project_out":
             return fold.project_out(t, self.vec, self.axis)
+        if self.fn == "mul":
+            return fold.multiply(t, self.vec)
         raise ValueError(self.fn)
 
     def describe(self) -> str:
         return {"scale": f"scale axis {self.axis}", "add": f"add |v|={self.vec.norm():.4g}",
-                "project_out": f"project out r on axis {self.axis}"}[self.fn]
+                "project_out": f"project out r on axis {self.axis}", "mul": "scale expert units"}[self.fn]
 
 
 @dataclass
@@ -63,7 +66,7 @@ class Hook:
 
     step: int
     module: str
-    fn: str  # scale | add | project_out
+    fn: str  # scale | add | project_out | scale_experts (vec [experts, units])
     vec: torch.Tensor
 
 
@@ -165,7 +168,7 @@ class _Builder:
         alphas = load_alphas(iv.alphas, self.recipe.base_dir, f"{where}.alphas")
         self.artifacts[str(self.recipe.path(iv.alphas))] = "aura alphas"
         modules = self.modules()
-        foldable = {m: t for m, t in modules.items() if t in ("Linear", "Conv1D", "Embedding")}
+        foldable = {m: t for m, t in modules.items() if t in ("Linear", "Conv1D", "Embedding") or m in self.family.experts}
         step = Step(idx, "aura", True, "")
         matched: list[str] = []
         for j, pattern in enumerate(iv.modules):
@@ -174,13 +177,17 @@ class _Builder:
                 other = [m for m in modules if fnmatch.fnmatchcase(m, pattern)]
                 if other:
                     raise BakeError(f"{where}.modules[{j}]: {pattern!r} matches {other[0]} ({modules[other[0]]}), "
-                                    "which is not a Linear/Conv1D/Embedding module; AURA scales their output units")
+                                    "which is not a Linear/Conv1D/Embedding module or fused experts; AURA scales "
+                                    "their output units")
                 close = difflib.get_close_matches(pattern, list(foldable), n=3, cutoff=0.5)
                 hint = f"; close: {', '.join(close)}" if close else ""
                 raise BakeError(f"{where}.modules[{j}]: {pattern!r} matches no module of this "
                                 f"{self.family.name} model{hint}")
             matched += [m for m in hits if m not in matched]
         for m in matched:
+            if m in self.family.experts:
+                self._aura_experts(idx, m, alphas, step, where)
+                continue
             wkey = self.key(m + ".weight")
             if wkey is None:
                 raise BakeError(f"{where}: module {m} has no tensor {m}.weight in the checkpoint "
@@ -205,6 +212,31 @@ class _Builder:
         step.summary = (f"scale output units of {len(matched)} module(s) matching {', '.join(iv.modules)}"
                         + (f" ({unused} alpha entries for other modules ignored)" if unused else ""))
         return step
+
+    def _aura_experts(self, idx: int, m: str, alphas: dict, step: Step, where: str):
+        """AURA on fused experts: unit j of expert e (act(gate) * up, the input of its output projection) is
+        scaled by alphas[m] viewed as [experts, units]; the fold scales that column of each expert's output
+        projection, in whichever keys the checkpoint stores it (one fused tensor or one per expert)."""
+        name, hidden = self.family.experts[m]
+        if f"{m}.act_fn" not in self.family.modules:
+            raise NotBakeable(f"{where}: {m} ({self.family.modules[m]}) computes its activation inline, with no "
+                              "act_fn module, so there is no hook point for a unit inside an expert to verify the "
+                              "fold against; aura on its attention, shared experts or other Linear modules bakes")
+        shape = self.family.params[name]
+        unit = ({1, 2} - {hidden}).pop()
+        if m not in alphas:
+            raise BakeError(f"{where}.alphas: no alphas for module {m} (fused experts: {shape[0]} x {shape[unit]})")
+        a = alphas[m]
+        if a.numel() != shape[0] * shape[unit]:
+            raise BakeError(f"{where}.alphas[{m}]: {a.numel()} alphas; fused experts need experts x units = "
+                            f"{shape[0]} x {shape[unit]} = {shape[0] * shape[unit]} (row-major [experts, units])")
+        a = a.reshape(shape[0], shape[unit])
+        slices = self.family.keymap.slices(name, shape)
+        if not slices:
+            raise BakeError(f"{where}: parameter {name} of {m} is not in the checkpoint")
+        for sl in slices:
+            self.add_op(sl.key, Op(idx, "mul", fold.grid(a, (0, unit), sl, self.names[sl.key])), step)
+        step.hooks.append(Hook(idx, m, "scale_experts", a))
 
     def steer(self, idx: int, iv: Steer, where: str) -> Step:
         v = load_tensor(iv.vector, self.recipe.base_dir, f"{where}.vector")

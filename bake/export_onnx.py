@@ -28,9 +28,6 @@ LOGIT_TOL = 1e-3
 GEN_TOKENS = 32
 SIDE = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
         "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model")
-# model types whose graphs export and verify here (tests cover each); MoE routing does not export
-SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gpt2")
-GENAI_UNSUPPORTED = ("gpt2",)  # model types onnxruntime-genai's generator does not run (onnxruntime does)
 
 
 class _WithCache(torch.nn.Module):
@@ -59,17 +56,96 @@ def io_names(n_layers: int) -> tuple[list[str], list[str]]:
 
 
 def check(cfg: dict, what: str = "this model") -> None:
-    """Refuse what does not export, before anything is written (`bake apply` calls it first)."""
-    mt = cfg.get("model_type")
-    if mt not in SUPPORTED:
-        raise NotBakeable(f"ONNX export supports model types {', '.join(SUPPORTED)}; {what} is {mt!r}"
-                          + (" (mixture-of-experts routing does not trace to a static graph)" if mt == "mixtral" else ""))
+    """Refuse what does not export, before anything is written (`bake apply` calls it first): a tiny
+    random model of the same config is exported and compared with PyTorch first (`trial`)."""
+    why = trial(cfg)
+    if why:
+        raise NotBakeable(f"ONNX export cannot be done for {what} (model_type={cfg.get('model_type')!r}): {why}; "
+                          "leave `onnx` out of `export` to bake the checkpoint (and GGUF) without it")
+
+
+TRIAL_TOKENS = 3
+
+
+def trial(cfg: dict, run: bool = True) -> str | None:
+    """'' when a tiny random model of `cfg` exports with torch.onnx and onnxruntime reproduces its logits
+    (teacher-forced, with the cache fed back) within LOGIT_TOL; otherwise why not. What torch.onnx traces
+    is decided by tracing, not by a list; the answer is cached per config and library versions
+    (`run=False`: the cached answer, None when the trial has not run)."""
+    import hashlib
+
+    import onnxruntime as ort
+    import transformers
+
+    from .families import tiny
+    from .source import cache_dir
+
+    clean = {k: v for k, v in cfg.items() if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype")}
+    tag = json.dumps([clean, torch.__version__, transformers.__version__, ort.__version__], sort_keys=True, default=str)
+    cache = cache_dir() / "onnx-trial"
+    hit = cache / f"{hashlib.sha256(tag.encode()).hexdigest()[:24]}.json"
+    if hit.is_file():
+        return json.loads(hit.read_text())["why"]
+    if not run:
+        return None
+    why = _trial(cfg, tiny, ort)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        hit.write_text(json.dumps({"model_type": cfg.get("model_type"), "why": why}) + "\n")
+    except OSError:
+        pass
+    return why
+
+
+def _trace_failure(e: BaseException) -> str:
+    """The root cause of a torch.onnx failure in one line (its outer errors only say "step 1/3 failed")."""
+    import re
+
+    from .errors import first_line
+
+    root = e
+    while root.__cause__ is not None or root.__context__ is not None:
+        root = root.__cause__ or root.__context__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", first_line(root))[:240]
+    if "DataDependent" in type(root).__name__:
+        return ("torch.onnx cannot trace it: its forward branches on tensor values (data-dependent control flow, "
+                f"such as a loop over the experts a token is routed to), which a static graph cannot hold ({text})")
+    return f"torch.onnx cannot trace it ({type(root).__name__}: {text})"
+
+
+def _trial(cfg: dict, tiny, ort) -> str:
+    import tempfile
+
+    from .errors import first_line
+
+    try:
+        model = tiny.build(tiny.tiny_config(cfg), dtype=torch.float32)
+    except Exception as e:  # noqa: BLE001 - a config whose tiny instance does not build
+        return f"no tiny instance of its config builds to try the export on ({type(e).__name__}: {first_line(e)})"
+    model.config._attn_implementation = "eager"
+    with tempfile.TemporaryDirectory(prefix="bake-onnx-trial-") as tmp:
+        try:
+            _export_graph(model, Path(tmp) / MODEL_FILE)
+        except Exception as e:  # noqa: BLE001 - whatever the tracer says is the reason
+            return _trace_failure(e)
+        try:
+            session = ort.InferenceSession(str(Path(tmp) / MODEL_FILE), providers=["CPUExecutionProvider"])
+            ids = np.array([[1, 5, 9, 2, 7]], np.int64) % model.config.get_text_config().vocab_size
+            toks, got = ort_greedy(session, ids, TRIAL_TOKENS)
+        except Exception as e:  # noqa: BLE001
+            return f"onnxruntime cannot run the exported graph ({type(e).__name__}: {first_line(e)[:300]})"
+        del session
+    with torch.no_grad():
+        ref = model(torch.tensor([list(ids[0]) + toks[:-1]])).logits[0].numpy()
+    err = float(np.abs(ref - got).max())
+    if not err <= LOGIT_TOL:
+        return f"the exported graph's logits differ from PyTorch's by {err:.3g} (> {LOGIT_TOL:g}) on a tiny model"
+    return ""
 
 
 def _load(model_dir: Path, trust_remote_code: bool):
     from .verifier import load_model
 
-    check(json.loads((model_dir / "config.json").read_text()), str(model_dir))
     model = load_model(model_dir, trust_remote_code=trust_remote_code, dtype=torch.float32)
     model.config._attn_implementation = "eager"  # traces to plain MatMul/Softmax on every family
     return model
@@ -176,7 +252,7 @@ def verify_onnx(model, folder: Path, inputs, n_steps: int = GEN_TOKENS) -> dict:
         has_genai = False
     eos, context = eos_ids(model), context_length(model)
     session = ort.InferenceSession(str(folder / MODEL_FILE), providers=["CPUExecutionProvider"])
-    runs, genai_runs, genai_error = [], [], None
+    runs, genai_runs, genai_error, genai_unknown = [], [], None, False
     for label, ids in inputs:
         ids = ids[:, : context - 1]
         n_new = min(n_steps, context - ids.shape[1])  # a tiny test model's context may be shorter
@@ -186,6 +262,7 @@ def verify_onnx(model, folder: Path, inputs, n_steps: int = GEN_TOKENS) -> dict:
                 genai_runs.append(genai_greedy(folder, ids.numpy(), n_new))
             except Exception as e:  # a failure, unless onnxruntime-genai does not know the model type (gpt2)
                 genai_error = f"onnxruntime-genai could not run this model: {str(e).strip() or type(e).__name__}"
+                genai_unknown = "Unsupported model_type" in str(e)
     del session
     prompts = against_reference(model, runs)  # PyTorch after the runtimes: their thread pools don't overlap
     for p, g in zip(prompts, genai_runs if genai_error is None else []):
@@ -202,7 +279,7 @@ def verify_onnx(model, folder: Path, inputs, n_steps: int = GEN_TOKENS) -> dict:
         failures.append(f"greedy tokens differ on {len(prompts) - identical}/{len(prompts)} prompts")
     if has_genai and genai_error is None and genai_identical < len(prompts):
         failures.append(f"onnxruntime-genai tokens differ on {len(prompts) - genai_identical}/{len(prompts)} prompts")
-    if genai_error and model.config.get_text_config().model_type not in GENAI_UNSUPPORTED:
+    if genai_error and not genai_unknown:  # a type genai does not know is stated, not failed (onnxruntime ran it)
         failures.append(genai_error)
     return {
         "status": "failed" if failures else "passed",
@@ -226,7 +303,11 @@ def export(model_dir: Path, out: Path, progress: bool = True, prompts: list[str]
     model = _load(model_dir, trust_remote_code)
     if progress:
         print(f"exporting ONNX (torch.onnx, dynamo) from {model_dir} ...", flush=True)
-    dims = _export_graph(model, out / MODEL_FILE)
+    try:  # the real export is its own trial: a folder that does not trace gets the tracer's reason
+        dims = _export_graph(model, out / MODEL_FILE)
+    except Exception as e:  # noqa: BLE001
+        raise NotBakeable(f"ONNX export cannot be done for {model_dir} "
+                          f"(model_type={model.config.model_type!r}): {_trace_failure(e)}") from None
     for f in SIDE:
         if (model_dir / f).is_file():
             shutil.copyfile(model_dir / f, out / f)

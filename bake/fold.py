@@ -26,6 +26,35 @@ def scale_units(w: torch.Tensor, alpha: torch.Tensor, axis: int) -> torch.Tensor
     return w * _along(alpha.to(w.dtype), w.ndim, axis)
 
 
+def multiply(w: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """w * factor, factor broadcastable to w with as many axes (see `grid`)."""
+    return w * factor.to(w.dtype)
+
+
+def grid(alpha: torch.Tensor, axes: tuple[int, ...], piece, key_shape) -> torch.Tensor:
+    """The factor for one checkpoint key of a parameter scaled by `alpha` over parameter `axes`.
+
+    alpha: [n_0, n_1, ...] indexed by parameter axes `axes`. `piece` is the key's `Slice` (families.keys):
+    per key axis (param axis, start, step), and the param axes fixed by the key (one key per expert).
+    Returns a tensor with len(key_shape) axes, alpha's entries along the key axes they map to, 1 elsewhere.
+    """
+    fixed = dict(piece.index)
+    sel, dims = alpha, []
+    for j, pa in enumerate(axes):  # index alpha's axis j; remember which key axis it becomes
+        if pa in fixed:
+            sel = sel.narrow(len(dims), fixed[pa], 1).squeeze(len(dims))
+            continue
+        b = piece.key_axis(pa)
+        _, start, step = piece.axes[b]
+        sel = sel.index_select(len(dims), start + step * torch.arange(key_shape[b]))
+        dims.append(b)
+    order = sorted(range(len(dims)), key=lambda k: dims[k])
+    shape = [1] * len(key_shape)
+    for b in dims:
+        shape[b] = key_shape[b]
+    return sel.permute(order).reshape(shape)
+
+
 def shift_units(b: torch.Tensor, alpha: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     """AURA mean-shift on a bias: b -> b + (1 - alpha) * mu (after `scale_units`).  b, alpha, mu: [N]."""
     return b + (1 - alpha.to(b.dtype)) * mu.to(b.dtype)

@@ -45,7 +45,9 @@ def compute(edit: TensorEdit, read, out_dtype: torch.dtype) -> tuple[torch.Tenso
     uses (every fold acts independently along the others), so memory stays near one tensor."""
     src = read(edit.source) if edit.source is not None else torch.zeros(edit.shape, dtype=out_dtype)
     out = torch.empty(edit.shape, dtype=out_dtype)
-    free = [a for a in range(len(edit.shape)) if a not in {op.axis for op in edit.ops if op.fn != "add"}]
+    used = {a for op in edit.ops if op.fn not in ("add", "mul") for a in [op.axis]}
+    used |= {a for op in edit.ops if op.fn == "mul" for a, n in enumerate(op.vec.shape) if n != 1}
+    free = [a for a in range(len(edit.shape)) if a not in used]
     if not free or src.numel() <= CHUNK:
         slices = [(slice(None),) * len(edit.shape)]
     else:

@@ -1,14 +1,17 @@
 """Which model types bake supports, proven by baking: every causal-LM type of the installed transformers.
 
-    .venv/bin/python eval/coverage.py [--types llama,qwen3_moe,...] [--json eval/coverage.json]
+    .venv/bin/python eval/coverage.py [--types llama,qwen3_moe,...] [--onnx-only] [--json eval/coverage.json]
 
-(with --types, those rows of an existing JSON of the same transformers version are replaced)
+(with --types, those rows of an existing JSON of the same transformers version are replaced;
+--onnx-only re-runs only the ONNX trial of the rows)
 
 For each type transformers registers for causal LM, a tiny random model of its default config is
 classified (decoder-only or not, numerically), probed for its adapter (`bake.families`), and for
 each kind the probe calls exact (or exact through a config flag), baked with `bake.apply` and
 verified against the hooks in float64; `approximate` kinds are baked with `approximate: true` and
-their measured deviation is shown. A status counts only when the bake verified. Prints the
+their measured deviation is shown. A status counts only when the bake verified. Each decoder-only
+type also gets the ONNX trial `bake export onnx` runs before baking (a tiny model exported with
+torch.onnx, its logits compared in onnxruntime): `onnx` is "" or the reason it fails. Prints the
 Markdown table the README carries, the counts, and writes the rows as JSON.
 """
 
@@ -69,8 +72,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--types", help="comma-separated model types (default: all)")
     ap.add_argument("--json", default=str(ROOT / "eval" / "coverage.json"))
+    ap.add_argument("--onnx-only", action="store_true", help="only (re-)run the ONNX trial of each row")
     args = ap.parse_args()
     import transformers
+
+    if args.onnx_only:
+        return onnx_only(args)
 
     types = args.types.split(",") if args.types else coverage.causal_lm_types()
     rows, t0 = [], time.time()
@@ -85,10 +92,41 @@ def main() -> int:
                 except Exception as e:  # noqa: BLE001 - a type whose tiny model cannot be saved or reloaded
                     cells = {k: ("failed", f"{type(e).__name__}: {first_line(e)[:160]}") for k in coverage.KINDS}
         rows.append({"model_type": mt, "decoder": row.decoder, "why": row.why, "cells": cells})
+        if row.decoder is not False:
+            rows[-1]["onnx"] = onnx_trial(mt)
         print(f"[{j + 1}/{len(types)}] {mt}: " + (", ".join(f"{k}={c[0]}" for k, c in cells.items())
                                                     or (row.why or "")), f"({time.time() - t:.1f}s)", flush=True)
     print(f"\n{len(types)} types in {time.time() - t0:.0f} s")
-    if args.types and Path(args.json).is_file():  # a partial run updates those rows of the full table
+    return write(args, rows, bool(args.types))
+
+
+def onnx_trial(model_type: str) -> str:
+    from bake import export_onnx
+
+    try:
+        return export_onnx.trial(coverage.default_config(model_type))
+    except Exception as e:  # noqa: BLE001 - e.g. a MemoryError under the address-space limit
+        return f"{type(e).__name__}: {first_line(e)[:160]}"
+
+
+def onnx_only(args) -> int:
+    old = json.loads(Path(args.json).read_text())
+    rows, t0 = old["rows"], time.time()
+    want = set(args.types.split(",")) if args.types else None
+    todo = [r for r in rows if r["decoder"] is not False and (want is None or r["model_type"] in want)]
+    for j, r in enumerate(todo):
+        t = time.time()
+        r["onnx"] = onnx_trial(r["model_type"])
+        print(f"[{j + 1}/{len(todo)}] {r['model_type']}: onnx {'yes' if r['onnx'] == '' else r['onnx'][:120]} "
+              f"({time.time() - t:.1f}s)", flush=True)
+    print(f"\n{len(todo)} ONNX trials in {time.time() - t0:.0f} s")
+    return write(args, rows, False)
+
+
+def write(args, rows, merge: bool) -> int:
+    import transformers
+
+    if merge and Path(args.json).is_file():  # a partial run updates those rows of the full table
         old = json.loads(Path(args.json).read_text())
         if old["transformers"] == transformers.__version__:
             mine = {r["model_type"]: r for r in rows}
@@ -98,7 +136,7 @@ def main() -> int:
           f"(or undecided), {len(rows) - len(dec)} not decoder-only\n")
     print(coverage.table(rows))
     Path(args.json).write_text(json.dumps({"transformers": transformers.__version__, "rows": rows}, indent=1))
-    print(f"\nwritten: {args.json}\nreproduce: .venv/bin/python eval/coverage.py")
+    print(f"\nwritten: {args.json}\nreproduce: .venv/bin/python eval/coverage.py  (ONNX column only: --onnx-only)")
     return 0
 
 

@@ -4,6 +4,7 @@ their derived status calls exact; every type transformers ships has a status or 
 from __future__ import annotations
 
 import pytest
+import torch
 
 import bake
 from bake.families import coverage, tiny
@@ -69,6 +70,49 @@ def test_gpt_oss_steers_through_expert_biases(tmp_path):
     assert report["verification"]["status"] == "passed"
 
 
+def _expert_alphas(model, tmp_path):
+    from safetensors.torch import save_file
+
+    from bake.families import resolve
+    from bake.source import open_checkpoint
+
+    ck = open_checkpoint(model)
+    fam = resolve(ck.config, ck.shapes)
+    m, (name, hidden) = next(iter(fam.experts.items()))
+    shape = fam.params[name]
+    a = torch.rand(shape[0], shape[({1, 2} - {hidden}).pop()], generator=torch.Generator().manual_seed(0))
+    save_file({m: a.reshape(-1).contiguous()}, str(tmp_path / "alphas.safetensors"))
+    return {"kind": "aura", "modules": m, "alphas": str(tmp_path / "alphas.safetensors")}, m
+
+
+@pytest.mark.parametrize("model_type", ["qwen3_moe", "llama4_text"])
+def test_aura_scales_units_inside_fused_experts(tmp_path, model_type):
+    """qwen3_moe: experts fused in memory, one key per expert on disk, act_fn called per routed expert;
+    llama4_text: one fused key on disk, all experts run at once."""
+    from transformers import AutoModelForCausalLM
+
+    model = tiny.save(coverage.default_config(model_type), tmp_path / "model")
+    iv, m = _expert_alphas(model, tmp_path)
+    report = bake.apply({"model": str(model), "interventions": [iv], "verify": {"generate_tokens": 4}},
+                        output=tmp_path / "out", progress=False)
+    edited = {e["tensor"] for e in report["edits"]}
+    assert edited and all(k.startswith(m + ".") and "down_proj" in k for k in edited), edited
+    v = report["verification"]
+    assert v["status"] == "passed" and v["metrics"]["max_abs_logit"] <= TOL, v
+    ids = torch.tensor([[1, 5, 9, 2, 7, 3]])
+    base, baked = (AutoModelForCausalLM.from_pretrained(p, experts_implementation="eager")(ids).logits
+                   for p in (model, tmp_path / "out"))
+    assert (base - baked).abs().max() > 1e-3  # the units were scaled: the model changed
+
+
+def test_aura_inside_experts_without_a_hook_point_is_refused(tmp_path):
+    model = tiny.save(coverage.default_config("gpt_oss"), tmp_path / "model")
+    iv, _ = _expert_alphas(model, tmp_path)
+    with pytest.raises(bake.NotBakeable, match="no act_fn module"):
+        bake.apply({"model": str(model), "interventions": [iv]}, output=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def _proven() -> dict:
     import json
     from pathlib import Path
@@ -95,16 +139,22 @@ def test_every_causal_lm_type_has_a_status_or_a_reason():
     assert seen > 100
 
 
-def test_serving_notes_say_who_serves_a_baked_checkpoint():
-    """Per runtime, from the exporters' own checks and the hand-written runtime facts."""
+def test_serving_notes_say_who_serves_a_baked_checkpoint(tmp_path, monkeypatch):
+    """Per runtime, from the exporters' own checks (ONNX: the trial's cached answer) and the hand-written
+    runtime facts."""
+    from bake import export_onnx
     from bake.serving import notes
 
-    llama = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "mlp_bias": True}
+    monkeypatch.setenv("BAKE_CACHE", str(tmp_path))
+    llama = {**coverage.default_config("llama"), "architectures": ["LlamaForCausalLM"], "mlp_bias": True}
+    assert dict((rt, ok) for rt, ok, _ in notes(llama))["ONNX Runtime"] == "untried"
+    assert export_onnx.trial(llama) == ""
     rows = {rt: (ok, why) for rt, ok, why in notes(llama, {"mlp_bias": True})}
     assert rows["transformers"][0] == "yes" and rows["llama.cpp"][0] == "yes" and rows["ONNX Runtime"][0] == "yes"
     assert rows["vLLM"][0].startswith("yes") and "untested" in rows["vLLM"][0]
     assert rows["SGLang"][0] == "NO" and "dropped" in rows["SGLang"][1]  # it drops the steering bias silently
-    moe = {"model_type": "qwen3_5_moe_text", "architectures": ["Qwen3_5MoeForCausalLM"]}
+    moe = {**coverage.default_config("qwen3_5_moe_text"), "architectures": ["Qwen3_5MoeForCausalLM"]}
+    assert "cannot trace it" in export_onnx.trial(moe)
     rows = {rt: (ok, why) for rt, ok, why in notes(moe)}
     assert rows["llama.cpp"][0] == "yes" and rows["ONNX Runtime"][0] == "no"
     assert rows["SGLang"][0].startswith("likely")  # no new tensors: the architecture's own layout

@@ -113,9 +113,18 @@ def test_onnx_steering_bias_and_untied_head_survive(tmp_path):
 
 
 def test_onnx_refuses_moe(tmp_path):
+    """Routed experts do not trace: `bake export` says why, and `bake apply` refuses before baking (a tiny
+    model of the same config is tried first)."""
     src = build("mixtral", tmp_path / "m")
-    with pytest.raises(NotBakeable, match="mixture-of-experts"):
+    with pytest.raises(NotBakeable, match="model_type='mixtral'.*torch.onnx cannot trace it"):
         bake.export(src, "onnx", progress=False)
+    assert not (tmp_path / "m" / "onnx").exists()
+    _vectors(tmp_path, 32)
+    recipe = {"model": str(src), "export": ["hf", "onnx"],
+              "interventions": [{"kind": "ablate", "direction": str(tmp_path / "r.safetensors"), "layers": "all"}]}
+    with pytest.raises(NotBakeable, match="tiny random model|cannot trace it"):
+        bake.apply(recipe, output=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_onnx_runs_without_bake(tmp_path):

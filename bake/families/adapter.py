@@ -65,6 +65,7 @@ class Adapter:
     keymap: keymod.KeyMap | None = None
     notes: list[str] = field(default_factory=list)
     broken: str = ""  # why some block has no residual decomposition (then only aura bakes)
+    experts: dict = field(default_factory=dict)  # fused experts module -> (output param [E, ., .], its hidden axis)
 
     def block(self, i: int) -> str:
         return f"{self.blocks_path}.{i}"
@@ -102,7 +103,14 @@ class Adapter:
         return "refused", self.steer_why or "no bias slot before the residual add"
 
     def aura_status(self) -> tuple[str, str]:
-        return "exact", "scales output units of Linear / Conv1D / Embedding modules (weight rows or columns, and bias)"
+        how = "scales output units of Linear / Conv1D / Embedding modules (weight rows or columns, and bias)"
+        if not self.experts:
+            return "exact", how
+        if all(f"{m}.act_fn" in self.modules for m in self.experts):
+            return "exact", how + (", and units inside fused experts (alphas [experts x units], folded into each "
+                                   "expert's output projection)")
+        return "exact", how + ("; units inside its fused experts are refused: they compute their activation inline, "
+                               "with no act_fn module to hook")
 
 
 def _kind(m: torch.nn.Module) -> str:
@@ -204,7 +212,7 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
         return tuple(out)
 
     embeds = [Writer(m, tensors(m, ts), ex) for m, ts, ex in pr.embeds]
-    blocks, slots, broken = [], [], ""
+    blocks, slots, broken, experts = [], [], "", {}
     for i, blk in enumerate(blocks_list):
         prefix = f"{pr.blocks_path}.{i}"
         rule = pr.blocks.get(probemod.signature(blk))
@@ -225,6 +233,9 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
                 norm = (nk[0][0], w.norm_offset) if nk else None
                 src = tensors(f"{prefix}.{w.norm_of}", w.source_out, prefix)
             ws.append(Writer(mod, tensors(mod, w.out, prefix) if w.out else (), w.exact, i, w.coef, norm, src or ()))
+            for t, a in w.out:  # a fused 3-D expert output projection: aura can address its units
+                if len(params.get(f"{prefix}.{t}", ())) == 3:
+                    experts[f"{prefix}.{t}".rsplit(".", 1)[0]] = (f"{prefix}.{t}", a)
         blocks.append(ws)
         sw = rule.steer_writer
         if sw is not None:
@@ -258,5 +269,6 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
                  steer_how=pr.slot_how or ("adds scale*v to the existing output bias of the block's last sublayer"
                                            + (" (every expert's bias: routing weights sum to one)" if moe else "")),
                  steer_why=pr.slot_why, embed_key=emb_key, head_key=(head_mod + ".weight") if head_mod else None,
-                 tied=tied, moe=moe, modules=modules, params=params, keymap=km, notes=list(pr.notes), broken=broken)
+                 tied=tied, moe=moe, modules=modules, params=params, keymap=km, notes=list(pr.notes), broken=broken,
+                 experts=experts)
     return ad

@@ -171,28 +171,32 @@ def counts(rows) -> str:
     return "; ".join(out)
 
 
-def exports(model_type: str) -> tuple[str, str]:
-    """(GGUF, ONNX) status of a type: llama.cpp's converter registers its architecture; bake's ONNX
-    export supports it."""
+def exports(model_type: str, row: dict | None = None) -> tuple[str, str]:
+    """(GGUF, ONNX) status of a type: llama.cpp's converter registers its architecture; a tiny random model
+    of it exported with torch.onnx and onnxruntime reproduced its logits (eval/coverage.py runs that trial
+    and stores it in the row as `onnx`; unproven, the column says the trial runs at export)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    from .. import export_gguf, export_onnx
+    from .. import export_gguf
 
     folder = export_gguf.converter_dir()
     arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
     gguf = "-" if folder is None else ("converter" if arch in export_gguf.known_architectures(folder) else "no")
-    return gguf, ("yes" if model_type in export_onnx.SUPPORTED else "no")
+    onnx = (row or {}).get("onnx")
+    return gguf, ("tried at export" if onnx is None else "yes" if onnx == "" else f"no: {onnx}")
 
 
 def table(rows) -> str:
     lines = [counts(rows), "",
              "GGUF: `converter` = llama.cpp's converter registers the architecture (`bake export gguf` then writes "
-             "and verifies the file); ONNX: `bake export onnx` supports the type.", "",
+             "and verifies the file); ONNX: `yes` = a tiny random model of the type exported with torch.onnx and "
+             "onnxruntime reproduced its logits (`bake apply` with `export: [onnx]` runs the same trial before baking); "
+             "`tried at export`: eval/coverage.py has not run the trial for the type yet.", "",
              "| model_type | aura | steer | ablate | GGUF | ONNX |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if r["decoder"] is False:
             continue
-        gguf, onnx = exports(r["model_type"])
+        gguf, onnx = exports(r["model_type"], r)
         if not r["cells"]:
             lines.append(f"| {r['model_type']} | refused: {r['why']} | | | {gguf} | {onnx} |".replace("\n", " "))
             continue
