@@ -40,7 +40,7 @@ def grid(alpha: torch.Tensor, axes: tuple[int, ...], piece, key_shape) -> torch.
     """
     fixed = dict(piece.index)
     sel, dims = alpha, []
-    for j, pa in enumerate(axes):  # index alpha's axis j; remember which key axis it becomes
+    for pa in axes:  # index alpha along it (a fixed index drops the axis); remember which key axis it becomes
         if pa in fixed:
             sel = sel.narrow(len(dims), fixed[pa], 1).squeeze(len(dims))
             continue

@@ -3,7 +3,7 @@
     .venv/bin/python eval/coverage.py [--types llama,qwen3_moe,...] [--onnx-only] [--json eval/coverage.json]
 
 (with --types, those rows of an existing JSON of the same transformers version are replaced;
---onnx-only re-runs only the ONNX trial of the rows)
+--onnx-only runs only the ONNX trial: of the rows that have none yet, or of the --types given)
 
 For each type transformers registers for causal LM, a tiny random model of its default config is
 classified (decoder-only or not, numerically), probed for its adapter (`bake.families`), and for
@@ -72,7 +72,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--types", help="comma-separated model types (default: all)")
     ap.add_argument("--json", default=str(ROOT / "eval" / "coverage.json"))
-    ap.add_argument("--onnx-only", action="store_true", help="only (re-)run the ONNX trial of each row")
+    ap.add_argument("--onnx-only", action="store_true", help="only run the ONNX trial (rows without one, or --types)")
     args = ap.parse_args()
     import transformers
 
@@ -113,7 +113,7 @@ def onnx_only(args) -> int:
     old = json.loads(Path(args.json).read_text())
     rows, t0 = old["rows"], time.time()
     want = set(args.types.split(",")) if args.types else None
-    todo = [r for r in rows if r["decoder"] is not False and (want is None or r["model_type"] in want)]
+    todo = [r for r in rows if r["decoder"] is not False and (r["model_type"] in want if want else "onnx" not in r)]
     for j, r in enumerate(todo):
         t = time.time()
         r["onnx"] = onnx_trial(r["model_type"])
