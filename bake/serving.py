@@ -45,8 +45,9 @@ def notes(config: dict, config_changes: dict | None = None) -> list[tuple[str, s
         rows.append(("llama.cpp", "no", str(e)))
     why = export_onnx.trial(config, run=False)  # the trial takes seconds: the card states its cached answer
     if why is None:
-        rows.append(("ONNX Runtime", "untried", "`bake export onnx` first exports a tiny random model of this config "
-                                                "and compares it in onnxruntime, then writes and verifies the real one"))
+        rows.append(("ONNX Runtime", "untried", "`bake apply` with `export: [onnx]` first exports a tiny random model "
+                                                "of this config and compares it in onnxruntime; `bake export onnx` "
+                                                "writes and verifies the real one"))
     elif why:
         rows.append(("ONNX Runtime", "no", f"a tiny random model of this config does not export: {why}"))
     else:
