@@ -15,6 +15,7 @@ CONFIG_SIZES = ("num_hidden_layers", "n_layer", "hidden_size", "n_embd", "num_at
 # may be null (several config classes default them to None and derive them)
 CONFIG_OPTIONAL_SIZES = ("head_dim", "sliding_window", "n_inner", "intermediate_size", "num_key_value_heads",
                          "max_position_embeddings", "n_positions", "num_local_experts", "num_experts_per_tok")
+CONFIG_PER_LAYER_SIZES = ("intermediate_size",)  # or a list of them, one per layer
 CONFIG_FLAGS = ("tie_word_embeddings", "mlp_bias", "attention_bias")
 
 
@@ -24,8 +25,12 @@ def check_config(config: dict) -> None:
         return isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 31
 
     bad = [f"{k}={config[k]!r} (expected a positive integer)" for k in CONFIG_SIZES if k in config and not size(config[k])]
+    def per_layer(v):  # Gemma 3n: one intermediate size per layer
+        return isinstance(v, list) and len(v) == config.get("num_hidden_layers") and all(map(size, v))
+
     bad += [f"{k}={config[k]!r} (expected a positive integer, 0 or null)" for k in CONFIG_OPTIONAL_SIZES
-            if config.get(k) not in (None, 0) and not size(config[k])]
+            if config.get(k) not in (None, 0) and not size(config[k])
+            and not (k in CONFIG_PER_LAYER_SIZES and per_layer(config[k]))]
     bad += [f"{k}={config[k]!r} (expected true or false)" for k in CONFIG_FLAGS
             if k in config and not isinstance(config[k], bool)]
     sub = config.get("text_config")

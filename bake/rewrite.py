@@ -135,6 +135,9 @@ def rewrite(plan: Plan, out_dir: Path, progress: bool = True) -> list[dict]:
     config = dict(ckpt.config)
     merge_config(config, plan.config_updates)
     config.pop("torch_dtype", None)
+    from transformers import PreTrainedConfig
+
+    config = PreTrainedConfig._encode_special_floats(config)  # infinities as transformers writes them
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     for p in sorted(ckpt.path.iterdir()):
         if p.is_file() and p.suffix in SIDE_FILES and p.name not in ("config.json", INDEX_NAME, "bake_report.json"):

@@ -135,6 +135,9 @@ def open_checkpoint(path: Path, spec: str = "", origin: dict | None = None) -> C
     config = _json(cfg_path, "config.json")
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise BakeError(f"{cfg_path}: not a transformers config (a JSON object with a `model_type`)")
+    from transformers import PreTrainedConfig
+
+    config = PreTrainedConfig._decode_special_floats(config)  # {"__float__": "Infinity"}, as transformers writes it
     index = path / INDEX_NAME
     weight_map = None
     if index.is_file():

@@ -119,6 +119,7 @@ def onnx_only(args) -> int:
         r["onnx"] = onnx_trial(r["model_type"])
         print(f"[{j + 1}/{len(todo)}] {r['model_type']}: onnx {'yes' if r['onnx'] == '' else r['onnx'][:120]} "
               f"({time.time() - t:.1f}s)", flush=True)
+        save(args, rows)  # an interrupted run keeps what it tried
     print(f"\n{len(todo)} ONNX trials in {time.time() - t0:.0f} s")
     return write(args, rows, False)
 
@@ -135,9 +136,17 @@ def write(args, rows, merge: bool) -> int:
     print(f"transformers {transformers.__version__}: {len(rows)} causal-LM types, {len(dec)} decoder-only "
           f"(or undecided), {len(rows) - len(dec)} not decoder-only\n")
     print(coverage.table(rows))
-    Path(args.json).write_text(json.dumps({"transformers": transformers.__version__, "rows": rows}, indent=1))
+    save(args, rows)
     print(f"\nwritten: {args.json}\nreproduce: .venv/bin/python eval/coverage.py  (ONNX column only: --onnx-only)")
     return 0
+
+
+def save(args, rows) -> None:
+    import transformers
+
+    tmp = Path(args.json).with_suffix(".tmp")
+    tmp.write_text(json.dumps({"transformers": transformers.__version__, "rows": rows}, indent=1))
+    tmp.replace(args.json)
 
 
 if __name__ == "__main__":

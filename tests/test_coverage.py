@@ -13,8 +13,10 @@ TOL = 1e-5  # the same tolerance as tests/test_families.py
 
 REPRESENTATIVE = ["qwen3_moe", "qwen3_5", "qwen3_5_moe", "gemma4_text", "gpt_oss", "deepseek_v3", "glm4_moe",
                   "llama4_text", "ministral3", "phi3", "olmo2", "olmo3", "smollm3", "gemma2", "granitemoe", "lfm2",
-                  "lfm2_moe"]  # lfm2_moe: the tiny test of its entry in bake/families/overrides.py
-MOE = {"qwen3_moe", "qwen3_5_moe", "gpt_oss", "deepseek_v3", "glm4_moe", "llama4_text", "granitemoe", "lfm2_moe"}
+                  "lfm2_moe", "granitemoehybrid", "gemma3n_text"]
+# lfm2_moe, granitemoehybrid: the tiny tests of their entries in bake/families/overrides.py's DEFAULTS
+MOE = {"qwen3_moe", "qwen3_5_moe", "gpt_oss", "deepseek_v3", "glm4_moe", "llama4_text", "granitemoe", "lfm2_moe",
+       "granitemoehybrid"}
 
 
 @pytest.mark.parametrize("model_type", REPRESENTATIVE)
@@ -111,6 +113,31 @@ def test_aura_inside_experts_without_a_hook_point_is_refused(tmp_path):
     with pytest.raises(bake.NotBakeable, match="no act_fn module"):
         bake.apply({"model": str(model), "interventions": [iv]}, output=tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_type_refused_by_hand_needs_no_tiny_model():
+    """Gemma 4's drafters read their target's cache: refused with the reason, no tiny model built."""
+    row = coverage.status("gemma4_assistant")
+    assert row.decoder and {st for st, _ in row.status.values()} == {"refused"}
+    assert all("drafter" in why and "bake the target model" in why for _, why in row.status.values())
+
+
+def test_config_infinities_survive_the_bake(tmp_path):
+    """transformers writes inf in config.json as {"__float__": "Infinity"} (Mamba-2's time_step_limit):
+    bake reads it as transformers does and writes it back the same way."""
+    import json
+
+    from transformers import AutoConfig
+
+    model = tiny.save(coverage.default_config("mamba2"), tmp_path / "model")
+    assert {"__float__": "Infinity"} in json.loads((model / "config.json").read_text())["time_step_limit"]
+    arts = coverage.artifacts(model, tmp_path)
+    report = bake.apply({"model": str(model), "interventions": [arts["ablate"]], "verify": {"generate_tokens": 2}},
+                        output=tmp_path / "out", progress=False)
+    assert report["verification"]["status"] == "passed"
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert written["time_step_limit"] == [0.0, {"__float__": "Infinity"}]
+    assert AutoConfig.from_pretrained(tmp_path / "out").time_step_limit[1] == float("inf")
 
 
 def _proven() -> dict:
