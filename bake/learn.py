@@ -40,6 +40,13 @@ def pool(h: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     raise BakeError(f"unknown pooling {how!r}; use one of {', '.join(POOLINGS)}")
 
 
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids counted over real tokens, so that a text has the same positions whichever side
+    its batch is padded on (left padding otherwise shifts them, and rotary embeddings, computed in
+    float32, round differently at other positions)."""
+    return (mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
 # --- model access -----------------------------------------------------------------------------
 
 
@@ -73,6 +80,16 @@ class Runner:
                            truncation=max_length is not None, max_length=max_length)
             yield enc
 
+    def forward(self, enc) -> None:
+        """The base model (no LM head: hooks see everything, no [B, T, vocab] logits) on a tokenized
+        batch, with positions counted over real tokens where the model takes them."""
+        import inspect
+
+        base = self.model.base_model
+        if "position_ids" in inspect.signature(base.forward).parameters:
+            enc = {**enc, "position_ids": positions(enc["attention_mask"])}
+        base(**enc)
+
     def chat(self, instruction: str) -> str:
         if getattr(self.tok, "chat_template", None):
             return self.tok.apply_chat_template([{"role": "user", "content": instruction}],
@@ -81,8 +98,22 @@ class Runner:
 
     @torch.no_grad()
     def responses(self, texts: list[str], modules: list[str], pooling: str = "max", max_length: int = 128,
-                  batch_size: int = 32, progress: bool = True) -> dict[str, torch.Tensor]:
-        """{module: pooled outputs [len(texts), units]} (float32, in the order of `texts`)."""
+                  batch_size: int = 32, progress: bool = True, dtype: torch.dtype = torch.float64
+                  ) -> dict[str, torch.Tensor]:
+        """{module: pooled outputs [len(texts), units]} (float64, in the order of `texts`).
+
+        The forward passes run in `dtype`. In float64 the responses do not depend on how the texts
+        are batched or padded (differences of about 1e-14), so rank statistics (AUROC) give the
+        same alphas for any batch size; in float32 the rounding depends on the batch's shape (about
+        1e-6 of a unit's range) and near-ties between texts can swap ranks."""
+        source = next(self.model.parameters()).dtype
+        self.model.to(dtype)  # lossless both ways from float32 to float64 and back
+        try:
+            return self._responses(texts, modules, pooling, max_length, batch_size, progress)
+        finally:
+            self.model.to(source)
+
+    def _responses(self, texts, modules, pooling, max_length, batch_size, progress):
         table = dict(self.model.named_modules())
         out: dict[str, list[torch.Tensor]] = {m: [] for m in modules}
         current = {}
@@ -92,7 +123,7 @@ class Runner:
                 mask = current["mask"]
                 if output.ndim == 2 and output.shape[0] == mask.numel():  # MoE experts see tokens flattened
                     output = output.reshape(*mask.shape, -1)
-                current[name] = pool(output.float(), mask, pooling)  # float32: [B, units]
+                current[name] = pool(output.double(), mask, pooling)  # [B, units], float64 from here
             return hook
 
         handles = [table[m].register_forward_hook(make(m)) for m in modules]
@@ -101,7 +132,7 @@ class Runner:
         try:
             for enc in self.batches([texts[i] for i in order], batch_size, max_length, "responses", progress):
                 current["mask"] = enc["attention_mask"]
-                self.model.base_model(**enc)  # no LM head: hooks see everything, no [B, T, vocab] logits
+                self.forward(enc)
                 for m in modules:
                     out[m].append(current[m])
         finally:
@@ -136,7 +167,7 @@ class Runner:
         try:
             with hooked(self.model, list(hooks)):
                 for enc in self.batches(texts, batch_size, None, "activations", progress):
-                    self.model.base_model(**enc)
+                    self.forward(enc)
                     mask = enc["attention_mask"]
                     per = []
                     for j in range(len(blocks)):

@@ -17,6 +17,11 @@ from . import imports, learn, refusal
 from .errors import BakeError
 
 
+# part of the cache key of learned artifacts: bump it when a learner computes something else from the
+# same options (2: AURA responses in float64 with positions counted over real tokens)
+LEARNER_VERSION = 2
+
+
 def _peak_rss_mb() -> float:
     import resource
 
@@ -26,13 +31,13 @@ def _peak_rss_mb() -> float:
 def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_column=None, label_column=None,
                layout=None, pooling="max", max_length=128, batch_size=32, score="auroc", rule="aura", top_k=None,
                top_fraction=None, per_layer=False, value=0.5, strength=1.0, zscore=False, limit=None,
-               statedict=None, progress=True, runner=None, trust_remote_code=False) -> dict:
+               statedict=None, dtype="float64", progress=True, runner=None, trust_remote_code=False) -> dict:
     t0 = time.time()
     ds = data_mod.load(data, text_column, label_column, layout, need_labels=True, limit=limit)
     runner = runner or learn.Runner(model, trust_remote_code)
     mods = runner.modules(list(modules))
     t1 = time.time()
-    resp = runner.responses(ds.texts, mods, pooling, max_length, batch_size, progress)
+    resp = runner.responses(ds.texts, mods, pooling, max_length, batch_size, progress, getattr(torch, dtype))
     t2 = time.time()
     alphas, scores, aurocs = learn.aura_alphas(resp, ds.labels, rule=rule, score=score, k=top_k,
                                                fraction=top_fraction, per_layer=per_layer, value=value,
@@ -50,6 +55,7 @@ def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_c
         "top10": [{"unit": names[i], "auroc": round(v, 4)} for v, i in zip(top.values.tolist(), top.indices.tolist())],
         "seconds_total": round(time.time() - t0, 1), "seconds_responses": round(t2 - t1, 1),
         "sentences_per_s": round(len(ds.texts) / max(t2 - t1, 1e-9), 1), "peak_rss_mb": round(_peak_rss_mb()),
+        "dtype": dtype,
     }
 
 
@@ -168,7 +174,7 @@ def materialize(recipe, ckpt, progress: bool = True):
             opts.setdefault("layers", list(iv.layers))
         model_digest = model_digest or [sha256_file(ckpt.path / f) for f in ckpt.shard_files]
         digest = hashlib.sha256(json.dumps({
-            "kind": iv.kind, "opts": opts, "model": model_digest,
+            "kind": iv.kind, "opts": opts, "model": model_digest, "learner": LEARNER_VERSION,
             "data": {k: sha256_file(Path(opts[k])) for k in _PATH_OPTS
                      if isinstance(opts.get(k), str) and Path(opts[k]).is_file()},
         }, sort_keys=True, default=str).encode()).hexdigest()[:16]

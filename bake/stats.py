@@ -1,7 +1,12 @@
 """Per-unit statistics over pooled responses, vectorized over units (pure functions).
 
 `x` is [samples, units] (float64), `y` is [samples] with labels 0/1. Every score is computed for
-all units at once; ties are handled exactly as scikit-learn does.
+all units at once; ties are handled as scikit-learn does, except that values equal within float
+noise are ties: responses come from float32 forward passes whose rounding depends on the batch's
+shape and padding (about 1e-6 of a unit's range), and an exact tie between two texts (the same
+first token, say) must not become a coin toss that moves the ranks. Sorted values less than
+`TIE_RTOL` times the unit's largest |value| apart belong to one tie group. (`bake learn aura`
+also computes in float64 by default, where the batch's shape changes responses by about 1e-14.)
 """
 
 from __future__ import annotations
@@ -9,14 +14,20 @@ from __future__ import annotations
 import torch
 
 
-def _tie_groups(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For a column-sorted [N, U] tensor: the first and last row index of each entry's tie group."""
+TIE_RTOL = 1e-6  # float32 resolution: values closer than this carry no ranking information
+
+
+def _tie_groups(s: torch.Tensor, rtol: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a column-sorted [N, U] tensor: the first and last row index of each entry's tie group
+    (neighbours closer than `rtol` times the column's largest |value| are tied)."""
     n = s.shape[0]
     pos = torch.arange(n, device=s.device).unsqueeze(1).expand_as(s)
+    rtol = TIE_RTOL if rtol is None else rtol
+    apart = (s[1:] - s[:-1]).abs() > rtol * s.abs().amax(0, keepdim=True)
     new = torch.ones_like(s, dtype=torch.bool)
-    new[1:] = s[1:] != s[:-1]
+    new[1:] = apart
     last = torch.ones_like(s, dtype=torch.bool)
-    last[:-1] = s[1:] != s[:-1]
+    last[:-1] = apart
     start = torch.where(new, pos, torch.zeros_like(pos)).cummax(0).values
     end = torch.where(last, pos, torch.full_like(pos, n - 1)).flip(0).cummin(0).values.flip(0)
     return start, end

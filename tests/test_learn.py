@@ -32,6 +32,19 @@ def test_auroc_and_aucpr_equal_sklearn_with_ties(seed):
         assert abs(ap[j] - metrics.average_precision_score(y, x[:, j])) <= 1e-9
 
 
+def test_values_equal_within_float_noise_rank_as_ties():
+    """Two texts with the same response (the same first token) stay tied when batching adds float32
+    noise of 1e-7 to one of them: the AUROC does not move."""
+    x = torch.tensor([[0.5], [0.5], [0.1], [0.9], [0.5], [0.3]], dtype=torch.float64)
+    y = torch.tensor([1, 0, 0, 1, 0, 1])
+    noisy = x.clone()
+    noisy[0] += 1e-7 * 0.9
+    noisy[1] -= 1e-7 * 0.9
+    assert stats.auroc(noisy, y).item() == stats.auroc(x, y).item() == pytest.approx(2 / 3)
+    noisy[0] += 1e-3  # a real difference still counts
+    assert stats.auroc(noisy, y).item() > stats.auroc(x, y).item()
+
+
 def test_cohens_d_and_point_biserial_on_known_values():
     x = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
     y = torch.tensor([0, 0, 1, 1])
@@ -103,6 +116,24 @@ def test_learn_aura_end_to_end_and_bake(model, tmp_path):
                                                 "alphas": alphas}]},
                             output=tmp_path / ("o" + str(len(alphas))), progress=False)
         assert report["verification"]["status"] == "passed"
+
+
+def test_learned_alphas_do_not_depend_on_batching_or_padding(model):
+    """Batch sizes 1, 4 and 16, left or right padding: alphas equal within 1e-6 (float64 forward
+    passes, positions counted over real tokens). eval/learn_batching.py measures it on SmolLM2."""
+    runner = learn.Runner(str(model))
+    mods = runner.modules(["model.layers.*.mlp.up_proj"])
+    y = [int(any(w in t for w in ("hate", "stupid", "bomb", "idiot"))) for t in CORPUS]
+    alphas = {}
+    for bs in (1, 4, 16):
+        for side in ("left", "right"):
+            runner.tok.padding_side = side
+            resp = runner.responses(CORPUS, mods, "max", 128, bs, progress=False)
+            alphas[bs, side] = learn.aura_alphas(resp, y)[0]
+    ref = alphas[1, "right"]
+    for got in alphas.values():
+        assert max((got[m] - ref[m]).abs().max().item() for m in mods) <= 1e-6
+    assert next(runner.model.parameters()).dtype == torch.float32  # the model is back in its dtype
 
 
 def test_mean_diff_recovers_a_planted_direction(model, tmp_path):
