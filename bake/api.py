@@ -106,11 +106,12 @@ def _inputs(r: Recipe, p: Plan) -> list[Path]:
 
 
 def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, force: bool = False,
-          progress: bool = True, trust_remote_code: bool = False) -> dict:
+          progress: bool = True, trust_remote_code: bool = False, verify_mode: str | None = None) -> dict:
     """Bake, verify and write. Returns the report; raises VerificationFailed (after writing the
     output with its failing report, so it can be inspected) when verification fails.
     `force` replaces an output folder that bake wrote earlier, never anything else;
-    `trust_remote_code` lets transformers run code shipped with the model."""
+    `trust_remote_code` lets transformers run code shipped with the model; `verify_mode`
+    (full | local | auto) overrides the recipe's `verify.mode`."""
     r = _recipe(recipe)
     out = _output_dir(r, output)
     staging.check_target(out, folder=True, force=force, protect=[r.base_dir])  # fail fast, before learning
@@ -136,7 +137,7 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
     staging.preflight_space(out, sum((src / f).stat().st_size for f in p.checkpoint.shard_files))
     with staging.staged(out, folder=True, force=force, protect=_inputs(r, p)) as tmp:
         stats = rewrite(p, tmp, progress=progress)
-        verification = run_verify(p, tmp, progress=progress)
+        verification = run_verify(p, tmp, progress=progress, mode=verify_mode)
         report = {**plan_summary(p), "bake_version": __version__, "output": str(out), "edits": stats,
                   "verification": verification, "seconds": round(time.time() - started, 1)}
         report["model"]["base"] = card.base_info(p.checkpoint)
@@ -245,7 +246,8 @@ def export(folder: str | Path, fmt: str, out: str | Path | None = None, gguf_typ
     return result
 
 
-def verify(out_dir: str | Path, progress: bool = True, trust_remote_code: bool = False) -> dict:
+def verify(out_dir: str | Path, progress: bool = True, trust_remote_code: bool = False,
+           mode: str | None = None) -> dict:
     """Check a written folder: its files against the sha256 manifest in its report, then the
     equivalence check again (its recipe.yaml names the source). Trust comes from the caller only,
     never from the folder."""
@@ -264,7 +266,7 @@ def verify(out_dir: str | Path, progress: bool = True, trust_remote_code: bool =
         path = p.checkpoint.path / f
         if not path.is_file() or sha256_file(path) != digest:
             raise BakeError(f"the source model changed since the bake: {path} does not match its recorded sha256")
-    result = run_verify(p, out, progress=progress)
+    result = run_verify(p, out, progress=progress, mode=mode)
     if result["status"] == "failed":
         raise VerificationFailed("verification failed: " + "; ".join(result["failures"]),
                                  {"verification": result, "integrity": files})

@@ -65,10 +65,17 @@ def _verification_rows(report: dict) -> list[str]:
     v = report["verification"]
     m = v["metrics"]
     tol = v["tolerance"]["max_abs_logit"]
-    rows.append(f"| Hugging Face (safetensors) | transformers, {v['compute_dtype']} | the hooked original model | "
-                f"{v['status']} | {_g(m['max_abs_logit'])}" + (f" (tolerance {tol:g})" if tol else "")
-                + f" | {m['greedy_identical_prompts']} prompts | top-1 {m['top1_agreement']:.2%}, "
-                f"KL max {_g(m['kl_max'])} |")
+    loc = v.get("local")
+    local = (f"module-local checks {loc['status']} ({len(loc['modules'])} modules, {len(loc['unchecked'])} unchecked)"
+             if loc else "")
+    if v.get("mode") == "local":
+        rows.append(f"| Hugging Face (safetensors) | transformers, float64, one module at a time | each hooked "
+                    f"module of the original | {v['status']} | - (no end-to-end pass) | - | {local} |")
+    else:
+        rows.append(f"| Hugging Face (safetensors) | transformers, {v['compute_dtype']} | the hooked original model | "
+                    f"{v['status']} | {_g(m['max_abs_logit'])}" + (f" (tolerance {tol:g})" if tol else "")
+                    + f" | {m['greedy_identical_prompts']} prompts | top-1 {m['top1_agreement']:.2%}, "
+                    f"KL max {_g(m['kl_max'])}" + (f"; {local}" if local else "") + " |")
     for e in _inside(report):
         fmt = e["format"]
         em = e.get("metrics", {})

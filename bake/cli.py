@@ -38,7 +38,31 @@ def format_plan(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def format_local(v: dict) -> list[str]:
+    loc = v.get("local")
+    if not loc:
+        return []
+    rows = loc["modules"]
+    worst = max((r["max_rel"] for r in rows if r["exact"]), default=None)
+    n_rand, n_rec = (sum(kind in r["inputs"] for r in rows) for kind in ("random", "recorded"))
+    lines = [f"  module-local checks   {loc['status'].upper()}: {len(rows)} module checks, hooked vs baked "
+             f"({n_rand} on random inputs, {n_rec} on inputs recorded end to end), max relative diff {_fmt(worst)} "
+             f"(tolerance {loc['tolerance_rel']:g}); {sum(c['status'] == 'passed' for c in loc['copies'])} "
+             "copied or created tensors identical"]
+    lines += [f"  unchecked: {u}" for u in loc["unchecked"][:5]]
+    if len(loc["unchecked"]) > 5:
+        lines.append(f"  ... {len(loc['unchecked']) - 5} more unchecked (see bake_report.json)")
+    return lines
+
+
 def format_verification(v: dict) -> str:
+    if v.get("mode") == "local":
+        lines = [f"verification: {v['status'].upper()}  (module-local checks only: --verify local"
+                 + (", the models do not fit in memory for the end-to-end pass" if v.get("mode_asked") == "auto" else "")
+                 + "; no end-to-end logits compared)", *format_local(v)]
+        if not v["exact"]:
+            lines.append("  APPROXIMATE bake: the figures above are the measured deviation from the hooks")
+        return "\n".join(lines + [f"  FAIL: {f}" for f in v["failures"]])
     m, t = v["metrics"], v["tolerance"]
     first = m["first_divergent_hidden_state"]
     lines = [
@@ -51,6 +75,7 @@ def format_verification(v: dict) -> str:
         f"  greedy tokens agree   {_fmt(m['greedy_agreement'], '.2%')}   ({m['greedy_identical_prompts']} prompts identical)",
         f"  first divergent layer {'none' if first is None else f'hidden state {first}'} "
         f"(relative tolerance {t['hidden_state_rel']:g})",
+        *format_local(v),
     ]
     if not v["exact"]:
         lines.append("  APPROXIMATE bake: the figures above are the measured deviation from the hooks")
@@ -155,9 +180,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", "-o", help="output folder (overrides the recipe's `output`)")
     sp.add_argument("--force", action="store_true",
                     help="replace an output folder that bake wrote earlier (never any other folder)")
+    _verify_mode(sp)
     common(sp)
     sp = sub.add_parser("verify", help="re-run the equivalence check on a baked folder")
     sp.add_argument("output")
+    _verify_mode(sp)
     common(sp)
     sp = sub.add_parser("arch", help="what the adapter resolves for a model")
     sp.add_argument("model", nargs="?", help="local folder, .gguf, Hub id or builtin:NAME")
@@ -186,6 +213,13 @@ def _parser() -> argparse.ArgumentParser:
     common(sp, trust=False)
     _learn_parsers(sub.add_parser("learn", help="learn an artifact from data: aura | steer | refusal"), common)
     return p
+
+
+def _verify_mode(sp):
+    sp.add_argument("--verify", choices=["auto", "full", "local"], dest="verify_mode",
+                    help="full: hooked vs baked model end to end, then module-local checks; local: only the "
+                         "module-local checks (memory: one module); auto (the recipe's default): full when both "
+                         "models fit in memory")
 
 
 def _learn_parsers(lp, common):
@@ -280,7 +314,7 @@ def _dispatch(args, progress: bool, out) -> int:
         print(json.dumps(summary, indent=2) if args.json else format_plan(summary), file=out)
     elif args.cmd == "apply":
         report = api.apply(args.recipe, output=args.output, force=args.force, progress=progress,
-                           trust_remote_code=trust)
+                           trust_remote_code=trust, verify_mode=args.verify_mode)
         if args.json:
             print(json.dumps(report, indent=2), file=out)
         else:
@@ -291,7 +325,7 @@ def _dispatch(args, progress: bool, out) -> int:
                 print(format_export(e["format"], e), file=out)
             print(f"wrote {report['output']} in {report['seconds']} s", file=out)
     elif args.cmd == "verify":
-        result = api.verify(args.output, progress=progress, trust_remote_code=trust)
+        result = api.verify(args.output, progress=progress, trust_remote_code=trust, mode=args.verify_mode)
         print(json.dumps(result, indent=2) if args.json else format_integrity(result["integrity"]) + "\n"
               + format_verification(result["verification"]), file=out)
     elif args.cmd == "export":

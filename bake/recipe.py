@@ -74,6 +74,9 @@ class Verify(_Strict):
     min_top1: Float | None = Field(default=None, ge=0, le=1)
     generate_tokens: Int = Field(default=32, ge=0, le=4096)
     compute_dtype: Literal["float64", "float32"] = "float64"
+    # full: end to end (two whole models) and module-local checks; local: module-local checks only
+    # (memory: one module); auto: full when both models fit in memory, else local
+    mode: Literal["auto", "full", "local"] = "auto"
 
 
 class Recipe(_Strict):

@@ -194,8 +194,53 @@ def _worst(values) -> float:
     return math.nan if any(math.isnan(v) for v in values) else max(values)
 
 
-def verify(plan: Plan, baked_dir: Path, progress: bool = True) -> dict:
-    """Run the hooked original and the baked checkpoint; return the verification section of the report."""
+def fits(plan: Plan, compute_dtype: str) -> bool:
+    """Do the two whole models of the end-to-end pass fit in 60% of the memory available now?"""
+    n = sum(math.prod(s) for s in plan.checkpoint.shapes.values())
+    need = 2 * n * torch.finfo(getattr(torch, compute_dtype)).bits // 8
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        import os
+
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return need <= 0.6 * avail
+
+
+def verify(plan: Plan, baked_dir: Path, progress: bool = True, mode: str | None = None) -> dict:
+    """Verify the baked checkpoint; return the verification section of the report.
+
+    `mode` (else the recipe's `verify.mode`): `full` runs the hooked original and the baked model
+    end to end, then the module-local checks on random and recorded inputs; `local` runs only the
+    module-local checks (memory: one module); `auto` is `full` when both models fit in memory."""
+    from . import localcheck
+
+    vcfg = plan.recipe.verify
+    mode = mode or vcfg.mode
+    asked = mode
+    if mode == "auto":
+        mode = "full" if fits(plan, vcfg.compute_dtype) else "local"
+    if mode == "local":
+        local = localcheck.check(plan, Path(baked_dir))
+        return {"status": local["status"] if plan.exact or local["status"] == "failed" else "approximate",
+                "mode": "local", "mode_asked": asked, "exact": plan.exact, "compute_dtype": "float64",
+                "tolerance": {"max_abs_logit": None, "min_top1": None, "hidden_state_rel": local["tolerance_rel"]},
+                "metrics": {}, "failures": [f"local: {f}" for f in local["failures"]], "local": local, "prompts": []}
+    recorded: dict = {}
+    result = _end_to_end(plan, baked_dir, progress, recorded)
+    local = localcheck.check(plan, Path(baked_dir), recorded)
+    result["failures"] += [f"local: {f}" for f in local["failures"]]
+    if local["failures"]:
+        result["status"] = "failed"
+    return {**result, "mode": "full", "mode_asked": asked, "local": local}
+
+
+def _end_to_end(plan: Plan, baked_dir: Path, progress: bool, recorded: dict) -> dict:
+    """The hooked original against the baked checkpoint reloaded from disk, on the probe prompts
+    (the inputs of the hooked modules on the first prompt are kept in `recorded`)."""
+    from .localcheck import record
+
     logging.getLogger("transformers").setLevel(logging.ERROR)
     vcfg = plan.recipe.verify
     tol_abs, tol_top1 = DEFAULTS[plan.dtype]
@@ -213,8 +258,9 @@ def verify(plan: Plan, baked_dir: Path, progress: bool = True) -> dict:
 
     per_prompt = []
     bar = tqdm(inputs, desc="verifying", unit="prompt", disable=not progress)
+    names = sorted({h.module for h in plan.hooks})
     for label, ids in bar:
-        with hooked(ref_model, plan.hooks):
+        with hooked(ref_model, plan.hooks), record(ref_model, names if not recorded else [], recorded):
             ref = _run(ref_model, ids, vcfg.generate_tokens, pad)
         got = _run(baked_model, ids, vcfg.generate_tokens, pad)
         per_prompt.append({"prompt": label, **compare(ref, got)})
