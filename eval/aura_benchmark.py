@@ -1,6 +1,7 @@
 """AURA on SmolLM2 over the Davidson tweets: bake's learner vs the ml-aura pipeline shape.
 
     .venv/bin/python eval/aura_benchmark.py [--data ../shared/data/toxicity/davidson2017/train.csv] [--limit 2000]
+        [--dtype float64|float32]
 
 Prints, for both pipelines on the same texts: sentences/s of the response pass, end-to-end
 seconds, peak RSS, and the max difference between their alphas; then how many up_proj units have
@@ -72,6 +73,7 @@ def main():
     ap.add_argument("--limit", type=int, default=2000, help="seeded stratified sample (0 = all rows)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="bake's compute dtype")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     ds = data_mod.load(args.data, need_labels=True, limit=args.limit or None)
@@ -80,12 +82,13 @@ def main():
     modules = runner.modules(["model.layers.*.mlp.up_proj"])
 
     t0 = time.time()
-    resp = runner.responses(ds.texts, modules, "max", 128, args.batch_size, progress=False)  # float32
+    resp = runner.responses(ds.texts, modules, "max", 128, args.batch_size, progress=False,
+                            dtype=getattr(torch, args.dtype))
     t_resp = time.time() - t0
     alphas, _, aurocs = learn.aura_alphas(resp, ds.labels)
     t_bake = time.time() - t0
     n = len(ds.texts)
-    print(f"bake:      responses {n / t_resp:6.1f} sentences/s ({t_resp:6.1f} s), scoring {t_bake - t_resp:6.1f} s, "
+    print(f"bake ({args.dtype}): responses {n / t_resp:6.1f} sentences/s ({t_resp:6.1f} s), scoring {t_bake - t_resp:6.1f} s, "
           f"end to end {t_bake:6.1f} s, peak RSS {rss_mb():.0f} MB")
 
     if not args.skip_reference:
@@ -96,13 +99,14 @@ def main():
         same = max((stats.alpha_aura(torch.tensor([roc_auc_score(ds.labels, resp[m][:, j].double().numpy())
                                                    for j in range(resp[m].shape[1])])) - alphas[m]).abs().max().item()
                    for m in modules[:3])
-        print(f"reference: responses {n / r_resp:6.1f} sentences/s ({r_resp:6.1f} s), scoring {r_score:6.1f} s, "
+        print(f"reference (float32): responses {n / r_resp:6.1f} sentences/s ({r_resp:6.1f} s), scoring {r_score:6.1f} s, "
               f"end to end {r_total:6.1f} s, peak RSS {rss_mb():.0f} MB (whole process)")
         print(f"speed-up: end to end {r_total / t_bake:.1f}x, responses {r_resp / t_resp:.1f}x, "
               f"scoring {r_score / max(t_bake - t_resp, 1e-9):.0f}x")
-        print(f"max |alpha difference|: {diff:.2e} end to end; {same:.2e} when both score the same responses "
-              "(first 3 modules). The end-to-end gap is float32 noise of batch shapes (about 5e-6 in the "
-              "responses) breaking exact ties, e.g. texts whose max is reached on a shared first token.")
+        print(f"max |alpha difference|: {diff:.2e} end to end; {same:.2e} when sklearn scores bake's responses "
+              "(first 3 modules; bake ties values within 1e-6 of a unit's range, sklearn only equal ones). The "
+              "end-to-end gap is the reference's float32 rounding, which depends on the input's shape and "
+              "breaks ties, e.g. between texts whose max is reached on a shared first token.")
 
     flat = torch.cat(list(aurocs.values()))
     names = [f"{m}[{j}]" for m, a in aurocs.items() for j in range(a.numel())]
