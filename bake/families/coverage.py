@@ -88,7 +88,6 @@ def status(model_type: str, config: dict | None = None) -> Row:
     from ..source import open_checkpoint
     from . import tiny
     from .adapter import resolve
-
     from .overrides import refused
 
     why = refused({"model_type": model_type})
