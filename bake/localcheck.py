@@ -100,8 +100,10 @@ def load(skel, name: str, ckpt: Checkpoint, keymap: KeyMap) -> torch.nn.Module:
     return module.to(torch.float64).eval()
 
 
-def random_inputs(module: torch.nn.Module, d: int, g: torch.Generator) -> list[tuple[tuple, dict]] | None:
-    """Seeded inputs the module's signature admits, or None when bake cannot make any up."""
+def random_inputs(module: torch.nn.Module, d: int, g: torch.Generator, routed: bool = False
+                  ) -> list[tuple[tuple, dict]] | None:
+    """Seeded inputs the module's signature admits, or None when bake cannot make any up. `routed`:
+    the module is a fused experts module (the adapter's `experts`), called as (x, indices, weights)."""
     def hidden(width, *lead):
         return torch.randn(*lead, width, generator=g, dtype=torch.float64)
 
@@ -113,7 +115,7 @@ def random_inputs(module: torch.nn.Module, d: int, g: torch.Generator) -> list[t
         return [((hidden(module.weight.shape[0], 1, TOKENS),), {}) for _ in range(N_RANDOM)]
     params = dict(module.named_parameters())
     three_d = [p for p in params.values() if p.ndim == 3]
-    if three_d and len(inspect.signature(module.forward).parameters) >= 3:  # routed experts: (x, indices, weights)
+    if routed and three_d and len(inspect.signature(module.forward).parameters) >= 3:
         n_exp, k = three_d[0].shape[0], min(2, three_d[0].shape[0])
         out = []
         for _ in range(N_RANDOM):
@@ -159,9 +161,16 @@ def _to64(v):
     return v.to(torch.float64) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
 
 
-def _replayable(kwargs: dict) -> dict:
-    """Recorded keyword inputs without the KV cache object (replaying it would write into it)."""
-    return {k: (None if "past_key_value" in k else v) for k, v in kwargs.items()}
+def _plain(v) -> bool:
+    if isinstance(v, (tuple, list)):
+        return all(map(_plain, v))
+    return v is None or isinstance(v, (torch.Tensor, int, float, bool, str))
+
+
+def _replayable(v):
+    """A recorded input without cache objects (KV or recurrent state): replaying one would write into
+    it, and the second run would see the first run's state. The module then runs without a cache."""
+    return v if _plain(v) else None
 
 
 def check(plan: Plan, baked_dir: Path, recorded: dict | None = None) -> dict:
@@ -186,7 +195,7 @@ def check(plan: Plan, baked_dir: Path, recorded: dict | None = None) -> dict:
         if name not in modules:
             unchecked.append(f"{name}: not a module of the model transformers builds from the config")
             continue
-        if random_inputs(modules[name], plan.family.d, g) is None:
+        if random_inputs(modules[name], plan.family.d, g, name in plan.family.experts) is None:
             # a sublayer (attention, MLP) whose inputs bake cannot make up: check the modules holding the
             # tensors its hooks fold into instead, with those hooks at their output. The hooks are linear
             # (scale, add, project out) and the sublayer's output is a linear combination of those
@@ -268,7 +277,7 @@ def release(module: torch.nn.Module) -> None:
 
 
 def _run_one(name, ref_m, got_m, hooks, exact, plan, recorded, rtol, g):
-    inputs = [("random", i) for i in (random_inputs(ref_m, plan.family.d, g) or [])]
+    inputs = [("random", i) for i in (random_inputs(ref_m, plan.family.d, g, name in plan.family.experts) or [])]
     if recorded is not None:
         inputs.append(("recorded", recorded))
     if not inputs:
@@ -277,7 +286,8 @@ def _run_one(name, ref_m, got_m, hooks, exact, plan, recorded, rtol, g):
     worst_abs = worst_rel = 0.0
     with torch.no_grad():
         for _, (args, kwargs) in inputs:
-            args, kwargs = tuple(map(_to64, args)), {k: _to64(v) for k, v in _replayable(kwargs).items()}
+            args = tuple(_to64(_replayable(a)) for a in args)
+            kwargs = {k: _to64(_replayable(v)) for k, v in kwargs.items()}
             with hooked(ref_m, hooks):
                 want = _output(ref_m(*args, **kwargs))
             got = _output(got_m(*args, **kwargs))
