@@ -4,11 +4,12 @@ module with the baked weights, both read from disk one module at a time (float64
 The end-to-end pass (`verifier.verify`) runs two whole models; these checks load only the modules a
 recipe hooks, from a meta-device skeleton of the model whose parameters are filled from the
 checkpoints through the family's key map (fused or per-expert keys alike). Memory is one module.
-They run first and always (`bake apply --verify local` runs only them). Inputs: seeded random
-activations the module's signature admits (hidden states for Linear, Conv1D and norm modules,
-token ids for embeddings, hidden states with a random top-k routing for fused experts) and, when the
-end-to-end pass runs, the inputs each module received there (`record`). An edited tensor outside
-every hooked module (the untied copy of a tied embedding) is compared with the tensor it copies.
+They run with every verification (after the end-to-end pass, whose inputs they replay) and alone
+with `bake apply --verify local`. Inputs: seeded random activations the module's signature admits
+(hidden states for Linear, Conv1D and norm modules, token ids for embeddings, hidden states with a
+random top-k routing for fused experts) and, when the end-to-end pass runs, the inputs each module
+received there (`record`). An edited tensor that no fold touches (the untied copy of a tied
+embedding, a created bias) must equal its source or be zeros, bit for bit.
 """
 
 from __future__ import annotations
@@ -35,12 +36,11 @@ RTOL = {"float32": 1e-5, "bfloat16": 2e-2, "float16": 5e-3}  # max |diff| / max 
 def skeleton(path: Path, trust_remote_code: bool, moe: bool):
     """The model of the folder's config.json with its parameters on the meta device (accelerate's
     big-model skeleton): structure, shapes and the buffers its constructor computes, no weights."""
+    from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    from accelerate import init_empty_weights
-
     cfg = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
     with init_empty_weights():  # parameters on the meta device; buffers (embedding scales) real, as computed
         try:
