@@ -86,7 +86,9 @@ class Runner:
         import inspect
 
         base = self.model.base_model
-        if "position_ids" in inspect.signature(base.forward).parameters:
+        if not hasattr(self, "_takes_positions"):  # once per runner, not per batch
+            self._takes_positions = "position_ids" in inspect.signature(base.forward).parameters
+        if self._takes_positions:
             enc = {**enc, "position_ids": positions(enc["attention_mask"])}
         base(**enc)
 
