@@ -69,12 +69,14 @@ def _verification_rows(report: dict) -> list[str]:
     local = (f"module-local checks {loc['status']} ({len(loc['modules'])} modules, {len(loc['unchecked'])} unchecked)"
              if loc else "")
     if v.get("mode") == "local":
-        rows.append(f"| Hugging Face (safetensors) | transformers, float64, one module at a time | each hooked "
+        rows.append(f"| Hugging Face (safetensors) | transformers, {v['compute_dtype']}, one module at a time | each hooked "
                     f"module of the original | {v['status']} | - (no end-to-end pass) | - | {local} |")
     else:
-        rows.append(f"| Hugging Face (safetensors) | transformers, {v['compute_dtype']} | the hooked original model | "
+        how = ", streamed module by module from disk" if v.get("mode") == "streamed" else ""
+        rows.append(f"| Hugging Face (safetensors) | transformers, {v['compute_dtype']}{how} | the hooked original model | "
                     f"{v['status']} | {_g(m['max_abs_logit'])}" + (f" (tolerance {tol:g})" if tol else "")
-                    + f" | {m['greedy_identical_prompts']} prompts | top-1 {m['top1_agreement']:.2%}, "
+                    + f" | {m['greedy_identical_prompts']}" + (" prompts" if m["greedy_agreement"] is not None else "")
+                    + f" | top-1 {m['top1_agreement']:.2%}, "
                     f"KL max {_g(m['kl_max'])}" + (f"; {local}" if local else "") + " |")
     for e in _inside(report):
         fmt = e["format"]

@@ -67,12 +67,14 @@ def format_verification(v: dict) -> str:
     first = m["first_divergent_hidden_state"]
     lines = [
         f"verification: {v['status'].upper()}  ({len(v['prompts'])} prompts, hooked original vs baked "
-        f"reloaded from disk, {v['compute_dtype']} compute)",
+        f"reloaded from disk, {v['compute_dtype']} compute"
+        + (", streamed from disk module by module, teacher-forced only" if v.get("mode") == "streamed" else "") + ")",
         f"  max |logit diff|      {_fmt(m['max_abs_logit'])}   (tolerance {_fmt(t['max_abs_logit'], 'g')})",
         f"  max relative diff     {_fmt(m['max_rel_logit'])}",
         f"  top-1 agreement       {m['top1_agreement']:.2%}   (minimum {t['min_top1']:.0%})",
         f"  KL(hooked||baked)     mean {_fmt(m['kl_mean'])}, max {_fmt(m['kl_max'])}",
-        f"  greedy tokens agree   {_fmt(m['greedy_agreement'], '.2%')}   ({m['greedy_identical_prompts']} prompts identical)",
+        (f"  greedy tokens agree   {_fmt(m['greedy_agreement'], '.2%')}   ({m['greedy_identical_prompts']} prompts identical)"
+         if m["greedy_agreement"] is not None else "  greedy tokens         not compared (no generation in this mode)"),
         f"  first divergent layer {'none' if first is None else f'hidden state {first}'} "
         f"(relative tolerance {t['hidden_state_rel']:g})",
         *format_local(v),
@@ -216,10 +218,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _verify_mode(sp):
-    sp.add_argument("--verify", choices=["auto", "full", "local"], dest="verify_mode",
-                    help="full: hooked vs baked model end to end, then module-local checks; local: only the "
-                         "module-local checks (memory: one module); auto (the recipe's default): full when both "
-                         "models fit in memory")
+    sp.add_argument("--verify", choices=["auto", "full", "streamed", "local"], dest="verify_mode",
+                    help="full: hooked vs baked model end to end in memory, then module-local checks; streamed: "
+                         "the same end-to-end pass reading each module's weights from disk when it runs (memory: "
+                         "about one module; no generation); local: only the module-local checks; auto (the "
+                         "recipe's default): full when both models fit in memory, else streamed")
 
 
 def _learn_parsers(lp, common):
@@ -249,6 +252,7 @@ def _learn_parsers(lp, common):
                         "and padding; float32 is about 2x faster on CPU, and near-ties may swap ranks")
     a.add_argument("--out", required=True)
     a.add_argument("--force", action="store_true", help="replace an existing --out file")
+    _max_memory(a)
     common(a)
     s = sub.add_parser("steer", help="a steering vector from contrasting texts, or imported")
     s.add_argument("--model", required=True)
@@ -265,6 +269,7 @@ def _learn_parsers(lp, common):
     s.add_argument("--from-steering-vectors", help="import a steering-vectors .pt (layer_activations)")
     s.add_argument("--out", required=True)
     s.add_argument("--force", action="store_true", help="replace an existing --out file")
+    _max_memory(s)
     common(s)
     r = sub.add_parser("refusal", help="the refusal direction (difference in means, chosen on validation)")
     r.add_argument("--model", required=True)
@@ -280,7 +285,14 @@ def _learn_parsers(lp, common):
     r.add_argument("--projected", action="store_true", help="remove the harmless-mean component")
     r.add_argument("--out", required=True)
     r.add_argument("--force", action="store_true", help="replace an existing --out file")
+    _max_memory(r)
     common(r)
+
+
+def _max_memory(p):
+    p.add_argument("--max-memory", metavar="SIZE",
+                   help="memory the model may take (e.g. 8GB, 512MiB); a larger model is streamed from disk, one "
+                        "module at a time, each batch reading it once (default: 60%% of the memory available)")
 
 
 def format_learn(what: str, res: dict) -> str:
@@ -288,7 +300,9 @@ def format_learn(what: str, res: dict) -> str:
         lines = [f"wrote {res['out']}: alphas for {res['units']} units in {res['modules']} modules "
                  f"({res['examples']} examples, {res['positives']} positive)",
                  f"units with AUROC > 0.5: {res['units_auroc_gt_0.5']}; damped (alpha < 1): {res['units_damped']}",
-                 f"responses: {res['sentences_per_s']} sentences/s; peak RSS {res['peak_rss_mb']} MB; "
+                 f"responses: {res['sentences_per_s']} sentences/s; peak RSS {res['peak_rss_mb']} MB"
+                 + ("; model streamed from disk" if res.get("streamed") else "")
+                 + (f"; {res['processes']} processes" if res.get("processes", 1) > 1 else "") + "; "
                  f"total {res['seconds_total']} s", "top 10 units by AUROC:"]
         lines += [f"  {t['unit']:<40} {t['auroc']:.4f}" for t in res["top10"]]
         return "\n".join(lines)
@@ -344,6 +358,15 @@ def _dispatch(args, progress: bool, out) -> int:
         from . import staging
 
         opts = {k: v for k, v in vars(args).items() if k not in ("cmd", "what", "json", "quiet", "force")}
+        from .learn import is_main_process
+
+        if not is_main_process():  # one of several `accelerate launch` processes: it shares the work, the first writes
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as d:
+                extra = {"out": str(Path(d) / "a"), **({"statedict": None} if "statedict" in opts else {})}
+                getattr(learners, f"learn_{args.what}")(progress=False, **{**opts, **extra})
+            return 0
         inputs = [Path(v) for k, v in opts.items() if k in ("model", *learners._PATH_OPTS) and isinstance(v, str)
                   and Path(v).exists()]
         # the artifact is written to a temp sibling and renamed; an existing file is replaced only with --force

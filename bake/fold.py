@@ -73,9 +73,8 @@ def project_out(w: torch.Tensor, r: torch.Tensor, axis: int) -> torch.Tensor:
     becomes E - (E r) r^T; a bias `[d]` (axis 0) becomes b - (b.r) r.
     """
     r = r.to(w.dtype)
-    moved = w.movedim(axis, -1)  # [..., d]
-    coef = moved @ r  # [...]
-    return (moved - coef.unsqueeze(-1) * r).movedim(-1, axis)
+    coef = torch.tensordot(w, r, dims=([axis], [0]))  # w's shape without `axis`: (w . r) per row
+    return w - coef.unsqueeze(axis) * _along(r, w.ndim, axis)  # in place along memory, no transposed copy
 
 
 # --- hooks (activations) ---------------------------------------------------------------------

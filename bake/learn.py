@@ -7,6 +7,7 @@ Activations are collected with batched forward passes and forward hooks; only po
 from __future__ import annotations
 
 import fnmatch
+import math
 from pathlib import Path
 
 import torch
@@ -50,13 +51,57 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
 # --- model access -----------------------------------------------------------------------------
 
 
-class Runner:
-    """A model and tokenizer loaded once for learning (float32, eval mode)."""
+def process_group():
+    """accelerate's process state when this process is one of several (`accelerate launch
+    --multi_gpu --num_processes N`, which is torchrun underneath, or torchrun itself), else None.
+    The processes talk over gloo: learning runs on the CPU (`accelerate launch --cpu` would need
+    mpirun for more than one process)."""
+    import os
 
-    def __init__(self, model: str | Path | Checkpoint, trust_remote_code: bool = False):
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState(cpu=True)
+
+
+def process_count() -> int:
+    state = process_group()
+    return 1 if state is None else state.num_processes
+
+
+def is_main_process() -> bool:
+    state = process_group()
+    return state is None or state.is_main_process
+
+
+def streams(ckpt: Checkpoint, max_memory: int | None) -> bool:
+    """Must learning stream the model from disk? Yes when the model in float64 (the AURA responses'
+    dtype) needs more than `max_memory` bytes, or than 60% of the memory available when none is given."""
+    from .verifier import available_memory
+
+    need = 8 * sum(math.prod(s) for s in ckpt.shapes.values())
+    return need > (max_memory if max_memory is not None else 0.6 * available_memory())
+
+
+class Runner:
+    """A model and tokenizer loaded once for learning (float32, eval mode). A model larger than
+    `max_memory` bytes (default: 60% of the memory available) is streamed: each module's weights are
+    read from the safetensors files when it runs (`streaming.load_streamed`), so every batch reads
+    the model once and memory holds about one module; a larger `--batch-size` reads it less often."""
+
+    def __init__(self, model: str | Path | Checkpoint, trust_remote_code: bool = False, max_memory: int | None = None):
         self.ckpt = model if isinstance(model, Checkpoint) else resolve_model(str(model))
         self.family = resolve_family(self.ckpt.config, self.ckpt.shapes, trust_remote_code)
-        self.model = load_model(self.ckpt.path, trust_remote_code=trust_remote_code, moe=self.family.moe)
+        self.streamed = streams(self.ckpt, max_memory)
+        if self.streamed:
+            from .streaming import load_streamed
+
+            rules = self.family.keymap.rules if self.family.keymap is not None else {}
+            self.model = load_streamed(self.ckpt.path, rules, trust_remote_code=trust_remote_code,
+                                       dtype=torch.float32, moe=self.family.moe)
+        else:
+            self.model = load_model(self.ckpt.path, trust_remote_code=trust_remote_code, moe=self.family.moe)
         self.tok = load_tokenizer(self.ckpt.path, trust_remote_code=trust_remote_code)
         if self.tok is None:
             raise BakeError(f"{self.ckpt.spec}: learning needs a tokenizer in the model folder")
@@ -111,9 +156,28 @@ class Runner:
         source = next(self.model.parameters()).dtype
         self.model.to(dtype)  # lossless both ways from float32 to float64 and back
         try:
-            return self._responses(texts, modules, pooling, max_length, batch_size, progress)
+            state = process_group()
+            if state is None:
+                return self._responses(texts, modules, pooling, max_length, batch_size, progress)
+            return self._shared(state, texts, modules, pooling, max_length, batch_size, progress)
         finally:
             self.model.to(source)
+
+    def _shared(self, state, texts, modules, pooling, max_length, batch_size, progress):
+        """Data parallel: each process pools the responses of its contiguous share of the texts, and
+        every process gathers all of them in text order. The statistics (AUROC needs the ranks of all
+        texts) are then computed from the same pooled responses a single process would have: the
+        exact reduction is the gather itself (samples x units, float64, no approximation)."""
+        from accelerate.utils import gather_object
+
+        if len(texts) < state.num_processes:
+            raise BakeError(f"{len(texts)} texts cannot be shared among {state.num_processes} processes")
+        with state.split_between_processes(list(range(len(texts)))) as mine:
+            local = self._responses([texts[i] for i in mine], modules, pooling, max_length, batch_size,
+                                    progress and state.is_main_process)
+            first = mine[0]
+        parts = sorted(gather_object([(first, local)]), key=lambda p: p[0])  # in text order
+        return {m: torch.cat([part[m] for _, part in parts]) for m in modules}
 
     def _responses(self, texts, modules, pooling, max_length, batch_size, progress):
         table = dict(self.model.named_modules())

@@ -23,18 +23,38 @@ LEARNER_VERSION = 2
 
 
 def _peak_rss_mb() -> float:
-    import resource
+    """This process's peak RSS (VmHWM; ru_maxrss where /proc is missing, which on Linux carries a
+    parent's peak over exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def parse_size(size: str | int | None) -> int | None:
+    """Bytes from `--max-memory` ("2GB", "512MiB", "1.5G" or a number of bytes)."""
+    import re
+
+    if size is None or isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)(i?)B?\s*", str(size), re.IGNORECASE)
+    if not m:
+        raise BakeError(f"--max-memory {size!r}: give a size such as 8GB, 512MiB or a number of bytes")
+    unit = 1024 if m.group(3) else 1000
+    return int(float(m.group(1)) * unit ** "_KMGT".index(m.group(2).upper() or "_"))
 
 
 def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_column=None, label_column=None,
                layout=None, pooling="max", max_length=128, batch_size=32, score="auroc", rule="aura", top_k=None,
                top_fraction=None, per_layer=False, value=0.5, strength=1.0, zscore=False, limit=None,
-               statedict=None, dtype="float64", progress=True, runner=None, trust_remote_code=False) -> dict:
+               statedict=None, dtype="float64", progress=True, runner=None, trust_remote_code=False,
+               max_memory=None) -> dict:
     t0 = time.time()
     ds = data_mod.load(data, text_column, label_column, layout, need_labels=True, limit=limit)
-    runner = runner or learn.Runner(model, trust_remote_code)
+    runner = runner or learn.Runner(model, trust_remote_code, parse_size(max_memory))
     mods = runner.modules(list(modules))
     t1 = time.time()
     resp = runner.responses(ds.texts, mods, pooling, max_length, batch_size, progress, getattr(torch, dtype))
@@ -55,13 +75,14 @@ def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_c
         "top10": [{"unit": names[i], "auroc": round(v, 4)} for v, i in zip(top.values.tolist(), top.indices.tolist())],
         "seconds_total": round(time.time() - t0, 1), "seconds_responses": round(t2 - t1, 1),
         "sentences_per_s": round(len(ds.texts) / max(t2 - t1, 1e-9), 1), "peak_rss_mb": round(_peak_rss_mb()),
-        "dtype": dtype,
+        "dtype": dtype, "streamed": runner.streamed, "processes": learn.process_count(),
     }
 
 
 def learn_steer(model, out, positive=None, negative=None, layers="all", method="mean-diff", position="last",
                 normalize=None, chat=False, from_gguf=None, from_sae=None, feature=None,
-                from_steering_vectors=None, progress=True, runner=None, trust_remote_code=False) -> dict:
+                from_steering_vectors=None, progress=True, runner=None, trust_remote_code=False,
+               max_memory=None) -> dict:
     """Learn (mean-diff / pca) or import (GGUF control vector, SAELens row, steering-vectors) a vector."""
     if from_gguf or from_sae or from_steering_vectors:
         from .arch import hidden_size, num_layers
@@ -86,7 +107,7 @@ def learn_steer(model, out, positive=None, negative=None, layers="all", method="
     else:
         if not positive or not negative:
             raise BakeError("learn steer needs --positive and --negative (or an import: --from-gguf/--from-sae)")
-        runner = runner or learn.Runner(model, trust_remote_code)
+        runner = runner or learn.Runner(model, trust_remote_code, parse_size(max_memory))
         if isinstance(position, str) and position.lstrip("-").isdigit():
             position = int(position)
         pos = data_mod.load(positive).texts
@@ -112,8 +133,9 @@ def learn_steer(model, out, positive=None, negative=None, layers="all", method="
 
 def learn_refusal(model, harmful, harmless, out, harmful_val=None, harmless_val=None, kl_max=0.1,
                   prune_last=0.2, limit=None, val_limit=None, projected=False, layers=None, progress=True,
-                  runner=None, trust_remote_code=False) -> dict:
-    runner = runner or learn.Runner(model, trust_remote_code)
+                  runner=None, trust_remote_code=False,
+               max_memory=None) -> dict:
+    runner = runner or learn.Runner(model, trust_remote_code, parse_size(max_memory))
     hf = data_mod.load(harmful, limit=limit).texts
     hl = data_mod.load(harmless, limit=limit).texts
     cands, positions = refusal.candidate_directions(runner, hf, hl, progress)

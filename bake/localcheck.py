@@ -1,5 +1,6 @@
 """Module-local checks: each hooked module, with its hook on the source weights, against the same
-module with the baked weights, both read from disk one module at a time (float64).
+module with the baked weights, both read from disk one module at a time (float64; float32 for a
+16-bit output).
 
 The end-to-end pass (`verifier.verify`) runs two whole models; these checks load only the modules a
 recipe hooks, from a meta-device skeleton of the model whose parameters are filled from the
@@ -20,7 +21,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from .compile import Plan
 from .errors import BakeError, first_line
@@ -34,47 +34,41 @@ TOKENS = 7
 RTOL = HIDDEN_RTOL  # max |diff| / max |output|, by checkpoint dtype: the end-to-end pass's hidden-state tolerance
 
 
-def skeleton(path: Path, trust_remote_code: bool, moe: bool):
+def skeleton(path: Path, trust_remote_code: bool, moe: bool, dtype: torch.dtype | None = None):
     """The model of the folder's config.json with its parameters on the meta device (accelerate's
-    big-model skeleton): structure, shapes and the buffers its constructor computes, no weights."""
+    big-model skeleton): structure, shapes and the buffers its constructor computes, no weights;
+    built in `dtype` when given, as `from_pretrained(dtype=...)` builds it."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     cfg = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
+    extra = {"dtype": dtype} if dtype is not None else {}
     with init_empty_weights():  # parameters on the meta device; buffers (embedding scales) real, as computed
         try:
-            return AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code,
+            return AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code, **extra,
                                                     **({"experts_implementation": "eager"} if moe else {}))
         except (TypeError, ValueError):
-            return AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
+            return AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code, **extra)
 
 
-@contextmanager
-def _reader(ckpt: Checkpoint):
-    handles = {}
-
-    def read(key: str) -> torch.Tensor:
-        f = ckpt.files[key]
-        if f not in handles:
-            handles[f] = safe_open(str(ckpt.path / f), "pt")
-        return handles[f].get_tensor(key)
-
-    try:
-        yield read
-    finally:
-        handles.clear()
-
-
-def assemble(keymap: KeyMap, name: str, shape: tuple[int, ...], read) -> torch.Tensor:
-    """Model parameter `name` of `shape` (float64) from the checkpoint keys the key map names."""
+def assemble(keymap: KeyMap, name: str, shape: tuple[int, ...], read, dtype: torch.dtype | None = torch.float64
+             ) -> torch.Tensor:
+    """Model parameter `name` of `shape` (in `dtype`; None: as stored) from the checkpoint keys the key
+    map names."""
     slices = keymap.slices(name, shape)
     if not slices:
         raise BakeError(f"{name}: no checkpoint key holds this parameter")
-    out = torch.empty(shape, dtype=torch.float64)
+    first = read(slices[0].key)
+    s0 = slices[0]
+    dtype = dtype or first.dtype
+    if (len(slices) == 1 and not s0.index and tuple(first.shape) == shape
+            and all(b == a and st == 0 and sp == 1 for b, (a, st, sp) in enumerate(s0.axes))):
+        return first.to(dtype)  # stored as the model holds it: no second copy
+    out = torch.empty(shape, dtype=dtype)
     for s in slices:
-        t = read(s.key).to(torch.float64)
+        t = (first if s is s0 else read(s.key)).to(dtype)
         idx: list = [slice(None)] * len(shape)
         fixed = dict(s.index)
         for a, i in fixed.items():
@@ -86,27 +80,26 @@ def assemble(keymap: KeyMap, name: str, shape: tuple[int, ...], read) -> torch.T
     return out
 
 
-def load(skel, name: str, ckpt: Checkpoint, keymap: KeyMap) -> torch.nn.Module:
-    """Submodule `name` of a meta skeleton, with its parameters read from `ckpt` (float64, eval)."""
+def load(skel, name: str, ckpt: Checkpoint, keymap: KeyMap, dtype: torch.dtype = torch.float64) -> torch.nn.Module:
+    """Submodule `name` of a meta skeleton, with its parameters read from `ckpt` (in `dtype`, eval)."""
     from accelerate.utils import set_module_tensor_to_device
 
     module = skel.get_submodule(name)
     meta = [b for b, t in module.named_buffers() if t.is_meta]
     if meta:
         raise BakeError(f"{name} has buffers ({', '.join(meta)}) that neither its constructor nor a checkpoint fills")
-    with _reader(ckpt) as read:
-        for pname, p in list(module.named_parameters()):
-            set_module_tensor_to_device(module, pname, "cpu", value=assemble(keymap, f"{name}.{pname}", tuple(p.shape),
-                                                                             read))
-    return module.to(torch.float64).eval()
+    for pname, p in list(module.named_parameters()):
+        set_module_tensor_to_device(module, pname, "cpu", value=assemble(keymap, f"{name}.{pname}", tuple(p.shape),
+                                                                         ckpt.read, dtype))
+    return module.to(dtype).eval()
 
 
-def random_inputs(module: torch.nn.Module, d: int, g: torch.Generator, routed: bool = False
-                  ) -> list[tuple[tuple, dict]] | None:
+def random_inputs(module: torch.nn.Module, d: int, g: torch.Generator, routed: bool = False,
+                  dtype: torch.dtype = torch.float64) -> list[tuple[tuple, dict]] | None:
     """Seeded inputs the module's signature admits, or None when bake cannot make any up. `routed`:
     the module is a fused experts module (the adapter's `experts`), called as (x, indices, weights)."""
     def hidden(width, *lead):
-        return torch.randn(*lead, width, generator=g, dtype=torch.float64)
+        return torch.randn(*lead, width, generator=g, dtype=dtype)
 
     if isinstance(module, torch.nn.Embedding):
         return [((torch.randint(0, module.num_embeddings, (1, TOKENS), generator=g),), {}) for _ in range(N_RANDOM)]
@@ -121,7 +114,7 @@ def random_inputs(module: torch.nn.Module, d: int, g: torch.Generator, routed: b
         out = []
         for _ in range(N_RANDOM):
             idx = torch.stack([torch.randperm(n_exp, generator=g)[:k] for _ in range(TOKENS)])
-            w = torch.softmax(torch.randn(TOKENS, k, generator=g, dtype=torch.float64), -1)
+            w = torch.softmax(torch.randn(TOKENS, k, generator=g, dtype=dtype), -1)
             out.append(((hidden(d, TOKENS), idx, w), {}))
         return out
     if set(params) <= {"weight", "bias"} and params.get("weight") is not None and params["weight"].ndim == 1:
@@ -156,10 +149,10 @@ def _output(y):
     return y[0] if isinstance(y, tuple) else y
 
 
-def _to64(v):
+def _cast(v, dtype: torch.dtype):
     if isinstance(v, (tuple, list)):
-        return type(v)(_to64(x) for x in v)
-    return v.to(torch.float64) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+        return type(v)(_cast(x, dtype) for x in v)
+    return v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
 
 
 def _plain(v) -> bool:
@@ -172,6 +165,12 @@ def _replayable(v):
     """A recorded input without cache objects (KV or recurrent state): replaying one would write into
     it, and the second run would see the first run's state. The module then runs without a cache."""
     return v if _plain(v) else None
+
+
+def dtype_for(plan: Plan) -> torch.dtype:
+    """float64, or float32 for a bfloat16 or float16 output: its tolerance (2e-2, 5e-3) is 10^4 times
+    float32's noise, and a 128k-token embedding then takes 2 GiB per copy instead of 4."""
+    return torch.float64 if plan.dtype == "float32" else torch.float32
 
 
 def check(plan: Plan, baked_dir: Path, recorded: dict | None = None) -> dict:
@@ -210,7 +209,7 @@ def check(plan: Plan, baked_dir: Path, recorded: dict | None = None) -> dict:
         hooks = _hooks_for(target, plan, by_module)
         exact = all(h.step in exact_steps for h in hooks)
         row, why = _check_one(target, hooks, exact, src_skel, baked_skel, plan, baked, src_map, baked_map,
-                              (recorded or {}).get(target), rtol, g)
+                              (recorded or {}).pop(target, None), rtol, g)  # popped: freed once used
         if row is None:
             unchecked.append(f"{target}: {why}")
             continue
@@ -223,7 +222,8 @@ def check(plan: Plan, baked_dir: Path, recorded: dict | None = None) -> dict:
     failures += [f"{c['tensor']}: {c['why']}" for c in copies if c["status"] == "failed"]
     unchecked += [f"{c['tensor']}: {c['why']}" for c in copies if c["status"] == "unchecked"]
     status = "failed" if failures else ("incomplete" if unchecked else "passed")
-    return {"status": status, "tolerance_rel": rtol, "modules": rows, "copies": copies,
+    return {"status": status, "tolerance_rel": rtol, "compute_dtype": str(dtype_for(plan)).removeprefix("torch."),
+            "modules": rows, "copies": copies,
             "unchecked": unchecked, "failures": failures}
 
 
@@ -259,8 +259,8 @@ def _check_one(name, hooks, exact, src_skel, baked_skel, plan, baked, src_map, b
     """(row, None) for module `name` checked on its inputs, or (None, why) when it cannot be. The
     module's weights go back to the meta device afterwards: one module is in memory at a time."""
     try:
-        ref_m = load(src_skel, name, plan.checkpoint, src_map)
-        got_m = load(baked_skel, name, baked, baked_map)
+        ref_m = load(src_skel, name, plan.checkpoint, src_map, dtype_for(plan))
+        got_m = load(baked_skel, name, baked, baked_map, dtype_for(plan))
         return _run_one(name, ref_m, got_m, hooks, exact, plan, recorded, rtol, g)
     except BakeError as e:
         return None, first_line(e)
@@ -278,7 +278,8 @@ def release(module: torch.nn.Module) -> None:
 
 
 def _run_one(name, ref_m, got_m, hooks, exact, plan, recorded, rtol, g):
-    inputs = [("random", i) for i in (random_inputs(ref_m, plan.family.d, g, name in plan.family.experts) or [])]
+    dtype = dtype_for(plan)
+    inputs = [("random", i) for i in (random_inputs(ref_m, plan.family.d, g, name in plan.family.experts, dtype) or [])]
     if recorded is not None:
         inputs.append(("recorded", recorded))
     if not inputs:
@@ -287,8 +288,8 @@ def _run_one(name, ref_m, got_m, hooks, exact, plan, recorded, rtol, g):
     worst_abs = worst_rel = 0.0
     with torch.no_grad():
         for _, (args, kwargs) in inputs:
-            args = tuple(_to64(_replayable(a)) for a in args)
-            kwargs = {k: _to64(_replayable(v)) for k, v in kwargs.items()}
+            args = tuple(_cast(_replayable(a), dtype) for a in args)
+            kwargs = {k: _cast(_replayable(v), dtype) for k, v in kwargs.items()}
             with hooked(ref_m, hooks):
                 want = _output(ref_m(*args, **kwargs))
             got = _output(got_m(*args, **kwargs))
@@ -306,18 +307,17 @@ def _copies(plan: Plan, baked: Checkpoint, hooked_modules: list[str]) -> list[di
     """Edited tensors with no fold: a copy must equal its source, a created bias must be zeros; a
     folded tensor outside every hooked module is left to the end-to-end pass."""
     out = []
-    with _reader(plan.checkpoint) as read_src, _reader(baked) as read_baked:
-        for name, edit in plan.edits.items():
-            if edit.ops:
-                if not any(name.startswith(m + ".") for m in hooked_modules):
-                    out.append({"tensor": name, "status": "unchecked",
-                                "why": "folded outside every hooked module; only the end-to-end pass checks it"})
-                continue
-            got = read_baked(name)
-            if edit.source is None:
-                same, what = not got.any().item(), "created as zeros"
-            else:
-                same, what = torch.equal(read_src(edit.source).to(got.dtype), got), f"a copy of {edit.source}"
-            out.append({"tensor": name, "status": "passed" if same else "failed",
-                        "why": what + ("" if same else ", but its values differ")})
+    for name, edit in plan.edits.items():
+        if edit.ops:
+            if not any(name.startswith(m + ".") for m in hooked_modules):
+                out.append({"tensor": name, "status": "unchecked",
+                            "why": "folded outside every hooked module; only the end-to-end pass checks it"})
+            continue
+        got = baked.read(name)
+        if edit.source is None:
+            same, what = not got.any().item(), "created as zeros"
+        else:
+            same, what = torch.equal(plan.checkpoint.read(edit.source).to(got.dtype), got), f"a copy of {edit.source}"
+        out.append({"tensor": name, "status": "passed" if same else "failed",
+                    "why": what + ("" if same else ", but its values differ")})
     return out

@@ -73,10 +73,13 @@ class Verify(_Strict):
     max_abs_logit: Float | None = Field(default=None, gt=0)
     min_top1: Float | None = Field(default=None, ge=0, le=1)
     generate_tokens: Int = Field(default=32, ge=0, le=4096)
-    compute_dtype: Literal["float64", "float32"] = "float64"
-    # full: end to end (two whole models) and module-local checks; local: module-local checks only
-    # (memory: one module); auto: full when both models fit in memory, else local
-    mode: Literal["auto", "full", "local"] = "auto"
+    # auto: float64 when the two models are held in memory, float32 when they are streamed
+    compute_dtype: Literal["auto", "float64", "float32"] = "auto"
+    # full: end to end with both models in memory, then the module-local checks; streamed: the same
+    # end-to-end pass with each module's weights read from the safetensors files when it runs (memory:
+    # about one module; teacher-forced logits only, no generation); local: module-local checks only;
+    # auto: full when both models fit in memory, else streamed
+    mode: Literal["auto", "full", "streamed", "local"] = "auto"
 
 
 class Recipe(_Strict):

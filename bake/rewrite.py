@@ -1,21 +1,21 @@
 """Streaming checkpoint rewrite: shard by shard, tensor by tensor.
 
-Edited tensors are computed in float64 (float32 when large) and cast once to the output dtype;
+Edited tensors are computed in float64 (float32 for bfloat16 and float16 outputs) and cast once to the output dtype;
 the rounding error of that cast is recorded per tensor. Untouched tensors are copied bit-exact
 when the dtype does not change. Sharding is preserved; new tensors (zero biases, an untied
-lm_head) go into the shard of the tensor they belong with. Peak memory: one output shard.
+lm_head) go into the shard of the tensor they belong with. Peak memory: one output shard plus one source tensor.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import math
 import re
 import shutil
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
@@ -40,9 +40,11 @@ CHUNK = 1 << 22  # elements folded at a time
 
 
 def compute(edit: TensorEdit, read, out_dtype: torch.dtype) -> tuple[torch.Tensor, float]:
-    """Apply an edit's ops in float64; return the tensor cast once to `out_dtype` and the max abs
+    """Apply an edit's ops in float64 (float32 for a bfloat16 or float16 output, whose rounding is
+    10^4 times coarser than float32's); return the tensor cast once to `out_dtype` and the max abs
     rounding error of that cast. Large tensors are folded in slices along an axis that no op
     uses (every fold acts independently along the others), so memory stays near one tensor."""
+    work = torch.float64 if out_dtype == torch.float32 else torch.float32
     src = read(edit.source) if edit.source is not None else torch.zeros(edit.shape, dtype=out_dtype)
     out = torch.empty(edit.shape, dtype=out_dtype)
     used = {a for op in edit.ops if op.fn not in ("add", "mul") for a in [op.axis]}
@@ -56,18 +58,19 @@ def compute(edit: TensorEdit, read, out_dtype: torch.dtype) -> tuple[torch.Tenso
         slices = [(slice(None),) * axis + (slice(i, i + step),) for i in range(0, edit.shape[axis], step)]
     err = 0.0
     for sl in slices:
-        t = src[sl].to(torch.float64)
+        t = src[sl].to(work)
         for op in edit.ops:
             t = op.apply(t)
         out[sl] = t.to(out_dtype)
-        if not torch.isfinite(out[sl]).all():
-            bad = t[~torch.isfinite(out[sl])]
-            what = (f"values up to {bad.abs().max().item():.3g} overflow {out_dtype} (largest "
-                    f"{torch.finfo(out_dtype).max:.3g})") if torch.isfinite(bad).all() else "non-finite values"
-            raise BakeError(f"{edit.name}: the folded tensor has {what}; nothing was written. Use a smaller "
-                            "scale or alpha, or a wider dtype (dtype: float32)")
         if t.numel():
-            err = max(err, (out[sl].to(torch.float64) - t).abs().max().item())
+            e = (out[sl].to(work) - t).abs().max().item()  # NaN or inf when the cast overflowed
+            if not math.isfinite(e):
+                bad = t[~torch.isfinite(out[sl])]
+                what = (f"values up to {bad.abs().max().item():.3g} overflow {out_dtype} (largest "
+                        f"{torch.finfo(out_dtype).max:.3g})") if torch.isfinite(bad).all() else "non-finite values"
+                raise BakeError(f"{edit.name}: the folded tensor has {what}; nothing was written. Use a smaller "
+                                "scale or alpha, or a wider dtype (dtype: float32)")
+            err = max(err, e)
     return out, err
 
 
@@ -101,31 +104,22 @@ def rewrite(plan: Plan, out_dir: Path, progress: bool = True) -> list[dict]:
     bar = tqdm(total=sum(len(v) for v in by_shard.values()), desc="baking tensors", unit="tensor",
                disable=not progress)
     for fname, names in by_shard.items():
-        # one source shard open (memory-mapped) at a time, so mapped pages are released shard by shard
-        with safe_open(str(ckpt.path / fname), "pt") as here:
-
-            def read(name: str) -> torch.Tensor:
-                if ckpt.files[name] == fname:
-                    return here.get_tensor(name)
-                with safe_open(str(ckpt.path / ckpt.files[name]), "pt") as other:  # e.g. an untied lm_head
-                    return other.get_tensor(name).clone()
-
-            shard: dict[str, torch.Tensor] = {}
-            for name in names:
-                if name in plan.edits:
-                    edit = plan.edits[name]
-                    shard[name], err = compute(edit, read, out_dtype)
-                    stats.append({"tensor": name, "source": edit.source, "note": edit.note,
-                                  "ops": [f"#{op.step} {plan.steps[op.step].kind}: {op.describe()}" for op in edit.ops],
-                                  "rounding_max_abs": err})
-                else:
-                    t = read(name)
-                    shard[name] = t if t.dtype == out_dtype or not t.is_floating_point() else t.to(out_dtype)
-                weight_map[name] = fname
-                total_size += shard[name].numel() * shard[name].element_size()
-                bar.update(1)
-            save_shard(shard, out_dir / fname)
-            del shard
+        shard: dict[str, torch.Tensor] = {}
+        for name in names:
+            if name in plan.edits:
+                edit = plan.edits[name]
+                shard[name], err = compute(edit, ckpt.read, out_dtype)
+                stats.append({"tensor": name, "source": edit.source, "note": edit.note,
+                              "ops": [f"#{op.step} {plan.steps[op.step].kind}: {op.describe()}" for op in edit.ops],
+                              "rounding_max_abs": err})
+            else:
+                t = ckpt.read(name)
+                shard[name] = t if t.dtype == out_dtype or not t.is_floating_point() else t.to(out_dtype)
+            weight_map[name] = fname
+            total_size += shard[name].numel() * shard[name].element_size()
+            bar.update(1)
+        save_shard(shard, out_dir / fname)
+        del shard
         interrupt.check()
     bar.close()
 

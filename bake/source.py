@@ -74,6 +74,14 @@ class Checkpoint:
     def shard_files(self) -> list[str]:
         return sorted(set(self.files.values()), key=lambda f: (len(f), f))
 
+    def read(self, key: str):
+        """One tensor, through a mapping of its shard that is closed at once: the pages of a mapping
+        left open count in the process's RSS (a whole shard's, once all its tensors are read)."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.path / self.files[key]), "pt") as f:
+            return f.get_tensor(key)
+
 
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}

@@ -1,10 +1,17 @@
 """Verification: the hooked original against the baked checkpoint reloaded from disk.
 
-Both run on the same probe inputs in `verify.compute_dtype` (float64 by default: then the
-difference measures what the bake changed, the rounding of the folded weights, and not the
-float32 arithmetic noise of two different summation orders; float32 shows what a runtime sees). Reported: max abs and max relative logit
-difference, top-1 agreement, KL(hooked || baked), greedy-generation agreement, and the per-layer
-hidden-state difference with the first layer that diverges.
+Both run on the same probe inputs in `verify.compute_dtype` (float64 by default when both models
+are held in memory: then the difference measures what the bake changed, the rounding of the folded
+weights, and not the float32 arithmetic noise of two different summation orders; float32 shows
+what a runtime sees). Reported: max abs and max relative logit difference, top-1 agreement,
+KL(hooked || baked), greedy-generation agreement, and the per-layer hidden-state difference with
+the first layer that diverges.
+
+A model pair that does not fit in memory is streamed (`streaming.load_streamed`: accelerate's
+big-model hooks read each module's weights from the safetensors files when it runs and drop them
+after), so memory holds about one module. All probe prompts then go through in one right-padded
+batch (one read of each model), teacher-forced only: greedy generation would read both models
+once per token.
 """
 
 from __future__ import annotations
@@ -109,6 +116,20 @@ def _run(model, ids: torch.Tensor, gen_tokens: int, pad_id: int):
     return logits, hidden, gen
 
 
+@torch.no_grad()
+def _run_batch(model, ids: list[torch.Tensor], pad_id: int) -> list[tuple]:
+    """(logits, hidden, []) per prompt from one forward pass over the prompts right-padded into one
+    batch, without an attention mask: a causal model's real positions never see the padding after
+    them, so each prompt's positions compute what they compute alone."""
+    n = max(i.shape[1] for i in ids)
+    batch = torch.full((len(ids), n), pad_id, dtype=ids[0].dtype)
+    for k, i in enumerate(ids):
+        batch[k, : i.shape[1]] = i[0]
+    out = model(input_ids=batch, output_hidden_states=True)
+    return [(out.logits[k, : i.shape[1]].double(), [h[k, : i.shape[1]].double() for h in out.hidden_states], [])
+            for k, i in enumerate(ids)]
+
+
 def eos_ids(model) -> list[int]:
     """The model's end-of-sequence ids (those inside its vocabulary)."""
     eos = model.generation_config.eos_token_id
@@ -181,7 +202,7 @@ def compare(ref, baked) -> dict:
         "kl_mean": kl.mean().item(),
         "kl_max": kl.max().item(),
         "greedy_agreement": (sum(a == b for a, b in zip(gr, gb)) / n) if n else None,
-        "greedy_identical": gr == gb,
+        "greedy_identical": (gr == gb) if n else None,
         "hidden_max_abs": [(a - b).abs().max().item() for a, b in zip(hr, hb)],
         "hidden_scale": [a.abs().max().item() for a in hr],
         "tokens": lr.shape[0],
@@ -194,52 +215,71 @@ def _worst(values) -> float:
     return math.nan if any(math.isnan(v) for v in values) else max(values)
 
 
-def fits(plan: Plan, compute_dtype: str) -> bool:
-    """Do the two whole models of the end-to-end pass fit in 60% of the memory available now?"""
+def pair_bytes(plan: Plan, compute_dtype: str) -> int:
+    """Bytes of the two whole models of the end-to-end pass in `compute_dtype`."""
     n = sum(math.prod(s) for s in plan.checkpoint.shapes.values())
-    need = 2 * n * torch.finfo(getattr(torch, compute_dtype)).bits // 8
+    return 2 * n * torch.finfo(getattr(torch, compute_dtype)).bits // 8
+
+
+def available_memory() -> int:
     try:
         with open("/proc/meminfo") as f:
-            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
     except (OSError, StopIteration):
         import os
 
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return need <= 0.6 * avail
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def fits(plan: Plan, compute_dtype: str) -> bool:
+    """Do the two whole models of the end-to-end pass fit in 60% of the memory available now?"""
+    return pair_bytes(plan, compute_dtype) <= 0.6 * available_memory()
+
+
+def choose(plan: Plan, mode: str, compute_dtype: str) -> tuple[str, str]:
+    """(mode, compute dtype) for an asked mode (`auto` resolved by what fits) and dtype (`auto`:
+    float64 in memory when that fits, else float32 in memory, else streamed in float32)."""
+    if mode == "auto":
+        options = ["float64", "float32"] if compute_dtype == "auto" else [compute_dtype]
+        fitting = next((d for d in options if fits(plan, d)), None)
+        return ("full", fitting) if fitting else ("streamed", options[-1])
+    if compute_dtype == "auto":
+        return mode, "float32" if mode == "streamed" else "float64"
+    return mode, compute_dtype
 
 
 def verify(plan: Plan, baked_dir: Path, progress: bool = True, mode: str | None = None) -> dict:
     """Verify the baked checkpoint; return the verification section of the report.
 
     `mode` (else the recipe's `verify.mode`): `full` runs the hooked original and the baked model
-    end to end, then the module-local checks on random and recorded inputs; `local` runs only the
-    module-local checks (memory: one module); `auto` is `full` when both models fit in memory."""
+    end to end in memory, then the module-local checks on random and recorded inputs; `streamed`
+    runs the same end-to-end pass reading each module's weights from disk when it runs (memory:
+    about one module); `local` runs only the module-local checks; `auto` is `full` when both models
+    fit in memory, else `streamed`."""
     from . import localcheck
 
     vcfg = plan.recipe.verify
-    mode = mode or vcfg.mode
-    asked = mode
-    if mode == "auto":
-        mode = "full" if fits(plan, vcfg.compute_dtype) else "local"
+    asked = mode or vcfg.mode
+    mode, dtype = choose(plan, asked, vcfg.compute_dtype)
     if mode == "local":
         local = localcheck.check(plan, Path(baked_dir))
         return {"status": local["status"] if plan.exact or local["status"] == "failed" else "approximate",
-                "mode": "local", "mode_asked": asked, "exact": plan.exact, "compute_dtype": "float64",
+                "mode": "local", "mode_asked": asked, "exact": plan.exact, "compute_dtype": local["compute_dtype"],
                 "tolerance": {"max_abs_logit": None, "min_top1": None, "hidden_state_rel": local["tolerance_rel"]},
                 "metrics": {}, "failures": [f"local: {f}" for f in local["failures"]], "local": local, "prompts": []}
     recorded: dict = {}
-    result = _end_to_end(plan, baked_dir, progress, recorded)
+    result = _end_to_end(plan, baked_dir, progress, recorded, dtype, streamed=mode == "streamed")
     local = localcheck.check(plan, Path(baked_dir), recorded)
     result["failures"] += [f"local: {f}" for f in local["failures"]]
     if local["failures"]:
         result["status"] = "failed"
-    return {**result, "mode": "full", "mode_asked": asked, "local": local}
+    return {**result, "mode": mode, "mode_asked": asked, "local": local}
 
 
-def _end_to_end(plan: Plan, baked_dir: Path, progress: bool, recorded: dict) -> dict:
+def _end_to_end(plan: Plan, baked_dir: Path, progress: bool, recorded: dict, dtype: str, streamed: bool) -> dict:
     """The hooked original against the baked checkpoint reloaded from disk, on the probe prompts
-    (the inputs of the hooked modules on the first prompt are kept in `recorded`)."""
-    from .localcheck import record
+    (the inputs of the hooked modules on the first forward pass are kept in `recorded`)."""
+    from .localcheck import record  # localcheck imports this module's tolerances
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     vcfg = plan.recipe.verify
@@ -249,22 +289,36 @@ def _end_to_end(plan: Plan, baked_dir: Path, progress: bool, recorded: dict) -> 
     tol_top1 = vcfg.min_top1 if vcfg.min_top1 is not None else tol_top1
     trust = plan.recipe.trust_remote_code
 
-    compute = getattr(torch, vcfg.compute_dtype)
-    ref_model = load_model(plan.checkpoint.path, trust_remote_code=trust, dtype=compute, moe=plan.family.moe)
-    baked_model = load_model(baked_dir, trust_remote_code=trust, dtype=compute, moe=plan.family.moe)
+    compute = getattr(torch, dtype)
+    if streamed:
+        from .streaming import load_streamed
+
+        rules = plan.family.keymap.rules if plan.family.keymap is not None else {}
+        models = [load_streamed(path, rules, trust_remote_code=trust, dtype=compute, moe=plan.family.moe)
+                  for path in (plan.checkpoint.path, baked_dir)]
+    else:
+        models = [load_model(path, trust_remote_code=trust, dtype=compute, moe=plan.family.moe)
+                  for path in (plan.checkpoint.path, baked_dir)]
+    ref_model, baked_model = models
     tok = load_tokenizer(baked_dir, trust_remote_code=trust)
     inputs = probe_inputs(tok, vcfg.prompts, ref_model.config.get_text_config().vocab_size)
     pad = (tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0)
-
-    per_prompt = []
-    bar = tqdm(inputs, desc="verifying", unit="prompt", disable=not progress)
     names = sorted({h.module for h in plan.hooks})
-    for label, ids in bar:
-        with hooked(ref_model, plan.hooks), record(ref_model, names if not recorded else [], recorded):
-            ref = _run(ref_model, ids, vcfg.generate_tokens, pad)
-        got = _run(baked_model, ids, vcfg.generate_tokens, pad)
-        per_prompt.append({"prompt": label, **compare(ref, got)})
+    if streamed:  # one batch: each model's weights are read once
+        with hooked(ref_model, plan.hooks), record(ref_model, names, recorded):
+            refs = _run_batch(ref_model, [ids for _, ids in inputs], pad)
         interrupt.check()
+        gots = _run_batch(baked_model, [ids for _, ids in inputs], pad)
+        per_prompt = [{"prompt": label, **compare(r, g)} for (label, _), r, g in zip(inputs, refs, gots)]
+    else:
+        per_prompt = []
+        for label, ids in tqdm(inputs, desc="verifying", unit="prompt", disable=not progress):
+            with hooked(ref_model, plan.hooks), record(ref_model, names if not recorded else [], recorded):
+                ref = _run(ref_model, ids, vcfg.generate_tokens, pad)
+            got = _run(baked_model, ids, vcfg.generate_tokens, pad)
+            per_prompt.append({"prompt": label, **compare(ref, got)})
+            interrupt.check()
+    del models, ref_model, baked_model
 
     rtol = HIDDEN_RTOL[plan.dtype]
     n_h = len(per_prompt[0]["hidden_max_abs"])
@@ -280,7 +334,8 @@ def _end_to_end(plan: Plan, baked_dir: Path, progress: bool, recorded: dict) -> 
         "kl_mean": sum(p["kl_mean"] * p["tokens"] for p in per_prompt) / tokens,
         "kl_max": max(p["kl_max"] for p in per_prompt),
         "greedy_agreement": (sum(greedy) / len(greedy)) if greedy else None,
-        "greedy_identical_prompts": f"{sum(p['greedy_identical'] for p in per_prompt)}/{len(per_prompt)}",
+        "greedy_identical_prompts": (f"{sum(bool(p['greedy_identical']) for p in per_prompt)}/{len(per_prompt)}"
+                                     if greedy else "not run"),
         "first_divergent_hidden_state": first,
     }
     failures = []
@@ -301,7 +356,7 @@ def _end_to_end(plan: Plan, baked_dir: Path, progress: bool, recorded: dict) -> 
     return {
         "status": status,
         "exact": plan.exact,
-        "compute_dtype": vcfg.compute_dtype,
+        "compute_dtype": dtype,
         "tolerance": {"max_abs_logit": tol_abs if check_tol else None, "min_top1": tol_top1,
                       "hidden_state_rel": rtol},
         "metrics": metrics,

@@ -3,7 +3,8 @@
     .venv/bin/python eval/aura_benchmark.py [--data ../shared/data/toxicity/davidson2017/train.csv] [--limit 2000]
         [--dtype float64|float32]
 
-Prints, for both pipelines on the same texts: sentences/s of the response pass, end-to-end
+Prints, for both pipelines on the same texts: sentences/s of the response pass (and of a bare
+batched forward pass of the same batches, the floor it is held to: at most 1.2x), end-to-end
 seconds, peak RSS, and the max difference between their alphas; then how many up_proj units have
 AUROC > 0.5 and the top 10.
 
@@ -67,6 +68,21 @@ def reference(runner: learn.Runner, texts, labels, modules, workdir: Path):
     return alphas, t_resp, time.time() - t1, time.time() - t0
 
 
+@torch.no_grad()
+def bare(runner: learn.Runner, texts, batch_size: int, dtype) -> float:
+    """Seconds of the bare batched forward passes bake's response pass makes (same order, batches,
+    tokenization, positions and dtype; no hooks, no pooling): the physical floor of learning."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    runner.model.to(dtype)
+    try:
+        t0 = time.time()
+        for enc in runner.batches([texts[i] for i in order], batch_size, 128, "bare", False):
+            runner.forward(enc)
+        return time.time() - t0
+    finally:
+        runner.model.to(torch.float32)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/toxicity/davidson2017/train.csv"))
@@ -81,6 +97,7 @@ def main():
     runner = learn.Runner("builtin:smollm2-135m-instruct")
     modules = runner.modules(["model.layers.*.mlp.up_proj"])
 
+    t_bare = bare(runner, ds.texts, args.batch_size, getattr(torch, args.dtype))
     t0 = time.time()
     resp = runner.responses(ds.texts, modules, "max", 128, args.batch_size, progress=False,
                             dtype=getattr(torch, args.dtype))
@@ -90,6 +107,11 @@ def main():
     n = len(ds.texts)
     print(f"bake ({args.dtype}): responses {n / t_resp:6.1f} sentences/s ({t_resp:6.1f} s), scoring {t_bake - t_resp:6.1f} s, "
           f"end to end {t_bake:6.1f} s, peak RSS {rss_mb():.0f} MB")
+    print(f"bare forward of the same batches: {n / t_bare:6.1f} sentences/s ({t_bare:6.1f} s); the response pass "
+          f"costs {t_resp / t_bare:.2f}x it (target <= 1.2x)")
+    result = {"texts": n, "dtype": args.dtype, "batch_size": args.batch_size, "responses_s": t_resp,
+              "scoring_s": t_bake - t_resp, "bare_forward_s": t_bare, "responses_over_bare": t_resp / t_bare,
+              "command": "eval/aura_benchmark.py " + " ".join(sys.argv[1:])}
 
     if not args.skip_reference:
         with tempfile.TemporaryDirectory() as tmp:
@@ -101,6 +123,8 @@ def main():
                    for m in modules[:3])
         print(f"reference (float32): responses {n / r_resp:6.1f} sentences/s ({r_resp:6.1f} s), scoring {r_score:6.1f} s, "
               f"end to end {r_total:6.1f} s, peak RSS {rss_mb():.0f} MB (whole process)")
+        result.update(reference_responses_s=r_resp, reference_scoring_s=r_score, reference_total_s=r_total,
+                      max_alpha_difference=diff)
         print(f"speed-up: end to end {r_total / t_bake:.1f}x, responses {r_resp / t_resp:.1f}x, "
               f"scoring {r_score / max(t_bake - t_resp, 1e-9):.0f}x")
         print(f"max |alpha difference|: {diff:.2e} end to end; {same:.2e} when sklearn scores bake's responses "
@@ -108,6 +132,7 @@ def main():
               "end-to-end gap is the reference's float32 rounding, which depends on the input's shape and "
               "breaks ties, e.g. between texts whose max is reached on a shared first token.")
 
+    (ROOT / "eval" / "aura_benchmark.json").write_text(__import__("json").dumps(result, indent=1))
     flat = torch.cat(list(aurocs.values()))
     names = [f"{m}[{j}]" for m, a in aurocs.items() for j in range(a.numel())]
     print(f"up_proj units: {flat.numel()}, with AUROC > 0.5: {int((flat > 0.5).sum())}")

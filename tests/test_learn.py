@@ -119,21 +119,56 @@ def test_learn_aura_end_to_end_and_bake(model, tmp_path):
 
 
 def test_learned_alphas_do_not_depend_on_batching_or_padding(model):
-    """Batch sizes 1, 4 and 16, left or right padding: alphas equal within 1e-6 (float64 forward
-    passes, positions counted over real tokens). eval/learn_batching.py measures it on SmolLM2."""
-    runner = learn.Runner(str(model))
-    mods = runner.modules(["model.layers.*.mlp.up_proj"])
+    """Batch sizes 1, 4 and 16, left or right padding, the model in memory or streamed from disk
+    (allowed 1 kB): alphas equal within 1e-6 (float64 forward passes, positions counted over real
+    tokens). eval/learn_batching.py measures it on SmolLM2."""
+    runners = {"memory": learn.Runner(str(model)), "streamed": learn.Runner(str(model), max_memory=1000)}
+    assert not runners["memory"].streamed and runners["streamed"].streamed
+    assert next(runners["streamed"].model.parameters()).is_meta  # no weight is held between modules
+    mods = runners["memory"].modules(["model.layers.*.mlp.up_proj"])
     y = [int(any(w in t for w in ("hate", "stupid", "bomb", "idiot"))) for t in CORPUS]
     alphas = {}
-    for bs in (1, 4, 16):
-        for side in ("left", "right"):
-            runner.tok.padding_side = side
-            resp = runner.responses(CORPUS, mods, "max", 128, bs, progress=False)
-            alphas[bs, side] = learn.aura_alphas(resp, y)[0]
-    ref = alphas[1, "right"]
+    for where, runner in runners.items():
+        for bs in (1, 4, 16) if where == "memory" else (4,):
+            for side in ("left", "right"):
+                runner.tok.padding_side = side
+                resp = runner.responses(CORPUS, mods, "max", 128, bs, progress=False)
+                alphas[where, bs, side] = learn.aura_alphas(resp, y)[0]
+    ref = alphas["memory", 1, "right"]
     for got in alphas.values():
         assert max((got[m] - ref[m]).abs().max().item() for m in mods) <= 1e-6
-    assert next(runner.model.parameters()).dtype == torch.float32  # the model is back in its dtype
+    for runner in runners.values():
+        assert next(runner.model.parameters()).dtype == torch.float32  # the model is back in its dtype
+
+
+def test_learn_aura_data_parallel_equals_one_process(model, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` on CPU (torchrun underneath, gloo): each
+    process pools its share of the texts,
+    the pooled responses are gathered in text order, and the file equals the one-process file."""
+    import socket
+    import subprocess
+    import sys
+
+    rows = [{"comment_text": t, "toxic": int(any(w in t for w in ("hate", "stupid", "bomb", "idiot")))} for t in CORPUS]
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    args = ["learn", "aura", "--model", str(model), "--data", str(data), "--layout", "jigsaw", "--batch-size", "4",
+            "--json"]
+    assert main(args + ["--out", str(tmp_path / "one.safetensors"), "--quiet"]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                          "--main_process_port", str(port), "-m", "bake", *args,
+                          "--out", str(tmp_path / "two.safetensors")], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout)["processes"] == 2  # printed once, by the first process
+    one, two = load_file(str(tmp_path / "one.safetensors")), load_file(str(tmp_path / "two.safetensors"))
+    assert sorted(one) == sorted(two) and len(one) == 6
+    for k in one:
+        assert (one[k] - two[k]).abs().max().item() <= 1e-6, k
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "one.safetensors", "two.safetensors"]
 
 
 def test_mean_diff_recovers_a_planted_direction(model, tmp_path):

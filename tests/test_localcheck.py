@@ -1,4 +1,4 @@
-"""Module-local checks (`--verify local|full|auto`): each hooked module against its baked twin, one
+"""Module-local checks (`--verify local|full|streamed|auto`): each hooked module against its baked twin, one
 module in memory at a time; they catch a tampered tensor without the end-to-end pass."""
 
 from __future__ import annotations
@@ -51,11 +51,12 @@ def test_full_mode_replays_the_inputs_each_module_received(tmp_path):
     assert all(r["status"] == "passed" for r in rows.values())
 
 
-def test_auto_mode_falls_back_to_local_checks_when_the_models_do_not_fit(tmp_path, monkeypatch):
+def test_auto_mode_streams_when_the_models_do_not_fit(tmp_path, monkeypatch):
     model, arts = _model(tmp_path, "llama")
     monkeypatch.setattr(verifier, "fits", lambda plan, dtype: False)
     v = bake.apply(_recipe(model, arts["ablate"]), output=tmp_path / "out", progress=False)["verification"]
-    assert (v["mode"], v["mode_asked"], v["status"]) == ("local", "auto", "passed")
+    assert (v["mode"], v["mode_asked"], v["status"], v["compute_dtype"]) == ("streamed", "auto", "passed", "float32")
+    assert v["local"]["status"] == "passed" and v["metrics"]["greedy_identical_prompts"] == "not run"
 
 
 @pytest.mark.parametrize("what", ["folded", "copied"])
