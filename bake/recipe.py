@@ -73,7 +73,7 @@ class Verify(_Strict):
     max_abs_logit: Float | None = Field(default=None, gt=0)
     min_top1: Float | None = Field(default=None, ge=0, le=1)
     generate_tokens: Int = Field(default=32, ge=0, le=4096)
-    # auto: float64 when the two models are held in memory, float32 when they are streamed
+    # auto: float64 in memory; streamed, float64 for a float32 output and float32 for a 16-bit one
     compute_dtype: Literal["auto", "float64", "float32"] = "auto"
     # full: end to end with both models in memory, then the module-local checks; streamed: the same
     # end-to-end pass with each module's weights read from the safetensors files when it runs (memory:

@@ -20,6 +20,7 @@ import torch
 
 from .errors import BakeError
 from .families.keys import KeyMap
+from .localcheck import assemble, skeleton
 from .source import Checkpoint, open_checkpoint
 
 
@@ -48,8 +49,6 @@ class DiskWeights(Mapping):
         self.ckpt, self.keymap, self.shapes, self.aliases = ckpt, keymap, shapes, aliases
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        from .localcheck import assemble
-
         shape = self.shapes[name]
         for n in [name, *self.aliases.get(name, [])]:  # a tied weight is stored under one of its names
             if self.keymap.slices(n, shape):
@@ -70,8 +69,6 @@ def load_streamed(path: Path, rules: dict, *, trust_remote_code: bool, dtype: to
 
     from accelerate import cpu_offload
 
-    from .localcheck import skeleton
-
     return_freed_memory()
     ckpt = open_checkpoint(Path(path))
     model = skeleton(ckpt.path, trust_remote_code, moe, dtype)
@@ -86,15 +83,10 @@ def load_streamed(path: Path, rules: dict, *, trust_remote_code: bool, dtype: to
     weights = DiskWeights(ckpt, KeyMap(rules, ckpt.shapes), shapes, aliases)
     for n, b in list(model.named_buffers()):  # buffers the constructor leaves empty come from the checkpoint
         if b.is_meta:
-            owner, _, attr = n.rpartition(".")
-            module = model.get_submodule(owner)
-            shape = tuple(b.shape)
-            keymap = weights.keymap
-            if not keymap.slices(n, shape):
+            if not weights.keymap.slices(n, tuple(b.shape)):
                 raise BakeError(f"{path}: buffer {n} is neither computed by the model nor stored in the checkpoint")
-            from .localcheck import assemble
-
-            module._buffers[attr] = assemble(keymap, n, shape, weights.ckpt.read, b.dtype)
+            owner, _, attr = n.rpartition(".")
+            model.get_submodule(owner)._buffers[attr] = assemble(weights.keymap, n, tuple(b.shape), ckpt.read, b.dtype)
     logging.getLogger("accelerate").setLevel(logging.ERROR)
     cpu_offload(model, execution_device=torch.device("cpu"), state_dict=weights)
     return model.eval()

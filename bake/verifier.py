@@ -237,14 +237,17 @@ def fits(plan: Plan, compute_dtype: str) -> bool:
 
 
 def choose(plan: Plan, mode: str, compute_dtype: str) -> tuple[str, str]:
-    """(mode, compute dtype) for an asked mode (`auto` resolved by what fits) and dtype (`auto`:
-    float64 in memory when that fits, else float32 in memory, else streamed in float32)."""
+    """(mode, compute dtype) for an asked mode and dtype. `auto` mode: `full` when both models fit in
+    memory in the compute dtype (float64 for `auto`), else `streamed`. `auto` dtype: float64 in
+    memory; streamed, float64 for a float32 output and float32 for a 16-bit one, as the module-local
+    checks use (float32's noise is 10^4 times below a 16-bit tolerance, and the largest module then
+    takes half the memory)."""
+    from .localcheck import dtype_for
+
     if mode == "auto":
-        options = ["float64", "float32"] if compute_dtype == "auto" else [compute_dtype]
-        fitting = next((d for d in options if fits(plan, d)), None)
-        return ("full", fitting) if fitting else ("streamed", options[-1])
+        mode = "full" if fits(plan, "float64" if compute_dtype == "auto" else compute_dtype) else "streamed"
     if compute_dtype == "auto":
-        return mode, "float32" if mode == "streamed" else "float64"
+        compute_dtype = str(dtype_for(plan)).removeprefix("torch.") if mode == "streamed" else "float64"
     return mode, compute_dtype
 
 

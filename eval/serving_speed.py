@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bake import api  # noqa: E402
+from bake import recipe as recipe_mod  # noqa: E402
 from bake.hooks import hooked  # noqa: E402
 from bake.verifier import load_model, load_tokenizer  # noqa: E402
 
@@ -47,9 +48,12 @@ def main():
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    loaded = recipe_mod.load(args.recipe)
+    recipe = loaded.model_copy(update={"export": ["hf"]})  # the exported formats are not timed here
+    recipe.base_dir = loaded.base_dir
     with tempfile.TemporaryDirectory() as tmp:
-        report = api.apply(args.recipe, output=Path(tmp) / "baked", progress=False, verify_mode="local")
-        plan = api.plan(args.recipe, progress=False)
+        plan = api.plan(recipe, progress=False)
+        report = api.apply(recipe, output=Path(tmp) / "baked", progress=False, verify_mode="local")
         base = load_model(plan.checkpoint.path, trust_remote_code=False)
         baked = load_model(Path(tmp) / "baked", trust_remote_code=False)
         tok = load_tokenizer(plan.checkpoint.path, trust_remote_code=False)
@@ -64,7 +68,9 @@ def main():
                 times.setdefault(("baked", batch), []).append(generate(baked, ids, args.tokens))
                 with hooked(base, plan.hooks):
                     times.setdefault(("hooked", batch), []).append(generate(base, ids, args.tokens))
-    rows, out = [], {"recipe": args.recipe, "tokens": args.tokens, "rounds": args.rounds,
+    shown = Path(args.recipe).resolve()
+    shown = shown.relative_to(ROOT) if ROOT in shown.parents else shown
+    out = {"recipe": str(shown), "tokens": args.tokens, "rounds": args.rounds,
                      "hooks": len(plan.hooks), "edits": len(report["edits"]),
                      "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
                      "command": "eval/serving_speed.py " + " ".join(sys.argv[1:]), "results": []}

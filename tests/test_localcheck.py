@@ -55,7 +55,7 @@ def test_auto_mode_streams_when_the_models_do_not_fit(tmp_path, monkeypatch):
     model, arts = _model(tmp_path, "llama")
     monkeypatch.setattr(verifier, "fits", lambda plan, dtype: False)
     v = bake.apply(_recipe(model, arts["ablate"]), output=tmp_path / "out", progress=False)["verification"]
-    assert (v["mode"], v["mode_asked"], v["status"], v["compute_dtype"]) == ("streamed", "auto", "passed", "float32")
+    assert (v["mode"], v["mode_asked"], v["status"], v["compute_dtype"]) == ("streamed", "auto", "passed", "float64")
     assert v["local"]["status"] == "passed" and v["metrics"]["greedy_identical_prompts"] == "not run"
 
 
