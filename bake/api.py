@@ -111,7 +111,7 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
     output with its failing report, so it can be inspected) when verification fails.
     `force` replaces an output folder that bake wrote earlier, never anything else;
     `trust_remote_code` lets transformers run code shipped with the model; `verify_mode`
-    (full | local | auto) overrides the recipe's `verify.mode`."""
+    (full | streamed | local | auto) overrides the recipe's `verify.mode`."""
     r = _recipe(recipe)
     out = _output_dir(r, output)
     staging.check_target(out, folder=True, force=force, protect=[r.base_dir])  # fail fast, before learning

@@ -40,7 +40,7 @@ def parse_size(size: str | int | None) -> int | None:
 
     if size is None or isinstance(size, int):
         return size
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)(i?)B?\s*", str(size), re.IGNORECASE)
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(i?)B?\s*", str(size), re.IGNORECASE)
     if not m:
         raise BakeError(f"--max-memory {size!r}: give a size such as 8GB, 512MiB or a number of bytes")
     unit = 1024 if m.group(3) else 1000
@@ -82,7 +82,7 @@ def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_c
 def learn_steer(model, out, positive=None, negative=None, layers="all", method="mean-diff", position="last",
                 normalize=None, chat=False, from_gguf=None, from_sae=None, feature=None,
                 from_steering_vectors=None, progress=True, runner=None, trust_remote_code=False,
-               max_memory=None) -> dict:
+                max_memory=None) -> dict:
     """Learn (mean-diff / pca) or import (GGUF control vector, SAELens row, steering-vectors) a vector."""
     if from_gguf or from_sae or from_steering_vectors:
         from .arch import hidden_size, num_layers
@@ -134,7 +134,7 @@ def learn_steer(model, out, positive=None, negative=None, layers="all", method="
 def learn_refusal(model, harmful, harmless, out, harmful_val=None, harmless_val=None, kl_max=0.1,
                   prune_last=0.2, limit=None, val_limit=None, projected=False, layers=None, progress=True,
                   runner=None, trust_remote_code=False,
-               max_memory=None) -> dict:
+                  max_memory=None) -> dict:
     runner = runner or learn.Runner(model, trust_remote_code, parse_size(max_memory))
     hf = data_mod.load(harmful, limit=limit).texts
     hl = data_mod.load(harmless, limit=limit).texts

@@ -141,6 +141,14 @@ def test_learned_alphas_do_not_depend_on_batching_or_padding(model):
         assert next(runner.model.parameters()).dtype == torch.float32  # the model is back in its dtype
 
 
+def test_max_memory_sizes():
+    assert [learners.parse_size(x) for x in ("8GB", "512MiB", "1.5G", "1000", None)] == [
+        8 * 10**9, 512 << 20, 1_500_000_000, 1000, None]
+    for bad in ("1.2.3", "lots", "-1GB"):
+        with pytest.raises(bake.BakeError, match="--max-memory"):
+            learners.parse_size(bad)
+
+
 def test_learn_aura_data_parallel_equals_one_process(model, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` on CPU (torchrun underneath, gloo): each
     process pools its share of the texts,

@@ -79,13 +79,14 @@ print(json.dumps({{"base": base, "peak": status("VmHWM:"), "status": report["ver
 
 def test_streamed_bake_and_verification_stay_within_a_shard_bound(tmp_path):
     """A 380 MB bfloat16 Llama in 32 MB shards bakes (all three kinds) and verifies end to end with the
-    peak RSS above the interpreter's at most 1.5x the largest shard + 256 MiB: less than half of what
-    holding the model in float32 for the verification's forward passes would take."""
+    peak RSS above the interpreter's at most 1.5x the largest shard + 256 MiB, which is less than the
+    model's own bfloat16 bytes (so less than half of what holding it in float32 for a forward pass takes)."""
     sys.path.insert(0, str(ROOT / "eval"))
     import synthetic
 
     total = synthetic.write_llama(tmp_path / "model", hidden=1024, layers=12, inter=4096, vocab=8000, shard_mb=32)
     largest = max(f.stat().st_size for f in (tmp_path / "model").glob("*.safetensors"))
+    # random weights give near-uniform logits whose top two bfloat16 rounding can swap: top-1 >= 0.9 (seeded)
     recipe = {"model": str(tmp_path / "model"), "dtype": "bfloat16", "verify": {"min_top1": 0.9},
               "interventions": list(coverage.artifacts(tmp_path / "model", tmp_path).values())}
     code = CHILD.format(root=str(ROOT), recipe=recipe, out=str(tmp_path / "out"))
@@ -94,5 +95,5 @@ def test_streamed_bake_and_verification_stay_within_a_shard_bound(tmp_path):
     res = json.loads(run.stdout.strip().splitlines()[-1])
     bound = 1.5 * largest + (256 << 20)
     assert (res["status"], res["mode"]) == ("passed", "streamed")
-    assert 2 * total > 2 * bound  # the model in float32 (twice its bfloat16 bytes) would break the bound twice over
+    assert total > bound  # the bfloat16 weights alone exceed the bound; loading them in float32 takes twice that
     assert res["peak"] - res["base"] <= bound, (res, bound)
