@@ -307,11 +307,20 @@ def _end_to_end(plan: Plan, baked_dir: Path, progress: bool, recorded: dict, dty
     inputs = probe_inputs(tok, vcfg.prompts, ref_model.config.get_text_config().vocab_size)
     pad = (tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0)
     names = sorted({h.module for h in plan.hooks})
-    if streamed:  # one batch: each model's weights are read once
-        with hooked(ref_model, plan.hooks), record(ref_model, names, recorded):
-            refs = _run_batch(ref_model, [ids for _, ids in inputs], pad)
-        interrupt.check()
-        gots = _run_batch(baked_model, [ids for _, ids in inputs], pad)
+    if streamed:  # one batch: each model's weights are read once; the bar counts blocks read
+        n = plan.family.n_layers
+        bar = tqdm(total=2 * n, desc="verifying (streamed)", unit="block", disable=not progress)
+        blocks = [dict(m.named_modules()).get(plan.family.block(i)) for m in models for i in range(n)]
+        ticks = [b.register_forward_hook(lambda *_: bar.update(1)) for b in blocks if b is not None]
+        try:
+            with hooked(ref_model, plan.hooks), record(ref_model, names, recorded):
+                refs = _run_batch(ref_model, [ids for _, ids in inputs], pad)
+            interrupt.check()
+            gots = _run_batch(baked_model, [ids for _, ids in inputs], pad)
+        finally:
+            for t in ticks:
+                t.remove()
+            bar.close()
         per_prompt = [{"prompt": label, **compare(r, g)} for (label, _), r, g in zip(inputs, refs, gots)]
     else:
         per_prompt = []
