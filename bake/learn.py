@@ -78,10 +78,9 @@ def is_main_process() -> bool:
 def streams(ckpt: Checkpoint, max_memory: int | None) -> bool:
     """Must learning stream the model from disk? Yes when the model in float64 (the AURA responses'
     dtype) needs more than `max_memory` bytes, or than 60% of the memory available when none is given."""
-    from .verifier import available_memory
+    from .verifier import fits_in_memory
 
-    need = 8 * sum(math.prod(s) for s in ckpt.shapes.values())
-    return need > (max_memory if max_memory is not None else 0.6 * available_memory())
+    return not fits_in_memory(8 * sum(math.prod(s) for s in ckpt.shapes.values()), max_memory)
 
 
 class Runner:
@@ -97,8 +96,7 @@ class Runner:
         if self.streamed:
             from .streaming import load_streamed
 
-            rules = self.family.keymap.rules if self.family.keymap is not None else {}
-            self.model = load_streamed(self.ckpt.path, rules, trust_remote_code=trust_remote_code,
+            self.model = load_streamed(self.ckpt.path, self.family.key_rules, trust_remote_code=trust_remote_code,
                                        dtype=torch.float32, moe=self.family.moe)
         else:
             self.model = load_model(self.ckpt.path, trust_remote_code=trust_remote_code, moe=self.family.moe)

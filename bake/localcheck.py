@@ -177,7 +177,7 @@ def check(plan: Plan, baked_dir: Path, recorded: dict | None = None) -> dict:
     """The local section of the verification report: one row per hooked module, then the copies."""
     trust, moe = plan.recipe.trust_remote_code, plan.family.moe
     baked = open_checkpoint(Path(baked_dir))
-    rules = plan.family.keymap.rules if plan.family.keymap is not None else {}
+    rules = plan.family.key_rules
     src_map, baked_map = KeyMap(rules, plan.checkpoint.shapes), KeyMap(rules, baked.shapes)
     rtol = RTOL[plan.dtype]
     exact_steps = {s.index for s in plan.steps if s.exact}

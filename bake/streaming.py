@@ -64,7 +64,7 @@ class DiskWeights(Mapping):
 
 def load_streamed(path: Path, rules: dict, *, trust_remote_code: bool, dtype: torch.dtype, moe: bool = False):
     """The causal LM of folder `path` in `dtype` with every weight left on disk (eval mode; `.to(dtype)`
-    casts it later). `rules`: the family's key-map rules (`family.keymap.rules`)."""
+    casts it later). `rules`: the family's key-map rules (`family.key_rules`)."""
     import logging
 
     from accelerate import cpu_offload

@@ -231,9 +231,14 @@ def available_memory() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def fits_in_memory(need: int, max_memory: int | None = None) -> bool:
+    """Do `need` bytes fit in `max_memory`, or when none is given, in 60% of the memory available now?"""
+    return need <= (max_memory if max_memory is not None else 0.6 * available_memory())
+
+
 def fits(plan: Plan, compute_dtype: str) -> bool:
     """Do the two whole models of the end-to-end pass fit in 60% of the memory available now?"""
-    return pair_bytes(plan, compute_dtype) <= 0.6 * available_memory()
+    return fits_in_memory(pair_bytes(plan, compute_dtype))
 
 
 def choose(plan: Plan, mode: str, compute_dtype: str) -> tuple[str, str]:
@@ -296,8 +301,7 @@ def _end_to_end(plan: Plan, baked_dir: Path, progress: bool, recorded: dict, dty
     if streamed:
         from .streaming import load_streamed
 
-        rules = plan.family.keymap.rules if plan.family.keymap is not None else {}
-        models = [load_streamed(path, rules, trust_remote_code=trust, dtype=compute, moe=plan.family.moe)
+        models = [load_streamed(path, plan.family.key_rules, trust_remote_code=trust, dtype=compute, moe=plan.family.moe)
                   for path in (plan.checkpoint.path, baked_dir)]
     else:
         models = [load_model(path, trust_remote_code=trust, dtype=compute, moe=plan.family.moe)

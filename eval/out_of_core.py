@@ -71,7 +71,7 @@ from bake.verifier import probe_inputs, _run_batch
 from bake.streaming import load_streamed
 t = time.time()
 with tempfile.TemporaryDirectory() as scratch, torch.no_grad():
-    m = load_streamed(out, p.family.keymap.rules, trust_remote_code=False, dtype=getattr(torch, v["compute_dtype"]))
+    m = load_streamed(out, p.family.key_rules, trust_remote_code=False, dtype=getattr(torch, v["compute_dtype"]))
     ids = [i for _, i in probe_inputs(None, None, m.config.vocab_size)]
     _run_batch(m, ids, 0)
 res["forward_s"] = time.time() - t

@@ -70,6 +70,11 @@ class Adapter:
     def block(self, i: int) -> str:
         return f"{self.blocks_path}.{i}"
 
+    @property
+    def key_rules(self) -> dict:
+        """The key map's rules (parameter template -> checkpoint keys), {} when names match as stored."""
+        return self.keymap.rules if self.keymap is not None else {}
+
     def writers(self, blocks="all") -> list[Writer]:
         """Residual writers of `blocks` ("all" adds the embeddings)."""
         if blocks == "all":
