@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__, card, integrity, staging
+from . import __version__, card, integrity, kinds, staging
 from . import recipe as recipe_mod
 from .compile import Plan, compile_plan, merge_config
 from .errors import BakeError, VerificationFailed
@@ -48,7 +48,7 @@ def plan_summary(p: Plan) -> dict:
         "dtype": p.dtype,
         "exact": p.exact,
         "steps": [{"index": s.index, "kind": s.kind, "exact": s.exact, "summary": s.summary,
-                   "tensors": len(s.tensors)} for s in p.steps],
+                   "tensors": len(s.tensors), **({"details": s.details} if s.details else {})} for s in p.steps],
         "edits": [{"tensor": e.name, "source": e.source, "shape": list(e.shape), "note": e.note,
                    "ops": [f"#{op.step} {p.steps[op.step].kind}: {op.describe()}" for op in e.ops]}
                   for e in p.edits.values()],
@@ -62,10 +62,12 @@ def _resolved_recipe(p: Plan) -> dict:
     r = p.recipe
     data = recipe_mod.dump(r)
     for iv in data["interventions"]:
-        for key in ("alphas", "vector", "direction"):
-            if isinstance(iv.get(key), str):
-                path, sep, k = iv[key].partition("#")
-                iv[key] = str(r.path(path).resolve()) + sep + k
+        for key in kinds.get(iv["kind"]).artifacts:
+            value = iv.get(key)
+            refs = [str(r.path(x.partition("#")[0]).resolve()) + "".join(x.partition("#")[1:]) if isinstance(x, str)
+                    else x for x in (value if isinstance(value, list) else [value])]
+            if value is not None:
+                iv[key] = refs if isinstance(value, list) else refs[0]
     if not str(r.model).startswith("builtin:") and Path(r.path(r.model)).exists():
         data["model"] = str(Path(r.path(r.model)).resolve())
     data.pop("output", None)
@@ -288,7 +290,7 @@ def arch_info(model: str, trust_remote_code: bool = False) -> dict:
                 "exact": w.exact, **({"post_norm_of": [k for k, _ in w.source][:4]} if w.norm else {})}
     writers = {w.module: show(w) for w in fam.embeds}
     writers.update({w.module.replace(b0 + ".", fam.blocks_path + ".N.", 1): show(w) for w in fam.blocks[0]})
-    status = {"aura": fam.aura_status(), "steer": fam.steer_status(), "ablate": fam.ablate_status()}
+    status = {name: kind.status(fam) for name, kind in kinds.KINDS.items()}
     return {
         "model": ckpt.spec, "path": str(ckpt.path), "model_type": ckpt.config.get("model_type"),
         "blocks": fam.n_layers, "hidden_size": fam.d, "moe": fam.moe,

@@ -52,9 +52,38 @@ def _check_finite(t: torch.Tensor, where: str) -> torch.Tensor:
     return t
 
 
+def _index(t: torch.Tensor, index: str, where: str) -> torch.Tensor:
+    """`t[i, j, ...]` from the text "i, j, ..."; the last index may be fractional (x = 12.5 interpolates
+    linearly between t[..., 12] and t[..., 13]: a direction between two layers' candidates)."""
+    parts = [p.strip() for p in index.split(",")]
+    for n, p in enumerate(parts):
+        if t.ndim == 0:
+            raise BakeError(f"{where}: [{index}] has more indices than the tensor has axes")
+        try:
+            x = float(p)
+        except ValueError:
+            raise BakeError(f"{where}: [{index}]: {p!r} is not a number") from None
+        size = t.shape[0]
+        if x == int(x):
+            i = int(x)
+            if not -size <= i < size:
+                raise BakeError(f"{where}: index {i} is out of range for an axis of {size}")
+            t = t[i]
+            continue
+        if n != len(parts) - 1 or not 0 <= x <= size - 1:
+            raise BakeError(f"{where}: a fractional index ({p}) must be the last one and within 0..{size - 1}")
+        lo, frac = int(x // 1), x - x // 1
+        t = (1 - frac) * t[lo] + frac * t[lo + 1]
+    return t
+
+
 def load_tensor(spec: str, base: Path, where: str) -> torch.Tensor:
-    """One float64 tensor from `path[#key]`."""
+    """One float64 tensor from `path[#key]`, or a slice of it, `path#key[i, x]` (see `_index`)."""
     path, key = split_key(spec)
+    index = None
+    if key and key.endswith("]") and "[" in key:
+        key, _, index = key[:-1].partition("[")
+        key = key or None
     path = (base / path) if not Path(path).is_absolute() else Path(path)
     obj = _read(path, where)
     if isinstance(obj, dict):
@@ -68,11 +97,13 @@ def load_tensor(spec: str, base: Path, where: str) -> torch.Tensor:
         obj = obj[key]
     elif key is not None:
         raise BakeError(f"{where}: {path.name} holds a single tensor; drop #{key}")
-    return _check_finite(obj, where)
+    t = _check_finite(obj, where)
+    return _index(t, index, where) if index is not None else t
 
 
-def load_alphas(spec: str, base: Path, where: str) -> dict[str, torch.Tensor]:
-    """{module_name: alphas [N]} from a safetensors/pt dict or an ml-aura .statedict folder."""
+def load_alphas(spec: str, base: Path, where: str, prefix: str = "") -> dict[str, torch.Tensor]:
+    """{module_name: alphas [N]} from a safetensors/pt dict or an ml-aura .statedict folder. With `prefix`
+    (e.g. "mu/"), a file whose keys carry it (an alphas file that also holds means) gives those entries."""
     path = Path(spec) if Path(spec).is_absolute() else base / spec
     if path.is_dir():
         files = sorted(path.glob("*.statedict"))
@@ -89,5 +120,10 @@ def load_alphas(spec: str, base: Path, where: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict):
         raise BakeError(f"{where}: alphas must map module names to vectors ({{module_name: [N]}}); "
                         f"{path.name} holds a single tensor")
+    if prefix and any(k.startswith(prefix) for k in obj):
+        obj = {k[len(prefix):]: v for k, v in obj.items() if k.startswith(prefix)}
+    elif prefix and any(k.startswith("auroc/") for k in obj):
+        raise BakeError(f"{where}: {path.name} is a learned alphas file without means ({prefix}...); learn it with "
+                        "`means: true` (`bake learn aura --means`), which stores them beside the alphas")
     return {k: _check_finite(v, f"{where} [{k}]").reshape(-1)
             for k, v in obj.items() if not k.startswith(("auroc/", "mu/"))}

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from .kinds import KINDS
 from .source import BUILTINS
 
-TAGS = {"aura": "aura", "steer": "steering", "ablate": "abliteration"}
 
 
 def base_info(ckpt) -> dict:
@@ -115,7 +115,7 @@ def render(folder: Path, repo: str | None = None) -> str:
         **({"license": base["license"]} if base.get("license") else {}),
         "library_name": "transformers",
         "pipeline_tag": "text-generation",
-        "tags": ["bake"] + sorted({TAGS[k] for k in kinds}) + formats[1:],
+        "tags": ["bake"] + sorted({KINDS[k].tag if k in KINDS else k for k in kinds}) + formats[1:],
     }
     name = repo or Path(report.get("output") or folder).name  # (a bake renders it in its temp folder)
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# {name}", ""]

@@ -247,6 +247,8 @@ def _learn_parsers(lp, common):
     a.add_argument("--zscore", action="store_true", help="z-score the ranking score across modules")
     a.add_argument("--limit", type=int, help="use a seeded, stratified sample of this many examples")
     a.add_argument("--statedict", help="also export an ml-aura .statedict folder here")
+    a.add_argument("--means", action="store_true", help="also store each unit's mean response on the negative "
+                   "texts (mu/<module>), which a recipe's `mu:` reads for the mean-shift form")
     a.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                    help="compute dtype of the forward passes: float64 gives the same alphas for any batch size "
                         "and padding; float32 is about 2x faster on CPU, and near-ties may swap ranks")

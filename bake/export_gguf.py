@@ -35,7 +35,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from .errors import BakeError, NotBakeable
-from .verifier import PROMPTS_CHAT, PROMPTS_PLAIN
+from .models import PROMPTS_CHAT, PROMPTS_PLAIN
 
 GEN_TOKENS = 32
 CONVERTER_ENV = "BAKE_LLAMA_CPP"  # a folder holding convert_hf_to_gguf.py, conversion/ and gguf-py/
@@ -379,7 +379,8 @@ def verify_gguf(path: Path, model, inputs, qtype: str, exact: bool, n_steps: int
     except ImportError:
         return {**base, "status": "unverified", "runtime": "none", "metrics": {}, "failures": [],
                 "note": "llama-cpp-python is not installed (pip install 'bake[llama]'), so the GGUF was not run"}
-    from .verifier import against_reference, context_length, eos_ids
+    from .models import context_length, eos_ids
+    from .verifier import against_reference
 
     eos, context = eos_ids(model), context_length(model)
     n_ctx = min(context, max(ids.shape[1] for _, ids in inputs) + n_steps + 1)
@@ -486,7 +487,7 @@ def export(model_dir: Path, out: Path, qtype: str, mode: str, source: str | None
     it and renames it into place) and verify it with llama.cpp. `name`: the model's name
     (general.name). Returns the verification."""
     from .integrity import read_report
-    from .verifier import load_model, load_tokenizer, probe_inputs
+    from .models import load_model, load_tokenizer, probe_inputs
 
     report = read_report(model_dir, required=False)
     extra = {}

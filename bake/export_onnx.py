@@ -146,7 +146,7 @@ def _trial(cfg: dict, tiny, ort) -> str:
 
 
 def _load(model_dir: Path, trust_remote_code: bool):
-    from .verifier import load_model
+    from .models import load_model
 
     model = load_model(model_dir, trust_remote_code=trust_remote_code, dtype=torch.float32)
     model.config._attn_implementation = "eager"  # traces to plain MatMul/Softmax on every family
@@ -245,7 +245,8 @@ def verify_onnx(model, folder: Path, inputs, n_steps: int = GEN_TOKENS) -> dict:
     """Compare the ONNX folder against the (float32) PyTorch model on the probe inputs."""
     import onnxruntime as ort
 
-    from .verifier import against_reference, context_length, eos_ids
+    from .models import context_length, eos_ids
+    from .verifier import against_reference
 
     try:
         import onnxruntime_genai  # noqa: F401
@@ -297,7 +298,7 @@ def export(model_dir: Path, out: Path, progress: bool = True, prompts: list[str]
            trust_remote_code: bool = False) -> dict:
     """Export a (baked) HF folder into the empty folder `out` (bake's staging picks it and moves it
     into place) and verify it. Returns the verification."""
-    from .verifier import load_tokenizer, probe_inputs
+    from .models import load_tokenizer, probe_inputs
 
     model = _load(model_dir, trust_remote_code)
     if progress:

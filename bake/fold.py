@@ -65,16 +65,22 @@ def add_vector(b: torch.Tensor, v: torch.Tensor, axis: int = 0) -> torch.Tensor:
     return b + _along(v.to(b.dtype), b.ndim, axis)
 
 
-def project_out(w: torch.Tensor, r: torch.Tensor, axis: int) -> torch.Tensor:
-    """Directional ablation: remove the component along unit `r` from the d-axis of `w`.
+def project_out(w: torch.Tensor, r: torch.Tensor, axis: int, weight: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Directional ablation: remove `weight` times the component along `r` from the d-axis of `w`.
 
-    w: [..., d (at axis), ...], r: [d] with |r| = 1.  Returns (I - r r^T) applied along `axis`:
-    a Linear `[d, in]` weight (axis 0) becomes (I - r r^T) W; an embedding `[vocab, d]` (axis 1)
-    becomes E - (E r) r^T; a bias `[d]` (axis 0) becomes b - (b.r) r.
+    w: [..., d (at axis), ...]; r: [d] with |r| = 1, or [d, k] with orthonormal columns (a subspace);
+    weight: a scalar, 1 removes the component, 0 < weight < 1 part of it. Returns (I - weight Q Q^T)
+    applied along `axis`: a Linear `[d, in]` weight (axis 0) becomes (I - Q Q^T) W; an embedding
+    `[vocab, d]` (axis 1) becomes E - (E Q) Q^T; a bias `[d]` (axis 0) becomes b - Q (Q^T b).
     """
     r = r.to(w.dtype)
-    coef = torch.tensordot(w, r, dims=([axis], [0]))  # w's shape without `axis`: (w . r) per row
-    return w - coef.unsqueeze(axis) * _along(r, w.ndim, axis)  # in place along memory, no transposed copy
+    weight = float(weight)
+    if r.ndim == 1:
+        coef = torch.tensordot(w, r, dims=([axis], [0]))  # w's shape without `axis`: (w . r) per row
+        return w - (weight * coef).unsqueeze(axis) * _along(r, w.ndim, axis)  # no transposed copy of w
+    coef = torch.tensordot(w, r, dims=([axis], [0]))  # [..., k]
+    removed = torch.tensordot(coef, r, dims=([coef.ndim - 1], [1])).movedim(-1, axis)
+    return w - weight * removed
 
 
 # --- hooks (activations) ---------------------------------------------------------------------
@@ -93,7 +99,26 @@ def hook_add(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return h + v.to(h.dtype)
 
 
-def hook_project_out(h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """h: [..., d] -> h - (h.r) r."""
+def hook_project_out(h: torch.Tensor, r: torch.Tensor, weight: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """h: [..., d] -> h - weight (h.r) r (r: [d]), or h - weight (h Q) Q^T (Q: [d, k])."""
     r = r.to(h.dtype)
-    return h - (h @ r).unsqueeze(-1) * r
+    if r.ndim == 1:
+        return h - float(weight) * (h @ r).unsqueeze(-1) * r
+    return h - float(weight) * (h @ r) @ r.T
+
+
+def hook_scale_ids(h: torch.Tensor, gain: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """An embedding's output h: [..., d] for token (or position) `ids` [...] -> h * gain[ids] (a per-row gain of
+    the table, the input-side twin of scaling its rows)."""
+    return h * gain.to(h.device, h.dtype)[ids].unsqueeze(-1)
+
+
+# --- orthonormal bases -------------------------------------------------------------------------
+
+
+def orthonormal(vectors: torch.Tensor, rtol: float = 1e-6) -> tuple[torch.Tensor, list[float]]:
+    """An orthonormal basis Q [d, rank] of the span of `vectors` [k, d] (SVD; singular values below
+    rtol * the largest are dropped), and the singular values (so the caller can report the rank)."""
+    u, s, _ = torch.linalg.svd(vectors.to(torch.float64).T, full_matrices=False)
+    keep = s > rtol * s.max()
+    return u[:, keep].contiguous(), [float(x) for x in s]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import BakeError
 from .source import sha256_file
+from .staging import replacing
 
 REPORT = "bake_report.json"
 UNLISTED = {REPORT, "README.md"}
@@ -43,9 +44,8 @@ def read_report(folder: Path, required: bool = True) -> dict:
 
 def write_report(folder: Path, report: dict) -> None:
     """Replace the folder's report atomically."""
-    tmp = folder / f".{REPORT}.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, folder / REPORT)
+    with replacing(folder / REPORT) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _listed(folder: Path, under: Path | None = None):

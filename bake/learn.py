@@ -19,7 +19,7 @@ from .errors import BakeError
 from .families import resolve as resolve_family
 from .hooks import hooked
 from .source import Checkpoint, resolve_model
-from .verifier import load_model, load_tokenizer
+from .models import load_model, load_tokenizer
 
 POOLINGS = ("max", "mean", "last")
 
@@ -78,7 +78,7 @@ def is_main_process() -> bool:
 def streams(ckpt: Checkpoint, max_memory: int | None) -> bool:
     """Must learning stream the model from disk? Yes when the model in float64 (the AURA responses'
     dtype) needs more than `max_memory` bytes, or than 60% of the memory available when none is given."""
-    from .verifier import fits_in_memory
+    from .models import fits_in_memory
 
     return not fits_in_memory(8 * sum(math.prod(s) for s in ckpt.shapes.values()), max_memory)
 
@@ -294,9 +294,12 @@ def aura_alphas(responses: dict[str, torch.Tensor], labels: list[int], rule: str
     return alphas, scores, aurocs
 
 
-def save_alphas(path: Path, alphas: dict, aurocs: dict, scores: dict | None = None, score: str = "auroc"):
-    """safetensors {module: alphas} + {"auroc/<module>": AUROCs} (+ the ranking score)."""
+def save_alphas(path: Path, alphas: dict, aurocs: dict, scores: dict | None = None, score: str = "auroc",
+                means: dict | None = None):
+    """safetensors {module: alphas} + {"auroc/<module>": AUROCs} (+ the ranking score, + "mu/<module>": the
+    mean pooled response on the negative texts, which a recipe's `mu:` reads for the mean-shift form)."""
     tensors = {m: a.float().contiguous() for m, a in alphas.items()}
+    tensors.update({f"mu/{m}": a.float().contiguous() for m, a in (means or {}).items()})
     tensors.update({f"auroc/{m}": a.float().contiguous() for m, a in aurocs.items()})
     if scores is not None and score != "auroc":
         tensors.update({f"{score}/{m}": s.float().contiguous() for m, s in scores.items()})

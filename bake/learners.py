@@ -50,7 +50,7 @@ def parse_size(size: str | int | None) -> int | None:
 def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_column=None, label_column=None,
                layout=None, pooling="max", max_length=128, batch_size=32, score="auroc", rule="aura", top_k=None,
                top_fraction=None, per_layer=False, value=0.5, strength=1.0, zscore=False, limit=None,
-               statedict=None, dtype="float64", progress=True, runner=None, trust_remote_code=False,
+               statedict=None, dtype="float64", means=False, progress=True, runner=None, trust_remote_code=False,
                max_memory=None) -> dict:
     t0 = time.time()
     ds = data_mod.load(data, text_column, label_column, layout, need_labels=True, limit=limit)
@@ -62,7 +62,9 @@ def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_c
     alphas, scores, aurocs = learn.aura_alphas(resp, ds.labels, rule=rule, score=score, k=top_k,
                                                fraction=top_fraction, per_layer=per_layer, value=value,
                                                strength=strength, zscore=zscore)
-    learn.save_alphas(Path(out), alphas, aurocs, scores, score)
+    y = torch.tensor(ds.labels)  # with `means`, the mean-shift target of aura's `mu:` is stored beside the alphas
+    mu = {m: x[y == 0].mean(0) for m, x in resp.items()} if means else None
+    learn.save_alphas(Path(out), alphas, aurocs, scores, score, mu)
     if statedict:
         learn.export_statedict(alphas, Path(statedict))
     flat = torch.cat([a for a in aurocs.values()])
@@ -157,10 +159,59 @@ def learn_refusal(model, harmful, harmless, out, harmful_val=None, harmless_val=
 
 # --- learning inside a recipe (`alphas: {learn: {...}}`) -----------------------------------------
 
-_KIND = {"aura": ("alphas", learn_aura, ""), "steer": ("vector", learn_steer, ""),
-         "ablate": ("direction", learn_refusal, "#direction")}
 _PATH_OPTS = ("data", "positive", "negative", "harmful", "harmless", "harmful_val", "harmless_val",
               "from_gguf", "from_sae", "from_steering_vectors")
+
+
+def _learner(name: str):
+    """A kind's learner: a function of this module, or `package.module:function` (a plug-in's own)."""
+    if ":" in name:
+        import importlib
+
+        mod, _, fn = name.partition(":")
+        return getattr(importlib.import_module(mod), fn)
+    return globals()[name]
+
+
+def _learn_one(recipe, ckpt, kind, iv, spec, fn, suffix: str, where: str, state: dict, progress: bool):
+    """Learn one `{learn: {...}}` artifact (cached by content hash): (the file's reference, provenance)."""
+    import hashlib
+    import inspect
+    import json
+    from .source import cache_dir, sha256_file
+
+    where = f"{where}.learn"
+    opts = dict(spec.learn)
+    allowed = set(inspect.signature(fn).parameters) - {"model", "out", "progress", "runner", "trust_remote_code"}
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise BakeError(f"{where}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    for k in _PATH_OPTS:
+        if isinstance(opts.get(k), str) and Path(recipe.path(opts[k])).exists():
+            opts[k] = str(recipe.path(opts[k]).resolve())  # else: a Hub dataset id, as given
+    for k, v in kind.learn_defaults(iv).items():
+        opts.setdefault(k, v)
+    state["model_digest"] = state["model_digest"] or [sha256_file(ckpt.path / f) for f in ckpt.shard_files]
+    digest = hashlib.sha256(json.dumps({
+        "kind": iv.kind, "opts": opts, "model": state["model_digest"], "learner": LEARNER_VERSION,
+        "data": {k: sha256_file(Path(opts[k])) for k in _PATH_OPTS
+                 if isinstance(opts.get(k), str) and Path(opts[k]).is_file()},
+    }, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    out = cache_dir() / "learned" / f"{iv.kind}-{digest}.safetensors"
+    summary_path = out.with_suffix(".json")
+    if not out.is_file():
+        if state["runner"] is None and not any(k.startswith("from_") for k in opts):
+            state["runner"] = learn.Runner(ckpt, recipe.trust_remote_code)
+        from .staging import replacing
+
+        with replacing(out) as tmp:
+            res = fn(model=ckpt, out=tmp, progress=progress, runner=state["runner"], **opts)
+            res.pop("candidates", None)
+            res["out"] = str(out)
+            summary_path.write_text(json.dumps(res, indent=2, default=str))
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    suffix = "#" + spec.key if spec.key else suffix
+    return str(out) + suffix, {"learn": spec.learn, "file": str(out) + suffix, "summary": summary}
 
 
 def materialize(recipe, ckpt, progress: bool = True):
@@ -168,53 +219,29 @@ def materialize(recipe, ckpt, progress: bool = True):
 
     Returns a new Recipe whose provenance records, per intervention, the learn options and file.
     """
-    import hashlib
-    import inspect
-    import json
+    from . import kinds
     from .recipe import Learn
-    from .source import cache_dir, sha256_file
 
-    learned, runner, ivs, model_digest = {}, None, [], None
+    learned, state, ivs = {}, {"runner": None, "model_digest": None}, []
     for idx, iv in enumerate(recipe.interventions):
-        key, fn, suffix = _KIND[iv.kind]
-        spec = getattr(iv, key)
-        if not isinstance(spec, Learn):
-            ivs.append(iv)
-            continue
-        where = f"interventions[{idx}].{key}.learn"
-        opts = dict(spec.learn)
-        allowed = set(inspect.signature(fn).parameters) - {"model", "out", "progress", "runner", "trust_remote_code"}
-        unknown = sorted(set(opts) - allowed)
-        if unknown:
-            raise BakeError(f"{where}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-        for k in _PATH_OPTS:
-            if isinstance(opts.get(k), str) and Path(recipe.path(opts[k])).exists():
-                opts[k] = str(recipe.path(opts[k]).resolve())  # else: a Hub dataset id, as given
-        if iv.kind == "aura":
-            opts.setdefault("modules", list(iv.modules))
-        if iv.kind == "steer":
-            opts.setdefault("layers", list(iv.layers))
-        model_digest = model_digest or [sha256_file(ckpt.path / f) for f in ckpt.shard_files]
-        digest = hashlib.sha256(json.dumps({
-            "kind": iv.kind, "opts": opts, "model": model_digest, "learner": LEARNER_VERSION,
-            "data": {k: sha256_file(Path(opts[k])) for k in _PATH_OPTS
-                     if isinstance(opts.get(k), str) and Path(opts[k]).is_file()},
-        }, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        out = cache_dir() / "learned" / f"{iv.kind}-{digest}.safetensors"
-        summary_path = out.with_suffix(".json")
-        if not out.is_file():
-            if runner is None and not any(k.startswith("from_") for k in opts):
-                runner = learn.Runner(ckpt, recipe.trust_remote_code)
-            tmp = out.with_name(out.name + ".tmp")
-            res = fn(model=ckpt, out=tmp, progress=progress, runner=runner, **opts)
-            res.pop("candidates", None)
-            res["out"] = str(out)
-            summary_path.write_text(json.dumps(res, indent=2, default=str))
-            tmp.replace(out)
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-        learned[f"interventions[{idx}].{key}"] = {"learn": spec.learn, "file": str(out) + suffix,
-                                                  "summary": summary}
-        ivs.append(iv.model_copy(update={key: str(out) + suffix}))
+        kind = kinds.get(iv.kind)
+        update = {}
+        for key, (fn_name, suffix) in kind.learners.items():
+            value = getattr(iv, key)
+            items = value if isinstance(value, list) else [value]
+            if not any(isinstance(x, Learn) for x in items):
+                continue
+            new = []
+            for j, spec in enumerate(items):
+                at = f"interventions[{idx}].{key}" + (f"[{j}]" if isinstance(value, list) else "")
+                if not isinstance(spec, Learn):
+                    new.append(spec)
+                    continue
+                ref, record = _learn_one(recipe, ckpt, kind, iv, spec, _learner(fn_name), suffix, at, state, progress)
+                learned[at] = record
+                new.append(ref)
+            update[key] = new if isinstance(value, list) else new[0]
+        ivs.append(iv.model_copy(update=update) if update else iv)
     if not learned:
         return recipe
     new = recipe.model_copy(update={"interventions": ivs, "provenance": {"learned": learned}})

@@ -7,65 +7,15 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, Strict, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from .errors import RecipeError
+from .kinds import KINDS
+from .kinds import names as kind_names
+from .kinds.base import Artifact, Float, Int, Learn, StrictModel as _Strict  # noqa: F401  (the recipe's vocabulary)
 
-# Numbers are strict: a YAML boolean (`yes`, `true`) or a string never becomes a layer index or a scale.
-Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]  # ints are accepted (pydantic's strict float takes int), bools are not
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Learn(_Strict):
-    """`{learn: {...}}` in place of an artifact path: learn it while baking (options as `bake learn`)."""
-
-    learn: dict
-
-
-Artifact = Union[str, Learn]
-
-
-def _as_list(v):
-    return [v] if isinstance(v, (str, int)) else v
-
-
-class Aura(_Strict):
-    """Multiply output unit j of each matched module by alpha[j] (ml-aura semantics)."""
-
-    kind: Literal["aura"]
-    modules: list[str] = Field(min_length=1)
-    alphas: Artifact
-    approximate: bool = False
-
-    _modules_list = field_validator("modules", mode="before")(_as_list)
-
-
-class Steer(_Strict):
-    """Add scale * v to the hidden state returned by each listed decoder block, at every position."""
-
-    kind: Literal["steer"]
-    layers: list[Int] = Field(min_length=1)
-    vector: Artifact
-    scale: Float = Field(default=1.0, allow_inf_nan=False)
-    approximate: bool = False
-
-    _layers_list = field_validator("layers", mode="before")(_as_list)
-
-
-class Ablate(_Strict):
-    """Remove the component along unit r from every residual-stream write."""
-
-    kind: Literal["ablate"]
-    direction: Artifact
-    layers: Union[Literal["all"], Annotated[list[Int], Field(min_length=1)]] = "all"
-    approximate: bool = False
-
-
-Intervention = Annotated[Union[Aura, Steer, Ablate], Field(discriminator="kind")]
+# one tagged union of the kinds' own schemas (bake.kinds)
+Intervention = Annotated[Union[tuple(k.schema for k in KINDS.values())], Field(discriminator="kind")]
 
 
 class Verify(_Strict):
@@ -132,8 +82,9 @@ class Recipe(_Strict):
         return q if q.is_absolute() else (self.base_dir / q)
 
 
-def _loc(loc: tuple, kinds=("aura", "steer", "ablate")) -> str:
+def _loc(loc: tuple) -> str:
     out = ""
+    kinds = set(KINDS) | {k.schema.__name__ for k in KINDS.values()}
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
@@ -159,9 +110,9 @@ def format_validation(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "union_tag_invalid":
-            msg = f"unknown kind {e.get('input', {}).get('kind')!r}; expected aura, steer or ablate"
+            msg = f"unknown kind {e.get('input', {}).get('kind')!r}; expected {kind_names()}"
         elif e["type"] == "union_tag_not_found":
-            msg = "missing `kind` (aura, steer or ablate)"
+            msg = f"missing `kind` ({kind_names()})"
         line = f"  {path}: {msg}"
         if "input" in e and e["type"] not in ("missing", "extra_forbidden", "union_tag_invalid",
                                               "union_tag_not_found") and not isinstance(e["input"], dict):

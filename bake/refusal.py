@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .compile import Hook
+from .planning import Hook
 from .errors import BakeError
 from .families import Adapter
 from .hooks import hooked

@@ -47,8 +47,7 @@ def compute(edit: TensorEdit, read, out_dtype: torch.dtype) -> tuple[torch.Tenso
     work = torch.float64 if out_dtype == torch.float32 else torch.float32
     src = read(edit.source) if edit.source is not None else torch.zeros(edit.shape, dtype=out_dtype)
     out = torch.empty(edit.shape, dtype=out_dtype)
-    used = {a for op in edit.ops if op.fn not in ("add", "mul") for a in [op.axis]}
-    used |= {a for op in edit.ops if op.fn == "mul" for a, n in enumerate(op.vec.shape) if n != 1}
+    used = {a for op in edit.ops for a in op.axes(len(edit.shape))}
     free = [a for a in range(len(edit.shape)) if a not in used]
     if not free or src.numel() <= CHUNK:
         slices = [(slice(None),) * len(edit.shape)]

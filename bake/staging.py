@@ -122,6 +122,22 @@ def _remove(path: Path) -> None:
             pass
 
 
+@contextmanager
+def replacing(dest: Path):
+    """Yield a temp sibling of `dest` (a file or folder path, nothing created) for bake's own files (caches,
+    the report); on a normal exit rename it into place, so a reader sees the old state or all of the new
+    one. The temp is removed on any failure. (A user's output goes through `staged`, which also checks,
+    locks and reports.)"""
+    dest = Path(dest)
+    tmp = dest.parent / f".{dest.name}{TMP_TAG}{os.getpid()}"
+    _remove(tmp)
+    try:
+        yield tmp
+        _swap(tmp, dest)
+    finally:
+        _remove(tmp)
+
+
 def clean_stale(out: Path) -> None:
     """Remove temp siblings of `out` left by runs that were killed (their pid is gone)."""
     for tmp in out.parent.glob(f".{out.name}{TMP_TAG}*"):

@@ -67,7 +67,8 @@ res["verify"] = {{k: v[k] for k in ("status", "mode", "compute_dtype", "toleranc
 res["local"] = {{"status": v["local"]["status"], "modules": len(v["local"]["modules"])}}
 res["verify_peak_rss_mb"] = peak()
 import tempfile
-from bake.verifier import probe_inputs, _run_batch
+from bake.models import probe_inputs
+from bake.verifier import _run_batch
 from bake.streaming import load_streamed
 t = time.time()
 with tempfile.TemporaryDirectory() as scratch, torch.no_grad():

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import bake  # noqa: E402
 from bake import data as data_mod  # noqa: E402
 from bake import learn, learners, refusal  # noqa: E402
-from bake.verifier import load_model  # noqa: E402
+from bake.models import load_model  # noqa: E402
 
 
 def main():

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from bake import api  # noqa: E402
 from bake import recipe as recipe_mod  # noqa: E402
 from bake.hooks import hooked  # noqa: E402
-from bake.verifier import load_model, load_tokenizer  # noqa: E402
+from bake.models import load_model, load_tokenizer  # noqa: E402
 
 
 @torch.no_grad()

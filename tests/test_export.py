@@ -133,7 +133,7 @@ def test_onnx_runs_without_bake(tmp_path):
     report = json.loads((out / "bake_report.json").read_text())
     assert report["exports"]["onnx"]["status"] == "passed" and (out / "onnx").is_dir()
     prompt = [3, 17, 29, 40, 8, 61]
-    from bake.verifier import load_model, reference_greedy
+    from bake.models import load_model, reference_greedy
 
     expected = reference_greedy(load_model(out, trust_remote_code=False), torch.tensor([prompt]), GEN)
     script = textwrap.dedent(f"""
@@ -272,7 +272,7 @@ def test_gguf_runs_without_bake(tmp_path):
     path = out / entry["path"]
     assert entry["status"] == "passed" and path.is_file() and entry["path"] == "llama-untied-baked.F32.gguf"
     prompt = [3, 17, 29, 40, 8, 61]
-    from bake.verifier import eos_ids, load_model, reference_greedy
+    from bake.models import eos_ids, load_model, reference_greedy
 
     model = load_model(out, trust_remote_code=False)
     expected, eos = reference_greedy(model, torch.tensor([prompt]), GEN), eos_ids(model)
@@ -317,7 +317,7 @@ def test_cli_export(tmp_path, capsys):
 
 def test_checks_have_teeth(tmp_path):
     """Each runtime check fails when the file is not the baked model: here, the unbaked original."""
-    from bake.verifier import load_model, load_tokenizer, probe_inputs
+    from bake.models import load_model, load_tokenizer, probe_inputs
 
     src, out = _bake(tmp_path, "llama-untied", ("steer", "ablate"), byte_level=True)
     baked = load_model(out, trust_remote_code=False)

@@ -77,7 +77,7 @@ def test_bake_matches_hooks(models, tmp_path, name, kind):
     assert v["metrics"]["top1_agreement"] == 1.0
     assert v["metrics"]["first_divergent_hidden_state"] is None
     # the intervention really changed the model (the check is not vacuous)
-    from bake.verifier import load_model
+    from bake.models import load_model
     import torch as t
     ids = t.arange(5).unsqueeze(0)
     with t.no_grad():

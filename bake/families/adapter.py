@@ -66,6 +66,22 @@ class Adapter:
     notes: list[str] = field(default_factory=list)
     broken: str = ""  # why some block has no residual decomposition (then only aura bakes)
     experts: dict = field(default_factory=dict)  # fused experts module -> (output param [E, ., .], its hidden axis)
+    sites: list = field(default_factory=list)  # per block: {"attn_out" | "mlp_out": Slot} where a bias slot exists
+    config: dict = field(default_factory=dict)  # the checkpoint's config.json
+
+    def creates(self, templates) -> dict:
+        """{tensor name: shape} of the zero biases a config flag creates (parameter templates with `#`
+        for the block index), for the blocks whose checkpoint lacks them."""
+        out = {}
+        for t in templates:
+            for i in range(self.n_layers):
+                name = t.replace("#", str(i), 1)
+                if name.startswith(self.blocks_path) and name in self.params:
+                    continue
+                w = self.params.get(name[: -len(".bias")] + ".weight")
+                if w is not None and name not in self.keymap.keys:
+                    out[name] = (w[0],)
+        return out
 
     def block(self, i: int) -> str:
         return f"{self.blocks_path}.{i}"
@@ -84,39 +100,6 @@ class Adapter:
     @property
     def post_norm(self) -> bool:
         return any(w.norm for w in self.writers())
-
-    def ablate_status(self) -> tuple[str, str]:
-        if self.broken:
-            return "refused", self.broken
-        bad = [w for w in self.writers() if not w.exact]
-        if not bad:
-            return "exact", "orthogonalizes every residual writer" + (" (every expert, shared experts too)" if self.moe else "")
-        if all(w.norm and w.norm[1] is not None and w.source for w in bad):
-            return "approximate", ("a norm sits between each sublayer and the residual add: with `approximate: true` "
-                                   "the projections are orthogonalized against r*g (g = the norm's scale), "
-                                   "and the measured deviation is reported")
-        w = bad[0]
-        return "refused", f"{w.module} is not a linear writer bake can fold into (" + (
-            "a norm after it with no per-channel scale to fold" if w.norm else
-            "its output is not a linear map of tensors with a hidden axis") + ")"
-
-    def steer_status(self) -> tuple[str, str]:
-        if self.broken:
-            return "refused", self.broken
-        if all(s is not None for s in self.slots):
-            return "exact", self.steer_how
-        return "refused", self.steer_why or "no bias slot before the residual add"
-
-    def aura_status(self) -> tuple[str, str]:
-        how = "scales output units of Linear / Conv1D / Embedding modules (weight rows or columns, and bias)"
-        if not self.experts:
-            return "exact", how
-        if all(f"{m}.act_fn" in self.modules for m in self.experts):
-            return "exact", how + (", and units inside fused experts (alphas [experts x units], folded into each "
-                                   "expert's output projection)")
-        return "exact", how + ("; units inside its fused experts are refused: they compute their activation inline, "
-                               "with no act_fn module to hook")
-
 
 def _kind(m: torch.nn.Module) -> str:
     """"Linear" / "Embedding" for those classes and their subclasses (FalconLinear), else the class name."""
@@ -217,7 +200,7 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
         return tuple(out)
 
     embeds = [Writer(m, tensors(m, ts), ex) for m, ts, ex in pr.embeds]
-    blocks, slots, broken, experts = [], [], "", {}
+    blocks, slots, broken, experts, sites = [], [], "", {}, []
     for i, blk in enumerate(blocks_list):
         prefix = f"{pr.blocks_path}.{i}"
         rule = pr.blocks.get(probemod.signature(blk))
@@ -228,6 +211,7 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
             broken = broken or f"block {i} ({type(blk).__name__}): {rule.why}"
             blocks.append([])
             slots.append(None)
+            sites.append({})
             continue
         ws = []
         for w in rule.writers:
@@ -242,6 +226,8 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
                 if len(params.get(f"{prefix}.{t}", ())) == 3:
                     experts[f"{prefix}.{t}".rsplit(".", 1)[0]] = (f"{prefix}.{t}", a)
         blocks.append(ws)
+        sites.append({site: Slot(f"{prefix}.{w.module}", tensors(f"{prefix}.{w.module}", [w.slot], prefix), w.coef)
+                      for site in probemod.SITES for w in [probemod.site_slot(rule, site)] if w is not None})
         sw = rule.steer_writer
         if sw is not None:
             slots.append(Slot(f"{prefix}.{sw.module}", tensors(f"{prefix}.{sw.module}", [sw.slot], prefix), sw.coef))
@@ -251,15 +237,6 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
             slots.append(Slot(f"{prefix}.{final.module}", ((name, pr.slot[1]),), final.coef) if final else None)
         else:
             slots.append(None)
-    creates = {}
-    for t in pr.slot_creates:
-        for i in range(len(blocks_list)):
-            name = t.replace("#", str(i), 1)
-            if name.startswith(pr.blocks_path) and name in params:
-                continue
-            w = params.get(name[: -len(".bias")] + ".weight")
-            if w is not None and name not in checkpoint_keys:
-                creates[name] = (w[0],)
     emb_mod = next((n for n, m in mods.items() if m is model.get_input_embeddings()), None)
     head_mod = next((n for n, m in mods.items() if m is model.get_output_embeddings()), None)
     emb_key = None
@@ -270,10 +247,11 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
     moe = any("expert" in n for n in params if n.startswith(pr.blocks_path + "."))  # not 3-D: conv weights are too
     ad = Adapter(name=config.get("model_type"), model_type=config.get("model_type"), n_layers=len(blocks_list), d=d,
                  embeds=embeds, blocks=blocks, blocks_path=pr.blocks_path, slots=slots,
-                 steer_config=dict(pr.slot_flags), steer_creates=creates,
+                 steer_config=dict(pr.slot_flags),
                  steer_how=pr.slot_how or ("adds scale*v to the existing output bias of the block's last sublayer"
                                            + (" (every expert's bias: routing weights sum to one)" if moe else "")),
                  steer_why=pr.slot_why, embed_key=emb_key, head_key=(head_mod + ".weight") if head_mod else None,
                  tied=tied, moe=moe, modules=modules, params=params, keymap=km, notes=list(pr.notes), broken=broken,
-                 experts=experts)
+                 experts=experts, sites=sites, config=config)
+    ad.steer_creates = ad.creates(pr.slot_creates)
     return ad

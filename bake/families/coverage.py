@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-KINDS = ("aura", "steer", "ablate")
+from ..kinds import KINDS
 
 
 @dataclass
@@ -115,21 +115,19 @@ def status(model_type: str, config: dict | None = None) -> Row:
 def adapter_status(fam) -> dict[str, tuple[str, str]]:
     """Status per kind of a resolved adapter: exact, exact via config (a stock flag or a
     re-declaration creates the slot), approximate (opt-in), or refused, each with its reason."""
-    steer, why = fam.steer_status()
+    steer, why = KINDS["steer"].status(fam)
     if steer == "exact" and fam.steer_config:
         flags = {k: v for k, v in fam.steer_config.items() if k not in ("architectures",)}
         steer, why = "exact via config", ", ".join(
             f"{k}: {json.dumps(v)}" if not isinstance(v, dict) else ", ".join(f"{k}.{a}: {json.dumps(b)}" for a, b in v.items())
             for k, v in flags.items())
-    return {"aura": fam.aura_status(), "steer": (steer, why), "ablate": fam.ablate_status()}
+    return {name: ((steer, why) if name == "steer" else kind.status(fam)) for name, kind in KINDS.items()}
 
 
 def artifacts(model_dir, dest) -> dict[str, dict]:
-    """One intervention per kind for a (tiny) checkpoint: a steering vector, a direction and AURA
-    alphas for the first Linear module of the first block; seeded, written under `dest`."""
+    """One intervention per kind for a (tiny) checkpoint (each kind's `example`: e.g. a steering vector,
+    a direction, AURA alphas for the first Linear module of the first block); seeded, written under `dest`."""
     from pathlib import Path
-
-    from safetensors.torch import save_file
 
     from ..source import open_checkpoint
     from .adapter import resolve
@@ -138,27 +136,8 @@ def artifacts(model_dir, dest) -> dict[str, dict]:
     ck = open_checkpoint(Path(model_dir))
     fam = resolve(ck.config, ck.shapes)
     g = torch.Generator().manual_seed(1)
-    save_file({"v": torch.randn(fam.d, generator=g)}, str(dest / "v.safetensors"))
-    save_file({"r": torch.randn(fam.d, generator=g)}, str(dest / "r.safetensors"))
-    b0 = fam.block(0) + "."
-
-    def one_key(n):  # a module whose weight is one checkpoint tensor (not stored fused with others)
-        s = fam.keymap.slices(n + ".weight", fam.params[n + ".weight"])
-        return len(s) == 1 and all(a == b and st == 0 and sp == 1 for b, (a, st, sp) in enumerate(s[0].axes))
-    rel = next(n[len(b0):] for n, c in fam.modules.items()
-               if n.startswith(b0) and c in ("Linear", "Conv1D") and one_key(n))
-    glob = f"{fam.blocks_path}.*.{rel}"
-    import fnmatch
-
-    alphas = {m: torch.rand(fam.params[m + ".weight"][1 if c == "Conv1D" else 0], generator=g) * 1.5
-              for m, c in fam.modules.items() if fnmatch.fnmatchcase(m, glob) and c in ("Linear", "Conv1D")}
-    save_file(alphas, str(dest / "alphas.safetensors"))
-    return {
-        "aura": {"kind": "aura", "modules": [glob], "alphas": str(dest / "alphas.safetensors")},
-        "steer": {"kind": "steer", "layers": [min(1, fam.n_layers - 1)], "vector": str(dest / "v.safetensors"),
-                  "scale": 3.0},
-        "ablate": {"kind": "ablate", "direction": str(dest / "r.safetensors"), "layers": "all"},
-    }
+    examples = {name: kind.example(fam, dest, g) for name, kind in KINDS.items()}
+    return {name: ex for name, ex in examples.items() if ex is not None}
 
 
 # --- the README table, from eval/coverage.py's rows (JSON) --------------------------------------
@@ -196,18 +175,19 @@ def table(rows) -> str:
              "and verifies the file); ONNX: `yes` = a tiny random model of the type exported with torch.onnx and "
              "onnxruntime reproduced its logits (`bake apply` with `export: [onnx]` runs the same trial before baking); "
              "`tried at export`: eval/coverage.py has not run the trial for the type yet.", "",
-             "| model_type | aura | steer | ablate | GGUF | ONNX |", "| --- | --- | --- | --- | --- | --- |"]
+             "| model_type | " + " | ".join(KINDS) + " | GGUF | ONNX |", "|" + " --- |" * (len(KINDS) + 3)]
     for r in rows:
         if r["decoder"] is False:
             continue
         gguf, onnx = exports(r["model_type"], r)
         if not r["cells"]:
-            lines.append(f"| {r['model_type']} | refused: {r['why']} | | | {gguf} | {onnx} |".replace("\n", " "))
+            lines.append((f"| {r['model_type']} | refused: {r['why']} |" + " |" * (len(KINDS) - 1)
+                          + f" {gguf} | {onnx} |").replace("\n", " "))
             continue
         cell = {k: (c[0] if c[0] in ("exact", "approximate") else f"{c[0]}: {c[1]}").replace("|", "/")
                 for k, c in r["cells"].items()}
-        lines.append(f"| {r['model_type']} | {cell['aura']} | {cell['steer']} | {cell['ablate']} | {gguf} | {onnx} |"
-                     .replace("\n", " "))
+        lines.append((f"| {r['model_type']} | " + " | ".join(cell.get(k, "-") for k in KINDS)
+                      + f" | {gguf} | {onnx} |").replace("\n", " "))
     lines += ["", "Not decoder-only (not counted): " + ", ".join(
         f"{r['model_type']} ({r['why']})" for r in rows if r["decoder"] is False)]
     return "\n".join(lines)

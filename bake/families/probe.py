@@ -20,6 +20,7 @@ same config class (`tiny.py`), not from a table:
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 
@@ -285,7 +286,7 @@ def _block_rule(model, prefix, block, ids, d, r) -> BlockRule:
         params = tuple((p, a) for (p, a) in side if (p, a) not in other)
         exact = bool(params) and any(not p.endswith("bias") for p, _ in params) and _exact(m, args, kw, params, r)
         final = _is_final(block, bargs, bkw, m, coef, d)
-        slot = _slot(m, args, kw, params, d) if final else None
+        slot = _slot(m, args, kw, params, d)  # final or not: a steering site (block_out needs final)
         norm_of = off = None
         src_out = ()
         if not exact and not params and "norm" in type(m).__name__.lower():
@@ -451,14 +452,12 @@ def _with_zeros(model, flagged, ids) -> tuple[bool, list[str]]:
     return same, [n for n in missing if n in named]
 
 
-def _steer_via(model, cfg, ids, d, r, blocks_path):
-    """Try bias flags, then re-declaration as Llama: (config updates, created names, flagged probe) or None."""
+def _flagged(model, cfg, ids):
+    """Each boolean bias flag of `cfg` turned on: (config updates, key, flagged model, created parameter names)
+    where the flagged model computes the same function as `model` with the new biases at zero."""
     import copy
 
-    tries = []
     for c, k in _bias_flags(cfg):
-        tries.append(({k: True}, c, k))
-    for cfg_updates, c, k in tries:
         fcfg = copy.deepcopy(cfg)
         target = fcfg if c is cfg else next(getattr(fcfg, s) for s in vars(fcfg) if getattr(fcfg, s) is not None
                                             and s.endswith("config") and hasattr(getattr(fcfg, s), "to_dict")
@@ -470,11 +469,62 @@ def _steer_via(model, cfg, ids, d, r, blocks_path):
         except Exception:  # noqa: BLE001 - a flag this class cannot take
             continue
         ok, created = _with_zeros(model, flagged, ids)
-        slot = _slot_of(flagged, ids, d, r, blocks_path) if ok else None
-        if slot:
+        if ok:
             sub = None if c is cfg else next(s for s in vars(cfg) if getattr(cfg, s) is c)
-            upd = {sub: {k: True}} if sub else {k: True}
+            yield ({sub: {k: True}} if sub else {k: True}), k, flagged, created
+
+
+def _steer_via(model, cfg, ids, d, r, blocks_path):
+    """Try bias flags, then re-declaration as Llama: (config updates, created names, flagged probe) or None."""
+    for upd, k, flagged, created in _flagged(model, cfg, ids):
+        slot = _slot_of(flagged, ids, d, r, blocks_path)
+        if slot:
             return upd, created, slot, f"sets {k}: true (a stock config flag; the biases it creates are written as zeros)"
+    return None
+
+
+SITES = {"attn_out": ("attn", "attention", "mixer"), "mlp_out": ("mlp", "ffn", "feed_forward", "moe", "expert")}
+
+
+def site_of(module: str) -> str | None:
+    """The steering site of a writer, from its module name relative to the block: attention or MLP."""
+    low = module.lower()
+    return next((site for site, words in SITES.items() if any(w in low for w in words)), None)
+
+
+def site_slot(rule: BlockRule, site: str) -> WriterRule | None:
+    """The writer of `site` in a block rule, when it has a bias slot."""
+    return next((w for w in rule.writers if w.slot is not None and site_of(w.module) == site), None)
+
+
+def site_via(config: dict, site: str):
+    """A stock config flag that gives every block a bias slot at `site` (`attn_out`, `mlp_out`) while the
+    model computes the same function with the new biases at zero: (config updates, created parameter
+    templates, slot template relative to the block, axis, writer module, coef, how) or None."""
+    import json
+
+    return _site_via(json.dumps(config, sort_keys=True, default=str), site)
+
+
+@functools.lru_cache(maxsize=32)
+def _site_via(config_json: str, site: str):
+    import json
+
+    cfg = tiny.tiny_config(json.loads(config_json))
+    model = tiny.build(cfg)
+    d = cfg.get_text_config().hidden_size
+    r, ids = _unit(d, 5), _ids(model)
+    blocks_path, _ = find_blocks(model, ids)
+    for upd, k, flagged, created in _flagged(model, cfg, ids):
+        fblocks = dict(flagged.named_modules())[blocks_path]
+        writers = [site_slot(_block_rule(flagged, f"{blocks_path}.{j}", fblocks[j], ids, d, r), site)
+                   for j in range(len(fblocks))]
+        if any(w is None for w in writers) or len({(w.module, w.slot) for w in writers}) != 1:
+            continue
+        w = writers[0]
+        templates = tuple(sorted({keymod.template(n)[0] for n in created}))
+        return (upd, templates, w.slot[0], w.slot[1], w.module, w.coef,
+                f"sets {k}: true (a stock config flag; the biases it creates are written as zeros)")
     return None
 
 

@@ -1,0 +1,8 @@
+"""Intervention kinds, one module each: schema, compile step, hook realization, exactness, card tag,
+learners. Adding a kind is one module here plus its import below (and its tests); everything else
+(the recipe union, compile dispatch, learning in recipes, the card, `bake arch`) reads `KINDS`.
+"""
+
+from .base import KINDS, Kind, get, names, register  # noqa: F401
+
+from . import aura, steer, ablate  # noqa: E402,F401  (each registers itself)
