@@ -19,7 +19,6 @@ from .kinds import KINDS
 from .source import BUILTINS
 
 
-
 def base_info(ckpt) -> dict:
     """What the card says about the base model: its Hub id (when known) and license."""
     spec, license_ = ckpt.spec, None

@@ -10,6 +10,8 @@ builder of tensor edits, tied-embedding untying, layer checks and artifact readi
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from . import fold, kinds
@@ -121,8 +123,11 @@ class _Builder:
         """The bias of `module`, created as zeros through the family's stock bias flag; refused without one."""
         name = module + ".bias"
         if name not in self.family.steer_creates:
-            raise NotBakeable(f"{where}: {module} has no bias to hold {what}, and no stock config flag of "
-                              f"{self.family.name} creates one; drop it or run it as a hook")
+            flags = ", ".join(f"{k}: {json.dumps(v)}" for k, v in self.family.steer_config.items()
+                              if k != "architectures") or "none"
+            raise NotBakeable(f"{where}: {module} has no bias to hold {what}, and the stock config flag bake uses to "
+                              f"add biases to {self.family.name} ({flags}) does not create one; drop it or run it "
+                              "as a hook")
         if name not in self.edits:
             self.merge_config(self.family.steer_config)
             for n, shape in self.family.steer_creates.items():

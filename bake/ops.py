@@ -32,8 +32,7 @@ def _on_output(fn):
 def _on_input(module: torch.nn.Module, hook) -> list:
     """Scale input unit j by vec[j]: the input features of a Linear / Conv1D (a pre-hook), or the rows
     of an embedding table, i.e. its output for token (position) id j (read from the call's ids)."""
-    if isinstance(module, torch.nn.Embedding) or not hasattr(module, "weight") or module.weight.ndim != 2 \
-            or type(module).__name__.endswith("Embedding"):
+    if isinstance(module, torch.nn.Embedding):  # (and its subclasses: Gemma's scaled embedding)
         def emb_hook(mod, args, kwargs, output):
             ids = args[0] if args else next(iter(kwargs.values()))
             return fold.hook_scale_ids(output, hook.vec, ids)

@@ -252,6 +252,9 @@ def test_ablate_weights_need_one_per_block_and_gemma_refuses_norm_preserving(mod
     with pytest.raises(BakeError, match="2 weights; the model has 3 blocks"):
         bake.plan({"model": str(models["llama"]), "interventions": [{"kind": "ablate", "direction": r,
                                                                      "weights": [1, 1]}]})
+    with pytest.raises(BakeError, match="every block's strength is 0"):
+        bake.plan({"model": str(models["llama"]), "interventions": [{"kind": "ablate", "direction": r,
+                                                                     "weights": [0, 0, 0]}]})
     _files(models["gemma3"], tmp_path)
     with pytest.raises(bake.NotBakeable, match="norm_preserving: rows needs writers that ablate bakes exactly"):
         bake.plan({"model": str(models["gemma3"]), "interventions": [

@@ -136,7 +136,10 @@ class AblateKind(Kind):
         ws = kernel_weights(iv.weights.kernel, n) if isinstance(iv.weights, KernelWeights) else list(iv.weights)
         if len(ws) != n:
             raise BakeError(f"{where}.weights: {len(ws)} weights; the model has {n} blocks (one weight per block)")
-        return {i: float(w) for i, w in enumerate(ws) if w > 0}
+        out = {i: float(w) for i, w in enumerate(ws) if w > 0}
+        if not out:
+            raise BakeError(f"{where}.weights: every block's strength is 0, so the step would change nothing")
+        return out
 
     # -- compile -----------------------------------------------------------------------------------
     def compile(self, b, idx, iv, where):
