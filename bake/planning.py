@@ -8,8 +8,10 @@ its description; `tensors` are the op's operands (float64), `axis` the folded te
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # (annotations only: importing the plan's types must not load torch)
+    import torch
 
 
 @dataclass(frozen=True)

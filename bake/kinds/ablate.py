@@ -24,10 +24,8 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal, Union
 
-import torch
 from pydantic import Field, model_validator
 
-from .. import fold
 from ..errors import BakeError, NotBakeable
 from ..planning import Hook, Op, Step
 from .base import Artifact, Float, Int, Kind, StrictModel, register
@@ -101,14 +99,19 @@ class AblateKind(Kind):
             "its output is not a linear map of tensors with a hidden axis") + ")"
 
     def example(self, fam, dest, g):
+        import torch
         from safetensors.torch import save_file
 
         save_file({"r": torch.randn(fam.d, generator=g)}, str(dest / "r.safetensors"))
         return {"kind": "ablate", "direction": str(dest / "r.safetensors"), "layers": "all"}
 
     # -- the direction(s) ------------------------------------------------------------------------
-    def basis(self, b, iv, where) -> tuple[torch.Tensor, dict]:
+    def basis(self, b, iv, where) -> tuple:
         """A unit vector [d] (`direction`), or an orthonormal basis [d, rank] of `directions`."""
+        import torch
+
+        from .. import fold
+
         d = b.family.d
         refs = [("direction", iv.direction)] if iv.direction is not None else \
             [(f"directions[{j}]", ref) for j, ref in enumerate(iv.directions)]
@@ -209,6 +212,10 @@ class AblateKind(Kind):
     def _rows(self, b, idx, w, tensors, q, s, step) -> float:
         """heretic's row-norm-preserving edit as ops `scale(A)`, `project_out`, `scale(C)` on every tensor of
         the writer (the same three hooks on its output); returns the share of the component it leaves."""
+        import torch
+
+        from .. import fold
+
         mats = [(n, a) for n, a in tensors if len(b.shape(n)) >= 2]
         cur = {n: b.current(n) for n, _ in mats}
         d1 = torch.sqrt(sum(_sq_norms(cur[n], a) for n, a in mats))
@@ -232,6 +239,10 @@ class AblateKind(Kind):
         """grimjim's column-norm-preserving edit: an input gain D on the writer's one weight (restoring each
         column's norm after the projection), then the projection; hooks: D on the module's input, P on the
         writer's output. Returns the share of the component it leaves."""
+        import torch
+
+        from .. import fold
+
         mats = [(n, a) for n, a in tensors if len(b.shape(n)) >= 2]
         owner = b.module_of(mats[0][0]) if len(mats) == 1 else None
         kind = b.family.modules.get(owner) if owner else None
@@ -259,16 +270,20 @@ class AblateKind(Kind):
 
 
 def _w(s: float) -> tuple:
+    import torch
+
     return () if s == 1.0 else (torch.tensor(float(s), dtype=torch.float64),)
 
 
-def _sq_norms(t: torch.Tensor, axis: int) -> torch.Tensor:
+def _sq_norms(t, axis: int):
     """Sum of squares over every axis but `axis`: [t.shape[axis]]."""
     dims = [a for a in range(t.ndim) if a != axis]
     return (t * t).sum(dim=dims) if dims else t * t
 
 
-def _component(t: torch.Tensor, q: torch.Tensor, axis: int) -> float:
+def _component(t, q, axis: int) -> float:
     """|Q^T t|^2 along `axis` (Frobenius): how much of the direction(s) `t` writes."""
+    import torch
+
     qq = q if q.ndim == 2 else q.unsqueeze(1)
     return float((torch.tensordot(t, qq.to(t.dtype), dims=([axis], [0])) ** 2).sum())

@@ -14,8 +14,6 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from ..errors import BakeError, NotBakeable
-from ..families import probe as probemod
-from ..families.adapter import Slot
 from ..planning import Hook, Op, Step, TensorEdit
 from .base import Artifact, Float, Int, Kind, StrictModel, as_list, register
 
@@ -56,6 +54,9 @@ def site_slots(fam, site: str):
     present = [s.get(site) for s in fam.sites]
     if all(s is not None for s in present):
         return present, {}, {}, f"adds scale*v to the existing output bias of each block's {site[:-4]} sublayer"
+    from ..families import probe as probemod
+    from ..families.adapter import Slot
+
     via = probemod.site_via(fam.config, site)
     if via is None:
         return (f"the {site[:-4]} sublayer has no output bias before the residual add, and no stock config flag "
