@@ -129,11 +129,14 @@ class _Builder:
                               f"add biases to {self.family.name} ({flags}) does not create one; drop it or run it "
                               "as a hook")
         if name not in self.edits:
-            self.merge_config(self.family.steer_config)
-            for n, shape in self.family.steer_creates.items():
-                self.edits.setdefault(n, TensorEdit(n, None, shape, note="new zero bias (" +
-                                                    self.family.steer_how.split(" (")[0] + ")"))
+            self.create_zeros(self.family.steer_creates, self.family.steer_config, self.family.steer_how)
         return name
+
+    def create_zeros(self, creates: dict, flags: dict, how: str) -> None:
+        """Set the config `flags` and write the biases they create ({name: shape}) as zeros."""
+        self.merge_config(flags)
+        for n, shape in creates.items():
+            self.edits.setdefault(n, TensorEdit(n, None, shape, note="new zero bias (" + how.split(" (")[0] + ")"))
 
     def writes_also(self, module: str, tensors) -> None:
         """Slot tensors a kind wrote to that a later residual edit of `module` must treat as its output."""

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from ..errors import BakeError, NotBakeable
-from ..planning import Hook, Op, Step, TensorEdit
+from ..planning import Hook, Op, Step
 from .base import Artifact, Float, Int, Kind, StrictModel, as_list, register
 
 SITES = ("block_out", "attn_out", "mlp_out")
@@ -109,9 +109,7 @@ class SteerKind(Kind):
         step = Step(idx, "steer", True, f"add {iv.scale:g} * v to {where_txt} {layers}")
         names = b.tensor_names()
         if creates and not any(k in names for k in creates):
-            b.merge_config(flags)
-            for name, shape in creates.items():
-                b.edits[name] = TensorEdit(name, None, shape, note="new zero bias (" + how.split(" (")[0] + ")")
+            b.create_zeros(creates, flags, how)
             step.summary += f"; {how}"
         for i in layers:
             slot = slots[i]
