@@ -1,4 +1,4 @@
-"""Fuzz `bake apply` with many generated malformed inputs (the suite runs 6 fixed ones per target).
+"""Fuzz `bake apply` with many generated malformed inputs (the suite runs 3 fixed ones per target).
 
 Each example is a fresh `bake apply` process on a tiny random Llama: a spoiled recipe, config.json,
 shard index or artifact file (tests/fuzzing.py). The contract is checked for every input (exit 0 or

@@ -50,9 +50,9 @@ def _changed(src, out):
     return (a - b).abs().max().item()
 
 
-@pytest.mark.parametrize("name", ["llama-untied", "mistral", "qwen2", "qwen3", "gemma3", "gpt2"])
+@pytest.mark.parametrize("name", ["llama-untied", "qwen2", "qwen3", "gemma3", "gpt2"])
 def test_onnx_export_matches_pytorch(tmp_path, name):
-    kinds = {"gemma3": ("steer",), "qwen3": ("ablate",), "mistral": ("steer", "ablate")}.get(name, ("steer", "ablate"))
+    kinds = {"gemma3": ("steer",), "qwen3": ("ablate",)}.get(name, ("steer", "ablate"))
     if name == "gemma3":  # steering refuses on Gemma 3; aura is exact there
         src = add_tokenizer(build(name, tmp_path / "src"))
         out = tmp_path / "g"

@@ -27,7 +27,7 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
 def test_fuzz(inputs, target):
     model, vector = inputs
 
-    @settings(max_examples=6, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=3, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     @given(data=fuzzing.st.data())
     def run(data):
         root, recipe, m, out = fuzzing.workspace(model, vector)
