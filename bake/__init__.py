@@ -6,8 +6,8 @@ before torch and transformers load.
 
 __version__ = "0.1.0"
 
-_API = {"apply": "api", "arch_info": "api", "export": "api", "plan": "api", "verify": "api", "push": "hub",
-        "load_recipe": "recipe", "BakeError": "errors", "NotBakeable": "errors", "RecipeError": "errors",
+_API = {"apply": "api", "arch_info": "api", "export": "api", "plan": "api", "verify": "api", "push": "publish.hub",
+        "load_recipe": "recipe.schema", "BakeError": "errors", "NotBakeable": "errors", "RecipeError": "errors",
         "VerificationFailed": "errors"}
 __all__ = list(_API)
 

@@ -8,15 +8,18 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__, card, integrity, kinds, staging
-from . import recipe as recipe_mod
-from .compile import Plan, compile_plan, merge_config
+from . import __version__, kinds
+from .compile.builder import compile_plan, merge_config
+from .compile.planning import Plan
 from .errors import BakeError, VerificationFailed
-from .integrity import read_report, write_report
-from .recipe import Recipe
-from .rewrite import rewrite
-from .source import Checkpoint, resolve_model, sha256_file
-from .verifier import verify as run_verify
+from .model.source import Checkpoint, resolve_model, sha256_file
+from .publish import card
+from .recipe import schema as recipe_mod
+from .recipe.schema import Recipe
+from .verification.verifier import verify as run_verify
+from .write import integrity, staging
+from .write.integrity import read_report, write_report
+from .write.rewrite import rewrite
 
 
 def _recipe(r: Recipe | str | Path | dict) -> Recipe:
@@ -31,7 +34,7 @@ def plan(recipe: Recipe | str | Path | dict, progress: bool = True, trust_remote
     """Resolve the model, learn inline artifacts, compile; writes nothing but caches
     (the dequantized GGUF, learned artifacts). Code shipped with a model runs only when
     `trust_remote_code` is given here: a recipe cannot ask for it."""
-    from .learners import materialize
+    from .learn.learners import materialize
 
     r = _recipe(recipe).with_trust(trust_remote_code)
     ckpt = resolve_model(r.model, r.base_dir)
@@ -126,11 +129,11 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
     out_config = json.loads(json.dumps(p.checkpoint.config))
     merge_config(out_config, p.config_updates)
     if "onnx" in r.export:  # refuse an export that cannot work before baking anything
-        from . import export_onnx
+        from .exporters import onnx as export_onnx
 
         export_onnx.check(out_config, "the baked model")
     if "gguf" in r.export:
-        from . import export_gguf
+        from .exporters import gguf as export_gguf
 
         if p.checkpoint.origin.get("gguf"):  # baked into the source GGUF (patch): llama architecture only
             export_gguf.check_patch(p.checkpoint.origin["gguf"], r.gguf_type)
@@ -194,7 +197,7 @@ def _run_export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts,
     """The one place that picks an export's path (default: inside the folder) and what it may replace."""
     name = name or folder.name
     if fmt == "onnx":
-        from . import export_onnx
+        from .exporters import onnx as export_onnx
 
         out = staging.resolve_path(out, "--out") if out else folder / "onnx"
         with staging.staged(out, folder=True, force=force, protect=[folder], what="ONNX export") as tmp:
@@ -202,7 +205,7 @@ def _run_export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts,
             staging.write_marker(tmp, "bake export onnx")
         return out, result
     if fmt == "gguf":
-        from . import export_gguf
+        from .exporters import gguf as export_gguf
 
         mode, source, gguf_type = export_gguf.resolve(folder, gguf_type, mode)
         out = staging.resolve_path(out, "--out") if out else folder / export_gguf.default_name(name, gguf_type, source)
@@ -278,7 +281,7 @@ def verify(out_dir: str | Path, progress: bool = True, trust_remote_code: bool =
 def arch_info(model: str, trust_remote_code: bool = False) -> dict:
     """What the adapter resolves for a model: writers, tensors, steering slot, tying, exactness.
     (Reads config.json and safetensors headers, and probes a tiny random model of the same config.)"""
-    from . import serving
+    from .exporters import serving
     from .families import resolve as resolve_family
 
     ckpt: Checkpoint = resolve_model(model, Path.cwd())

@@ -8,8 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, interrupt  # light: torch and transformers load only once a command runs
+from . import __version__
 from .errors import BakeError, VerificationFailed, first_line
+from .write import interrupt  # light: torch and transformers load only once a command runs
 
 
 def _fmt(x, spec=".3g"):
@@ -349,18 +350,17 @@ def _dispatch(args, progress: bool, out) -> int:
                             force=args.force, trust_remote_code=trust)
         print(json.dumps(result, indent=2) if args.json else format_export(args.format, result), file=out)
     elif args.cmd == "push":
-        from . import hub
+        from .publish import hub
 
         res = hub.push(args.folder, args.repo, private=args.private, revision=args.revision, dry_run=args.dry_run,
                        force=args.force, message=args.message)
         print(json.dumps(res, indent=2) if args.json else format_push(res), file=out)
     elif args.cmd == "learn":
-        from . import learners
-
-        from . import staging
+        from .learn import learners
+        from .write import staging
 
         opts = {k: v for k, v in vars(args).items() if k not in ("cmd", "what", "json", "quiet", "force")}
-        from .learn import is_main_process
+        from .learn.collect import is_main_process
 
         if not is_main_process():  # one of several `accelerate launch` processes: it shares the work, the first writes
             import tempfile
@@ -390,7 +390,7 @@ def _dispatch(args, progress: bool, out) -> int:
 
 
 def format_integrity(c: dict) -> str:
-    from .integrity import describe
+    from .write.integrity import describe
 
     return f"integrity: {c['status'].upper()}  ({describe(c)})"
 

@@ -28,8 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bake import data as data_mod  # noqa: E402
-from bake import learn, stats  # noqa: E402
+from bake.learn import collect as learn  # noqa: E402
+from bake.learn import data as data_mod  # noqa: E402
+from bake.learn import stats
 
 
 def rss_mb() -> float:

@@ -101,7 +101,7 @@ def main() -> int:
 
 
 def onnx_trial(model_type: str) -> str:
-    from bake import export_onnx
+    from bake.exporters import onnx as export_onnx
 
     try:
         return export_onnx.trial(coverage.default_config(model_type))

@@ -22,8 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bake import data as data_mod  # noqa: E402
-from bake import learn  # noqa: E402
+from bake.learn import collect as learn  # noqa: E402
+from bake.learn import data as data_mod  # noqa: E402
 
 RUNS = [(1, "right"), (8, "right"), (32, "right"), (32, "left")]
 

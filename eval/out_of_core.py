@@ -34,8 +34,9 @@ import json, sys, time
 from pathlib import Path
 import torch
 sys.path.insert(0, {root!r})
-from bake import api, verifier
-from bake.rewrite import rewrite
+from bake import api
+from bake.verification import verifier
+from bake.write.rewrite import rewrite
 
 def peak():  # VmHWM: this process's peak RSS (ru_maxrss would carry the parent's over the exec)
     with open("/proc/self/status") as f:
@@ -67,9 +68,9 @@ res["verify"] = {{k: v[k] for k in ("status", "mode", "compute_dtype", "toleranc
 res["local"] = {{"status": v["local"]["status"], "modules": len(v["local"]["modules"])}}
 res["verify_peak_rss_mb"] = peak()
 import tempfile
-from bake.models import probe_inputs
-from bake.verifier import _run_batch
-from bake.streaming import load_streamed
+from bake.model.loading import probe_inputs
+from bake.verification.verifier import _run_batch
+from bake.model.streaming import load_streamed
 t = time.time()
 with tempfile.TemporaryDirectory() as scratch, torch.no_grad():
     m = load_streamed(out, p.family.key_rules, trust_remote_code=False, dtype=getattr(torch, v["compute_dtype"]))

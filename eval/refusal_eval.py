@@ -18,14 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import bake  # noqa: E402
-from bake import data as data_mod  # noqa: E402
-from bake import learn, learners, refusal  # noqa: E402
-from bake.models import load_model  # noqa: E402
+from bake.learn import collect as learn  # noqa: E402
+from bake.learn import data as data_mod  # noqa: E402
+from bake.learn import learners, refusal
+from bake.model.loading import load_model  # noqa: E402
 
 
 def main():

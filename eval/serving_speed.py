@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bake import api  # noqa: E402
-from bake import recipe as recipe_mod  # noqa: E402
-from bake.hooks import hooked  # noqa: E402
-from bake.models import load_model, load_tokenizer  # noqa: E402
+from bake.compile.hooks import hooked  # noqa: E402
+from bake.model.loading import load_model, load_tokenizer  # noqa: E402
+from bake.recipe import schema as recipe_mod  # noqa: E402
 
 
 @torch.no_grad()

@@ -27,8 +27,8 @@ from safetensors.torch import save_file
 
 import bake
 import bake.cli
-import bake.recipe
-import bake.rewrite
+import bake.recipe.schema
+import bake.write.rewrite
 from bake.errors import BakeError, NotBakeable, RecipeError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -100,7 +100,7 @@ def load_fails(tmp_path: Path, text: str, *fragments: str) -> str:
     p = tmp_path / "recipe.yaml"
     p.write_text(text)
     with pytest.raises(RecipeError) as ei:
-        bake.recipe.load(p)
+        bake.recipe.schema.load(p)
     msg = str(ei.value)
     assert str(p) in msg  # the error names the file
     for frag in fragments:
@@ -121,7 +121,7 @@ GOOD = "model: {model}\ninterventions:\n  - kind: steer\n    layers: [1]\n    ve
 
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(RecipeError, match="no such recipe file"):
-        bake.recipe.load(tmp_path / "nope.yaml")
+        bake.recipe.schema.load(tmp_path / "nope.yaml")
 
 
 def test_yaml_syntax_error(tmp_path):
@@ -530,7 +530,7 @@ def test_disk_full(tmp_path, llama, art, monkeypatch, fail_on_call):
     """ENOSPC on the first shard, or on the second (a partial temp folder exists by then)."""
     assert len(list(llama.glob("*.safetensors"))) >= 2
     before = tree_digest(llama)
-    real_save, calls = bake.rewrite.save_file, []
+    real_save, calls = bake.write.rewrite.save_file, []
 
     def save_file_full(tensors, filename, metadata=None):
         calls.append(filename)
@@ -538,7 +538,7 @@ def test_disk_full(tmp_path, llama, art, monkeypatch, fail_on_call):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(bake.rewrite, "save_file", save_file_full)
+    monkeypatch.setattr(bake.write.rewrite, "save_file", save_file_full)
     out = tmp_path / "out"
     msg = fails(steer(llama, str(art / "v.pt")), out, BakeError, "no space left")
     assert "nothing was written" in msg
@@ -550,7 +550,7 @@ def test_other_oserror_while_writing(tmp_path, llama, art, monkeypatch):
     def save_file_denied(tensors, filename, metadata=None):
         raise PermissionError(errno.EACCES, "Permission denied", filename)
 
-    monkeypatch.setattr(bake.rewrite, "save_file", save_file_denied)
+    monkeypatch.setattr(bake.write.rewrite, "save_file", save_file_denied)
     msg = fails(steer(llama, str(art / "v.pt")), tmp_path / "out", BakeError, "cannot write", "Permission denied")
     assert "nothing was written" in msg
 
@@ -560,7 +560,7 @@ def test_failure_replacing_existing_output_with_force(tmp_path, llama, art, monk
     out = tmp_path / "out"
     bake.apply(steer(llama, str(art / "v.pt")), output=out, progress=False)
     before = tree_digest(out)
-    monkeypatch.setattr(bake.rewrite, "save_file",
+    monkeypatch.setattr(bake.write.rewrite, "save_file",
                         lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
     with pytest.raises(BakeError, match="no space left"):
         bake.apply(steer(llama, str(art / "v.pt"), scale=2.0), output=out, progress=False, force=True)
@@ -671,7 +671,7 @@ def _cli_apply(llama, art, tmp_path) -> tuple[list[str], Path]:
 
 def test_sigterm_while_writing_unwinds_and_cleans(tmp_path, llama, art, monkeypatch, keep_sigterm):
     before = tree_digest(llama)
-    real_save, calls = bake.rewrite.save_file, []
+    real_save, calls = bake.write.rewrite.save_file, []
 
     def save_then_term(tensors, filename, metadata=None):
         real_save(tensors, filename, metadata=metadata)
@@ -679,7 +679,7 @@ def test_sigterm_while_writing_unwinds_and_cleans(tmp_path, llama, art, monkeypa
         if len(calls) == 2:  # after the second shard: a partial temp folder exists
             _sigterm_self()
 
-    monkeypatch.setattr(bake.rewrite, "save_file", save_then_term)
+    monkeypatch.setattr(bake.write.rewrite, "save_file", save_then_term)
     argv, out = _cli_apply(llama, art, tmp_path)
     with pytest.raises(SystemExit) as ei:
         bake.cli.main(argv)
@@ -696,7 +696,7 @@ def test_sigterm_converted_by_an_extension(tmp_path, llama, art, monkeypatch, ke
         except BaseException as e:  # what PyO3 / C code does with an error raised inside its callback
             raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from e
 
-    monkeypatch.setattr(bake.rewrite, "save_file", save_like_an_extension)
+    monkeypatch.setattr(bake.write.rewrite, "save_file", save_like_an_extension)
     argv, out = _cli_apply(llama, art, tmp_path)
     try:
         with pytest.raises(SystemExit) as ei:
@@ -708,7 +708,7 @@ def test_sigterm_converted_by_an_extension(tmp_path, llama, art, monkeypatch, ke
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_sigterm_during_finalizer_is_not_lost(tmp_path, llama, art, monkeypatch, keep_sigterm):
-    real_save, calls = bake.rewrite.save_file, []
+    real_save, calls = bake.write.rewrite.save_file, []
 
     class Finalized:
         def __del__(self):
@@ -720,7 +720,7 @@ def test_sigterm_during_finalizer_is_not_lost(tmp_path, llama, art, monkeypatch,
             Finalized()  # collected at once: the handler runs inside __del__
         real_save(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(bake.rewrite, "save_file", save_with_gc)
+    monkeypatch.setattr(bake.write.rewrite, "save_file", save_with_gc)
     argv, out = _cli_apply(llama, art, tmp_path)
     with pytest.raises(SystemExit) as ei:
         bake.cli.main(argv)

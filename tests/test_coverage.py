@@ -54,7 +54,7 @@ def test_moe_ablation_edits_every_expert_and_shared_expert(tmp_path):
     report = bake.apply({"model": str(model), "interventions": [arts["ablate"]]}, output=tmp_path / "out",
                         progress=False)
     edited = {e["tensor"] for e in report["edits"]}
-    from bake.source import open_checkpoint
+    from bake.model.source import open_checkpoint
 
     keys = open_checkpoint(model).shapes
     experts = {k for k in keys if ".experts." in k and k.endswith("down_proj.weight")}
@@ -76,7 +76,7 @@ def _expert_alphas(model, tmp_path):
     from safetensors.torch import save_file
 
     from bake.families import resolve
-    from bake.source import open_checkpoint
+    from bake.model.source import open_checkpoint
 
     ck = open_checkpoint(model)
     fam = resolve(ck.config, ck.shapes)
@@ -169,8 +169,8 @@ def test_every_causal_lm_type_has_a_status_or_a_reason():
 def test_serving_notes_say_who_serves_a_baked_checkpoint(tmp_path, monkeypatch):
     """Per runtime, from the exporters' own checks (ONNX: the trial's cached answer) and the hand-written
     runtime facts."""
-    from bake import export_onnx
-    from bake.serving import notes
+    from bake.exporters import onnx as export_onnx
+    from bake.exporters.serving import notes
 
     monkeypatch.setenv("BAKE_CACHE", str(tmp_path))
     llama = {**coverage.default_config("llama"), "architectures": ["LlamaForCausalLM"], "mlp_bias": True}

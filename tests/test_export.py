@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import save_file
 
 import bake
-from bake import export_gguf
 from bake.errors import BakeError, NotBakeable
+from bake.exporters import gguf as export_gguf
 from tiny import add_tokenizer, build
 
 GEN = 32
@@ -133,7 +133,7 @@ def test_onnx_runs_without_bake(tmp_path):
     report = json.loads((out / "bake_report.json").read_text())
     assert report["exports"]["onnx"]["status"] == "passed" and (out / "onnx").is_dir()
     prompt = [3, 17, 29, 40, 8, 61]
-    from bake.models import load_model, reference_greedy
+    from bake.model.loading import load_model, reference_greedy
 
     expected = reference_greedy(load_model(out, trust_remote_code=False), torch.tensor([prompt]), GEN)
     script = textwrap.dedent(f"""
@@ -272,7 +272,7 @@ def test_gguf_runs_without_bake(tmp_path):
     path = out / entry["path"]
     assert entry["status"] == "passed" and path.is_file() and entry["path"] == "llama-untied-baked.F32.gguf"
     prompt = [3, 17, 29, 40, 8, 61]
-    from bake.models import eos_ids, load_model, reference_greedy
+    from bake.model.loading import eos_ids, load_model, reference_greedy
 
     model = load_model(out, trust_remote_code=False)
     expected, eos = reference_greedy(model, torch.tensor([prompt]), GEN), eos_ids(model)
@@ -317,7 +317,7 @@ def test_cli_export(tmp_path, capsys):
 
 def test_checks_have_teeth(tmp_path):
     """Each runtime check fails when the file is not the baked model: here, the unbaked original."""
-    from bake.models import load_model, load_tokenizer, probe_inputs
+    from bake.model.loading import load_model, load_tokenizer, probe_inputs
 
     src, out = _bake(tmp_path, "llama-untied", ("steer", "ablate"), byte_level=True)
     baked = load_model(out, trust_remote_code=False)
@@ -327,7 +327,7 @@ def test_checks_have_teeth(tmp_path):
         export_gguf.convert(src, wrong, qtype, progress=False)
         res = export_gguf.verify_gguf(wrong, baked, inputs, qtype, exact)
         assert res["status"] == "failed", res["metrics"]
-    from bake import export_onnx
+    from bake.exporters import onnx as export_onnx
 
     onnx_dir = tmp_path / "onnx-orig"
     onnx_dir.mkdir()
@@ -374,7 +374,7 @@ def test_flips_are_reported_with_their_margins():
     """Greedy tokens may differ at a near tie without the file being wrong (a float32 SmolLM2
     steering export once failed with 7/8 prompts identical and a max logit error of 0.034): the
     check counts top-1 flips and the largest margin among them, and judges the logit error."""
-    from bake.verifier import flips
+    from bake.verification.verifier import flips
 
     ref = np.array([[5.0, 4.99, 0.0], [5.0, 1.0, 0.0], [0.0, 3.0, 2.0]])
     assert flips(ref, ref) == (0, None)

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import bake
-from bake import arch
 from bake.families import resolve
-from bake.source import open_checkpoint
+from bake.model import config as arch
+from bake.model.source import open_checkpoint
 from tiny import TINY, build
 
 TOL = 1e-5  # max abs logit difference, float32 checkpoints
@@ -77,8 +77,9 @@ def test_bake_matches_hooks(models, tmp_path, name, kind):
     assert v["metrics"]["top1_agreement"] == 1.0
     assert v["metrics"]["first_divergent_hidden_state"] is None
     # the intervention really changed the model (the check is not vacuous)
-    from bake.models import load_model
     import torch as t
+
+    from bake.model.loading import load_model
     ids = t.arange(5).unsqueeze(0)
     with t.no_grad():
         before = load_model(models[name], trust_remote_code=False)(ids).logits

@@ -1,4 +1,4 @@
-"""Property tests of the fold ops in bake/fold.py: hook math == folded math, in float64.
+"""Property tests of the fold ops in bake/compile/fold.py: hook math == folded math, in float64.
 
 Every fold has a hook twin (the specification). For random shapes and values we check that running
 the original module and then the hook gives the same activations as running the module with the
@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bake import fold
+from bake.compile import fold
 
 F64 = torch.float64
 TOL = 1e-10

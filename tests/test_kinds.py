@@ -4,21 +4,20 @@ hooks on tiny models of every family where the kind's table says exact."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 import bake
-from bake import fold, kinds
-from bake.artifacts import load_tensor
+from bake import kinds
+from bake.compile import fold
+from bake.compile.ops import OPS
 from bake.errors import BakeError
-from bake.kinds.ablate import Kernel, kernel_weights
-from bake.ops import OPS
-from bake.recipe import parse
-from bake.source import open_checkpoint
 from bake.families import resolve
+from bake.kinds.ablate import Kernel, kernel_weights
+from bake.model.source import open_checkpoint
+from bake.recipe.artifacts import load_tensor
+from bake.recipe.schema import parse
 from tiny import TINY, build
 
 TOL = 1e-5
@@ -37,7 +36,7 @@ def test_every_kind_is_wired_from_the_registry():
     from typing import get_args
 
     from bake.families import coverage
-    from bake.recipe import Intervention
+    from bake.recipe.schema import Intervention
 
     assert set(get_args(get_args(Intervention)[0])) == {k.schema for k in kinds.KINDS.values()}
     assert set(coverage.KINDS) == set(kinds.KINDS) == {"aura", "steer", "ablate"}
@@ -128,8 +127,8 @@ def test_embedding_input_gain_hook_reads_the_ids():
     emb = torch.nn.Embedding(7, 4).double()
     gain = torch.rand(7, dtype=torch.float64) + 0.5
     ids = torch.tensor([[1, 5, 5, 0]])
-    from bake.planning import Hook
-    from bake.ops import attach
+    from bake.compile.ops import attach
+    from bake.compile.planning import Hook
 
     handles = attach(emb, Hook(0, "e", "scale_in", gain))
     try:

@@ -10,10 +10,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import bake
-from bake import imports, learn, learners, stats
 from bake.cli import main
+from bake.learn import collect as learn
+from bake.learn import learners, stats
+from bake.recipe import imports
 from tiny import CORPUS, add_tokenizer, build
-
 
 # --- statistics equal scikit-learn ---------------------------------------------------------
 
@@ -185,7 +186,7 @@ def test_mean_diff_recovers_a_planted_direction(model, tmp_path):
     d = runner.model.config.hidden_size
     planted = torch.randn(d, dtype=torch.float64)
     planted /= planted.norm()
-    from bake.compile import Hook
+    from bake.compile.planning import Hook
     texts = CORPUS
     pos = runner.residuals(texts, [1, 2], hooks=[Hook(0, "model.layers.1.mlp.down_proj", "add", 5 * planted)],
                            progress=False)
@@ -269,7 +270,7 @@ def test_learn_refusal_prints_a_table_and_bakes(model, tmp_path, capsys):
 
 
 def test_data_layouts_and_errors(tmp_path):
-    from bake import data
+    from bake.learn import data
     (tmp_path / "d.csv").write_text("count,hate_speech,offensive_language,neither,class,tweet\n"
                                     "3,0,3,0,1,you suck\n3,0,0,3,2,nice day\n3,3,0,0,0,hateful\n")
     ds = data.load(tmp_path / "d.csv", layout="davidson", need_labels=True)
@@ -330,7 +331,7 @@ def test_recipe_imports_a_control_vector_inline(model, tmp_path, monkeypatch):
 
 def test_dataset_ids_go_through_datasets(tmp_path, monkeypatch):
     """A Hub dataset id takes the `datasets` path; tested on a local dataset folder, offline."""
-    from bake import data
+    from bake.learn import data
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     folder = tmp_path / "toxic-sample"

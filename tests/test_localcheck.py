@@ -9,11 +9,11 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 import bake
-from bake import recipe as recipe_mod
-from bake import verifier
-from bake.compile import compile_plan
+from bake.compile.builder import compile_plan
 from bake.families import coverage, tiny
-from bake.source import open_checkpoint
+from bake.model.source import open_checkpoint
+from bake.recipe import schema as recipe_mod
+from bake.verification import verifier
 
 
 def _model(tmp_path, model_type):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import bake
-from bake.source import open_checkpoint
+from bake.model.source import open_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 import bake
-from bake.card import front_matter
+from bake.publish.card import front_matter
 from hub_server import FakeHub
 from tiny import build
 
@@ -119,8 +119,8 @@ def test_push_errors_are_readable(baked, tmp_path):
 
 def test_card_for_builtin_names_hub_base(tmp_path):
     """The builtin SmolLM2's card points at its Hub model and inherits the GGUF's license."""
-    from bake.card import base_info
-    from bake.source import resolve_model
+    from bake.model.source import resolve_model
+    from bake.publish.card import base_info
 
     info = base_info(resolve_model("builtin:smollm2-135m-instruct"))
     assert info == {"hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0"}

@@ -24,9 +24,9 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 import bake
-import bake.rewrite
-from bake import integrity, staging
+import bake.write.rewrite
 from bake.errors import BakeError
+from bake.write import integrity, staging
 from fuzzing import cli
 from tiny import COMMON, add_tokenizer, build
 
@@ -285,14 +285,14 @@ def test_second_bake_to_the_same_output_is_refused_while_the_first_runs(tmp_path
 
 def test_a_folder_created_at_the_output_meanwhile_is_left_alone(tmp_path, model, vec, monkeypatch):
     out = tmp_path / "out"
-    real = bake.rewrite.save_shard
+    real = bake.write.rewrite.save_shard
 
     def save_and_meddle(tensors, path):
         real(tensors, path)
         out.mkdir(exist_ok=True)
         (out / "theirs.txt").write_text("created by another program during the bake")
 
-    monkeypatch.setattr(bake.rewrite, "save_shard", save_and_meddle)
+    monkeypatch.setattr(bake.write.rewrite, "save_shard", save_and_meddle)
     for force in (False, True):
         shutil.rmtree(out, ignore_errors=True)
         with pytest.raises(BakeError, match="created or changed by another program"):
@@ -304,13 +304,13 @@ def test_a_folder_created_at_the_output_meanwhile_is_left_alone(tmp_path, model,
 def test_a_file_added_to_an_earlier_bake_meanwhile_is_not_lost(tmp_path, model, vec, monkeypatch):
     out = tmp_path / "out"
     bake.apply(recipe_dict(model, vec), output=out, progress=False)
-    real = bake.rewrite.save_shard
+    real = bake.write.rewrite.save_shard
 
     def save_and_add(tensors, path):
         real(tensors, path)
         (out / "notes.txt").write_text("written into the old output while the --force bake ran")
 
-    monkeypatch.setattr(bake.rewrite, "save_shard", save_and_add)
+    monkeypatch.setattr(bake.write.rewrite, "save_shard", save_and_add)
     with pytest.raises(BakeError, match="created or changed by another program"):
         bake.apply(recipe_dict(model, vec), output=out, progress=False, force=True)
     assert (out / "notes.txt").is_file() and (out / "bake_report.json").is_file()
@@ -411,8 +411,9 @@ def test_malicious_and_malformed_vector_files(tmp_path, model):
                     "--out", tmp_path / "v.safetensors", "-q"), 2, "cannot read it")
     assert not sentinel.exists()
 
-    from bake.imports import write_control_vector
     from gguf import GGUFWriter
+
+    from bake.recipe.imports import write_control_vector
 
     write_control_vector(tmp_path / "wide.gguf", {1: torch.ones(D + 1)})
     clean_error(cli("learn", "steer", "--model", model, "--from-gguf", tmp_path / "wide.gguf",
@@ -515,7 +516,7 @@ def test_disk_full_from_the_safetensors_writer_in_process(tmp_path, model, vec, 
     def full(*a, **k):
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(bake.rewrite, "save_file", full)
+    monkeypatch.setattr(bake.write.rewrite, "save_file", full)
     with pytest.raises(BakeError, match="no space left on device"):
         bake.apply(recipe_dict(model, vec), output=tmp_path / "out", progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -547,7 +548,7 @@ def test_failed_push_leaves_the_card_alone(tmp_path, baked):
 
 
 def test_learn_out_needs_force_and_never_replaces_an_input(tmp_path, model):
-    from bake.imports import write_control_vector
+    from bake.recipe.imports import write_control_vector
 
     write_control_vector(tmp_path / "cv.gguf", {1: torch.ones(D)})
     out = tmp_path / "v.safetensors"

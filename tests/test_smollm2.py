@@ -139,7 +139,7 @@ def test_arch_reports_family(capsys):
 @pytest.mark.parametrize("name", ["smollm2-detox", "smollm2-steer", "smollm2-refusal"])
 def test_learned_recipes_run(tmp_path, name):
     """Every shipped recipe bakes and verifies (learned artifacts come from the shared cache)."""
-    from bake.recipe import parse
+    from bake.recipe.schema import parse
 
     path = ROOT / "recipes" / f"{name}.yaml"
     data = yaml.safe_load(path.read_text())

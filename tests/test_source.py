@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 import bake
-from bake.source import resolve_model
+from bake.model.source import resolve_model
 from tiny import build
 
 
@@ -42,11 +42,11 @@ def test_unreachable_hub_id_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_input_model_is_never_modified(tmp_path):
-    from bake.source import sha256_file
+    from bake.model.source import sha256_file
     src = build("llama", tmp_path / "src")
     before = {p.name: sha256_file(p) for p in src.iterdir()}
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
     save_file({"v": torch.ones(32)}, str(tmp_path / "v.safetensors"))
     recipe = {"model": str(src), "interventions": [{"kind": "ablate", "direction": str(tmp_path / "v.safetensors")}],
               "verify": {"generate_tokens": 2}}

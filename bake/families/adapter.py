@@ -129,7 +129,8 @@ def _derive(config_json: str) -> probemod.Probe:
 
 def derive(config: dict) -> probemod.Probe:
     """The probe of a config (cached per config)."""
-    from transformers import CONFIG_MAPPING, __version__ as tv
+    from transformers import CONFIG_MAPPING
+    from transformers import __version__ as tv
 
     mt = config.get("model_type")
     if mt not in CONFIG_MAPPING:
@@ -152,7 +153,7 @@ def derive(config: dict) -> probemod.Probe:
 
 def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False) -> Adapter:
     """The adapter of a checkpoint: `config` (config.json) and `checkpoint_keys` ({key: shape})."""
-    from .. import arch
+    from ..model import config as arch
 
     arch.check_config(config)
     quant = config.get("quantization_config") or arch.text(config).get("quantization_config")

@@ -85,7 +85,7 @@ def status(model_type: str, config: dict | None = None) -> Row:
     from pathlib import Path
 
     from ..errors import BakeError, first_line
-    from ..source import open_checkpoint
+    from ..model.source import open_checkpoint
     from . import tiny
     from .adapter import resolve
     from .overrides import refused
@@ -129,7 +129,7 @@ def artifacts(model_dir, dest) -> dict[str, dict]:
     a direction, AURA alphas for the first Linear module of the first block); seeded, written under `dest`."""
     from pathlib import Path
 
-    from ..source import open_checkpoint
+    from ..model.source import open_checkpoint
     from .adapter import resolve
 
     dest = Path(dest)
@@ -160,7 +160,7 @@ def exports(model_type: str, row: dict | None = None) -> tuple[str, str]:
     and stores it in the row as `onnx`; unproven, the column says the trial runs at export)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    from .. import export_gguf
+    from ..exporters import gguf as export_gguf
 
     folder = export_gguf.converter_dir()
     arch = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)

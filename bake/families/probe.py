@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..arch import text as arch_text
+from ..model.config import text as arch_text
 from . import keys as keymod
 from . import tiny
 
@@ -192,7 +192,7 @@ def _output_side(module, args, kwargs, d: int, r: torch.Tensor) -> tuple[dict, s
 
 def _project(module, params, r):
     """Project r out of `params` ((name, axis) pairs) of module in place; returns the originals."""
-    from ..fold import project_out
+    from ..compile.fold import project_out
 
     saved = {}
     named = dict(module.named_parameters())

@@ -26,8 +26,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
+from ..compile.planning import Hook, Op, Step
 from ..errors import BakeError, NotBakeable
-from ..planning import Hook, Op, Step
 from .base import Artifact, Float, Int, Kind, StrictModel, register
 
 
@@ -110,7 +110,7 @@ class AblateKind(Kind):
         """A unit vector [d] (`direction`), or an orthonormal basis [d, rank] of `directions`."""
         import torch
 
-        from .. import fold
+        from ..compile import fold
 
         d = b.family.d
         refs = [("direction", iv.direction)] if iv.direction is not None else \
@@ -214,7 +214,7 @@ class AblateKind(Kind):
         the writer (the same three hooks on its output); returns the share of the component it leaves."""
         import torch
 
-        from .. import fold
+        from ..compile import fold
 
         mats = [(n, a) for n, a in tensors if len(b.shape(n)) >= 2]
         cur = {n: b.current(n) for n, _ in mats}
@@ -241,7 +241,7 @@ class AblateKind(Kind):
         writer's output. Returns the share of the component it leaves."""
         import torch
 
-        from .. import fold
+        from ..compile import fold
 
         mats = [(n, a) for n, a in tensors if len(b.shape(n)) >= 2]
         owner = b.module_of(mats[0][0]) if len(mats) == 1 else None

@@ -15,8 +15,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from ..compile.planning import Hook, Op, Step
 from ..errors import BakeError, NotBakeable
-from ..planning import Hook, Op, Step
 from .base import Artifact, Kind, StrictModel, as_list, register
 
 
@@ -71,7 +71,7 @@ class AuraKind(Kind):
         return {"kind": "aura", "modules": [glob], "alphas": str(dest / "alphas.safetensors")}
 
     def compile(self, b, idx, iv, where):
-        from ..artifacts import load_alphas
+        from ..recipe.artifacts import load_alphas
 
         alphas = load_alphas(iv.alphas, b.recipe.base_dir, f"{where}.alphas")
         b.note_artifact(iv.alphas, "aura alphas")
@@ -150,7 +150,7 @@ class AuraKind(Kind):
         if a.numel() != shape[0] * shape[unit]:
             raise BakeError(f"{where}.alphas[{m}]: {a.numel()} alphas; fused experts need experts x units = "
                             f"{shape[0]} x {shape[unit]} = {shape[0] * shape[unit]} (row-major [experts, units])")
-        from .. import fold
+        from ..compile import fold
 
         a = a.reshape(shape[0], shape[unit])
         slices = b.family.keymap.slices(name, shape)

@@ -45,7 +45,7 @@ class Kind:
     schema: ClassVar[type[BaseModel]]
     tag: ClassVar[str]  # the model card's tag for it
     artifacts: ClassVar[dict[str, str]] = {}  # recipe field -> role (provenance; a field may hold a list)
-    # recipe field -> (learner name in bake.learners, suffix of the learned file's reference)
+    # recipe field -> (learner name in bake.learn.learners, suffix of the learned file's reference)
     learners: ClassVar[dict[str, tuple[str, str]]] = {}
 
     def status(self, family) -> tuple[str, str]:

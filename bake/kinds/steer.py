@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from ..compile.planning import Hook, Op, Step
 from ..errors import BakeError, NotBakeable
-from ..planning import Hook, Op, Step
 from .base import Artifact, Float, Int, Kind, StrictModel, as_list, register
 
 SITES = ("block_out", "attn_out", "mlp_out")

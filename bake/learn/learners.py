@@ -1,0 +1,251 @@
+"""`bake learn aura|steer|refusal`: data in, an artifact file out (and a summary to print).
+
+Each function has the CLI's options as keyword arguments, writes one safetensors file that a
+recipe can use directly, and returns a JSON-able summary.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..errors import BakeError
+from ..recipe import imports
+from . import collect as learn
+from . import data as data_mod
+from . import refusal
+
+# part of the cache key of learned artifacts: bump it when a learner computes something else from the
+# same options (2: AURA responses in float64 with positions counted over real tokens)
+LEARNER_VERSION = 2
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM; ru_maxrss where /proc is missing, which on Linux carries a
+    parent's peak over exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def parse_size(size: str | int | None) -> int | None:
+    """Bytes from `--max-memory` ("2GB", "512MiB", "1.5G" or a number of bytes)."""
+    import re
+
+    if size is None or isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(i?)B?\s*", str(size), re.IGNORECASE)
+    if not m:
+        raise BakeError(f"--max-memory {size!r}: give a size such as 8GB, 512MiB or a number of bytes")
+    unit = 1024 if m.group(3) else 1000
+    return int(float(m.group(1)) * unit ** "_KMGT".index(m.group(2).upper() or "_"))
+
+
+def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_column=None, label_column=None,
+               layout=None, pooling="max", max_length=128, batch_size=32, score="auroc", rule="aura", top_k=None,
+               top_fraction=None, per_layer=False, value=0.5, strength=1.0, zscore=False, limit=None,
+               statedict=None, dtype="float64", means=False, progress=True, runner=None, trust_remote_code=False,
+               max_memory=None) -> dict:
+    t0 = time.time()
+    ds = data_mod.load(data, text_column, label_column, layout, need_labels=True, limit=limit)
+    runner = runner or learn.Runner(model, trust_remote_code, parse_size(max_memory))
+    mods = runner.modules(list(modules))
+    t1 = time.time()
+    resp = runner.responses(ds.texts, mods, pooling, max_length, batch_size, progress, getattr(torch, dtype))
+    t2 = time.time()
+    alphas, scores, aurocs = learn.aura_alphas(resp, ds.labels, rule=rule, score=score, k=top_k,
+                                               fraction=top_fraction, per_layer=per_layer, value=value,
+                                               strength=strength, zscore=zscore)
+    y = torch.tensor(ds.labels)  # with `means`, the mean-shift target of aura's `mu:` is stored beside the alphas
+    mu = {m: x[y == 0].mean(0) for m, x in resp.items()} if means else None
+    learn.save_alphas(Path(out), alphas, aurocs, scores, score, mu)
+    if statedict:
+        learn.export_statedict(alphas, Path(statedict))
+    flat = torch.cat([a for a in aurocs.values()])
+    names = [f"{m}[{j}]" for m, a in aurocs.items() for j in range(a.numel())]
+    top = flat.topk(min(10, flat.numel()))
+    return {
+        "out": str(out), "examples": len(ds.texts), "positives": int(sum(ds.labels)), "modules": len(mods),
+        "units": int(flat.numel()), "units_auroc_gt_0.5": int((flat > 0.5).sum()),
+        "units_damped": int(sum(int((a < 1).sum()) for a in alphas.values())),
+        "top10": [{"unit": names[i], "auroc": round(v, 4)} for v, i in zip(top.values.tolist(), top.indices.tolist())],
+        "seconds_total": round(time.time() - t0, 1), "seconds_responses": round(t2 - t1, 1),
+        "sentences_per_s": round(len(ds.texts) / max(t2 - t1, 1e-9), 1), "peak_rss_mb": round(_peak_rss_mb()),
+        "dtype": dtype, "streamed": runner.streamed, "processes": learn.process_count(),
+    }
+
+
+def learn_steer(model, out, positive=None, negative=None, layers="all", method="mean-diff", position="last",
+                normalize=None, chat=False, from_gguf=None, from_sae=None, feature=None,
+                from_steering_vectors=None, progress=True, runner=None, trust_remote_code=False,
+                max_memory=None) -> dict:
+    """Learn (mean-diff / pca) or import (GGUF control vector, SAELens row, steering-vectors) a vector."""
+    if from_gguf or from_sae or from_steering_vectors:
+        from ..model.config import hidden_size, num_layers
+        from ..model.source import Checkpoint, resolve_model
+
+        ckpt = model if isinstance(model, Checkpoint) else (resolve_model(str(model)) if model else None)
+        n = num_layers(ckpt.config) if ckpt else None
+        d = hidden_size(ckpt.config) if ckpt else None
+        if from_gguf:
+            vecs = imports.read_control_vector(Path(from_gguf))
+        elif from_sae:
+            if feature is None:
+                raise BakeError("--from-sae needs --feature N (the SAE latent whose decoder row to use)")
+            layer, v = imports.read_sae_row(Path(from_sae), int(feature))
+            vecs = {layer: v}
+        else:
+            vecs = imports.read_steering_vectors(Path(from_steering_vectors))
+        if n is None:
+            raise BakeError("--model is needed to size the [num_layers, hidden] tensor")
+        full = imports.to_steering_tensor(vecs, n, d)
+        layers_used = sorted(vecs)
+    else:
+        if not positive or not negative:
+            raise BakeError("learn steer needs --positive and --negative (or an import: --from-gguf/--from-sae)")
+        runner = runner or learn.Runner(model, trust_remote_code, parse_size(max_memory))
+        if isinstance(position, str) and position.lstrip("-").isdigit():
+            position = int(position)
+        pos = data_mod.load(positive).texts
+        neg = data_mod.load(negative).texts
+        if chat:
+            pos, neg = [runner.chat(t) for t in pos], [runner.chat(t) for t in neg]
+        layers_used = learn.parse_layers(layers, runner.n_layers)
+        a = runner.residuals(pos, layers_used, position, progress=progress)
+        b = runner.residuals(neg, layers_used, position, progress=progress)
+        if method == "mean-diff":
+            v = learn.mean_diff(a, b)
+        elif method == "pca":
+            v = learn.pca_diff(a, b)
+        else:
+            raise BakeError(f"unknown method {method!r}; use mean-diff or pca")
+        v = learn.normalize(v, normalize, torch.cat([a, b]))
+        full = imports.to_steering_tensor(dict(zip(layers_used, v.float())), runner.n_layers)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_file({"vector": full.float().contiguous()}, str(out),
+              metadata={"format": "bake-steer", "layers": ",".join(map(str, layers_used))})
+    return {"out": str(out), "layers": layers_used, "norms": {i: round(full[i].norm().item(), 4) for i in layers_used}}
+
+
+def learn_refusal(model, harmful, harmless, out, harmful_val=None, harmless_val=None, kl_max=0.1,
+                  prune_last=0.2, limit=None, val_limit=None, projected=False, layers=None, progress=True,
+                  runner=None, trust_remote_code=False,
+                  max_memory=None) -> dict:
+    runner = runner or learn.Runner(model, trust_remote_code, parse_size(max_memory))
+    hf = data_mod.load(harmful, limit=limit).texts
+    hl = data_mod.load(harmless, limit=limit).texts
+    cands, positions = refusal.candidate_directions(runner, hf, hl, progress)
+    hf_val = data_mod.load(harmful_val, limit=val_limit).texts if harmful_val else hf[: max(8, len(hf) // 4)]
+    hl_val = data_mod.load(harmless_val, limit=val_limit).texts if harmless_val else hl[: max(8, len(hl) // 4)]
+    best, rows = refusal.select(runner, cands, positions, hf_val, hl_val, kl_max, prune_last,
+                                learn.parse_layers(layers, runner.n_layers) if layers else None, progress)
+    direction = best.pop("direction")
+    if projected:
+        mean_hl = runner.residuals([runner.chat(t) for t in hl], [best["layer"]], best["position"],
+                                   progress=False).mean(0)[0]
+        direction = refusal.project_harmless(direction, mean_hl)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_file({"direction": direction.float().contiguous(),
+               "candidates": cands.float().contiguous()}, str(out),
+              metadata={"format": "bake-refusal", "layer": str(best["layer"]), "position": str(best["position"])})
+    return {"out": str(out), "chosen": best, "candidates": rows}
+
+
+# --- learning inside a recipe (`alphas: {learn: {...}}`) -----------------------------------------
+
+_PATH_OPTS = ("data", "positive", "negative", "harmful", "harmless", "harmful_val", "harmless_val",
+              "from_gguf", "from_sae", "from_steering_vectors")
+
+
+def _learner(name: str):
+    """A kind's learner: a function of this module, or `package.module:function` (a plug-in's own)."""
+    if ":" in name:
+        import importlib
+
+        mod, _, fn = name.partition(":")
+        return getattr(importlib.import_module(mod), fn)
+    return globals()[name]
+
+
+def _learn_one(recipe, ckpt, kind, iv, spec, fn, suffix: str, where: str, state: dict, progress: bool):
+    """Learn one `{learn: {...}}` artifact (cached by content hash): (the file's reference, provenance)."""
+    import hashlib
+    import inspect
+    import json
+
+    from ..model.source import cache_dir, sha256_file
+
+    where = f"{where}.learn"
+    opts = dict(spec.learn)
+    allowed = set(inspect.signature(fn).parameters) - {"model", "out", "progress", "runner", "trust_remote_code"}
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise BakeError(f"{where}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    for k in _PATH_OPTS:
+        if isinstance(opts.get(k), str) and Path(recipe.path(opts[k])).exists():
+            opts[k] = str(recipe.path(opts[k]).resolve())  # else: a Hub dataset id, as given
+    for k, v in kind.learn_defaults(iv).items():
+        opts.setdefault(k, v)
+    state["model_digest"] = state["model_digest"] or [sha256_file(ckpt.path / f) for f in ckpt.shard_files]
+    digest = hashlib.sha256(json.dumps({
+        "kind": iv.kind, "opts": opts, "model": state["model_digest"], "learner": LEARNER_VERSION,
+        "data": {k: sha256_file(Path(opts[k])) for k in _PATH_OPTS
+                 if isinstance(opts.get(k), str) and Path(opts[k]).is_file()},
+    }, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    out = cache_dir() / "learned" / f"{iv.kind}-{digest}.safetensors"
+    summary_path = out.with_suffix(".json")
+    if not out.is_file():
+        if state["runner"] is None and not any(k.startswith("from_") for k in opts):
+            state["runner"] = learn.Runner(ckpt, recipe.trust_remote_code)
+        from ..write.staging import replacing
+
+        with replacing(out) as tmp:
+            res = fn(model=ckpt, out=tmp, progress=progress, runner=state["runner"], **opts)
+            res.pop("candidates", None)
+            res["out"] = str(out)
+            summary_path.write_text(json.dumps(res, indent=2, default=str))
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    suffix = "#" + spec.key if spec.key else suffix
+    return str(out) + suffix, {"learn": spec.learn, "file": str(out) + suffix, "summary": summary}
+
+
+def materialize(recipe, ckpt, progress: bool = True):
+    """Replace every `{learn: {...}}` artifact by the file it learns (cached by content hash).
+
+    Returns a new Recipe whose provenance records, per intervention, the learn options and file.
+    """
+    from .. import kinds
+    from ..recipe.schema import Learn
+
+    learned, state, ivs = {}, {"runner": None, "model_digest": None}, []
+    for idx, iv in enumerate(recipe.interventions):
+        kind = kinds.get(iv.kind)
+        update = {}
+        for key, (fn_name, suffix) in kind.learners.items():
+            value = getattr(iv, key)
+            items = value if isinstance(value, list) else [value]
+            if not any(isinstance(x, Learn) for x in items):
+                continue
+            new = []
+            for j, spec in enumerate(items):
+                at = f"interventions[{idx}].{key}" + (f"[{j}]" if isinstance(value, list) else "")
+                if not isinstance(spec, Learn):
+                    new.append(spec)
+                    continue
+                ref, record = _learn_one(recipe, ckpt, kind, iv, spec, _learner(fn_name), suffix, at, state, progress)
+                learned[at] = record
+                new.append(ref)
+            update[key] = new if isinstance(value, list) else new[0]
+        ivs.append(iv.model_copy(update=update) if update else iv)
+    if not learned:
+        return recipe
+    new = recipe.model_copy(update={"interventions": ivs, "provenance": {"learned": learned}})
+    new.base_dir = recipe.base_dir
+    return new
