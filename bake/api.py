@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__, kinds
+from .exporters import base as exporters
 from .compile.builder import compile_plan, merge_config
 from .compile.planning import Plan
 from .errors import BakeError, VerificationFailed
@@ -18,7 +19,7 @@ from .recipe import schema as recipe_mod
 from .recipe.schema import Recipe
 from .verification.verifier import verify as run_verify
 from .write import integrity, staging
-from .write.integrity import read_report, write_report
+from .write.report import Report
 from .write.rewrite import rewrite
 
 
@@ -111,8 +112,8 @@ def _inputs(r: Recipe, p: Plan) -> list[Path]:
 
 
 def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, force: bool = False,
-          progress: bool = True, trust_remote_code: bool = False, verify_mode: str | None = None) -> dict:
-    """Bake, verify and write. Returns the report; raises VerificationFailed (after writing the
+          progress: bool = True, trust_remote_code: bool = False, verify_mode: str | None = None) -> Report:
+    """Bake, verify and write. Returns the report (`bake/write/report.py`); raises VerificationFailed (after writing the
     output with its failing report, so it can be inspected) when verification fails.
     `force` replaces an output folder that bake wrote earlier, never anything else;
     `trust_remote_code` lets transformers run code shipped with the model; `verify_mode`
@@ -128,105 +129,75 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
                         "so choose an output outside it")
     out_config = json.loads(json.dumps(p.checkpoint.config))
     merge_config(out_config, p.config_updates)
-    if "onnx" in r.export:  # refuse an export that cannot work before baking anything
-        from .exporters import onnx as export_onnx
-
-        export_onnx.check(out_config, "the baked model")
-    if "gguf" in r.export:
-        from .exporters import gguf as export_gguf
-
-        if p.checkpoint.origin.get("gguf"):  # baked into the source GGUF (patch): llama architecture only
-            export_gguf.check_patch(p.checkpoint.origin["gguf"], r.gguf_type)
-        else:
-            export_gguf.check(out_config, "the baked model", r.gguf_type, src)
+    for fmt in (f for f in r.export if f != "hf"):  # refuse an export that cannot work before baking anything
+        exporters.get(fmt).check(out_config, src, p.checkpoint.origin, gguf_type=r.gguf_type)
     staging.preflight_space(out, sum((src / f).stat().st_size for f in p.checkpoint.shard_files))
     with staging.staged(out, folder=True, force=force, protect=_inputs(r, p)) as tmp:
         stats = rewrite(p, tmp, progress=progress)
         verification = run_verify(p, tmp, progress=progress, mode=verify_mode)
-        report = {**plan_summary(p), "bake_version": __version__, "output": str(out), "edits": stats,
-                  "verification": verification, "seconds": round(time.time() - started, 1)}
-        report["model"]["base"] = card.base_info(p.checkpoint)
+        report = Report(**plan_summary(p), bake_version=__version__, output=str(out), verification=verification)
+        report.edits = stats
+        report.model["base"] = card.base_info(p.checkpoint)
         (tmp / "recipe.yaml").write_text(
             f"# resolved by bake {__version__}; `bake verify {out.name}` re-checks it\n"
             + yaml.safe_dump(_resolved_recipe(p), sort_keys=False))
-        write_report(tmp, report)
-        card.write(tmp)
-        for fmt in (f for f in r.export if f != "hf"):  # inside the temp folder: all formats land together
-            if verification["status"] != "failed":
-                _export(tmp, fmt, None, r.gguf_type, "auto", progress, r.verify.prompts, name=out.name,
+        if verification["status"] != "failed":  # inside the temp folder: all formats land together
+            for fmt in (f for f in r.export if f != "hf"):
+                _export(tmp, fmt, None, {"gguf_type": r.gguf_type}, progress, r.verify.prompts, report, name=out.name,
                         trust_remote_code=trust_remote_code)
-        report = read_report(tmp)
-        report["seconds"] = round(time.time() - started, 1)
-        report["files"] = integrity.manifest(tmp)
-        write_report(tmp, report)
-        card.write(tmp)
+        report.seconds = round(time.time() - started, 1)
+        report.files = integrity.manifest(tmp)
+        report.write(tmp)
+        card.write(tmp, report=report)
         staging.write_marker(tmp, "bake apply")
     if verification["status"] == "failed":
         raise VerificationFailed("verification failed: " + "; ".join(verification["failures"]), report)
-    failed = {path: e for path, e in (report.get("exports") or {}).items() if e["status"] == "failed"}
+    failed = {path: e for path, e in report.exports.items() if e["status"] == "failed"}
     if failed:
         raise VerificationFailed("export verification failed: " + "; ".join(
             f"{path}: {', '.join(e['failures'])}" for path, e in failed.items()), report)
     return report
 
 
-def _export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts, name: str | None = None,
-            force: bool = False, trust_remote_code: bool = False) -> dict:
-    """Export, then record the result in the folder's bake_report.json (with the sha256 of every
-    file written inside the folder) and card, when it has them. `name`: the folder's final name,
-    when it is still a temp folder."""
-    path, result = _run_export(folder, fmt, out, gguf_type, mode, progress, prompts, name, force, trust_remote_code)
-    inside = folder in path.parents
-    result = {"format": fmt, "path": str(path.relative_to(folder)) if inside else str(path), **result}
-    written = integrity.manifest(folder, path) if inside else {}  # sha256 of each file, computed once
-    if path.is_file():
-        result["sha256"] = written.get(result["path"]) or sha256_file(path)
-    report = read_report(folder, required=False)
-    if report:
-        report.setdefault("exports", {})[result["path"]] = result  # one entry per written file or folder
-        if inside and isinstance(report.get("files"), dict):
-            prefix = result["path"]
-            report["files"] = {f: h for f, h in report["files"].items() if f != prefix and not f.startswith(prefix + "/")}
-            report["files"].update(written)
-        write_report(folder, report)
-        card.write(folder)
+def _export(folder: Path, fmt: str, out, given: dict, progress, prompts, report: Report | None,
+            name: str | None = None, force: bool = False, trust_remote_code: bool = False) -> dict:
+    """Export `folder`, verify the result in its runtime, and record it (with the sha256 of every file
+    written inside the folder) in the folder's report and card, when it has them. `out`: the path
+    (default: the exporter's, inside the folder); `given`: the user's settings; `name`: the folder's
+    final name, when it is still a temp folder. Only bake's own earlier export may be replaced."""
+    ex = exporters.get(fmt)
+    name = name or folder.name
+    opts = ex.options(folder, report, **given)
+    out = staging.resolve_path(out, "--out") if out else ex.default_output(folder, name, opts)
+    refuse = staging.bake_folder_refusal if ex.folder else (lambda o: _not_own_export(folder, fmt, o, report))
+    with staging.staged(out, folder=ex.folder, force=force, refuse=refuse, protect=[folder, *ex.reads(opts)],
+                        what=f"{fmt.upper()} export") as tmp:
+        written = ex.write(folder, tmp, opts, progress, name, trust_remote_code)
+        checked = ex.verify(folder, tmp, opts, written, progress, prompts, trust_remote_code)
+        if ex.folder:
+            staging.write_marker(tmp, f"bake export {fmt}")
+    inside = folder in out.parents
+    result = {"format": fmt, "path": str(out.relative_to(folder)) if inside else str(out),
+              **({} if ex.folder else {"file": out.name}), **written, **checked}
+    files = integrity.manifest(folder, out) if inside else {}  # sha256 of each file, computed once
+    if out.is_file():
+        result["sha256"] = files.get(result["path"]) or sha256_file(out)
+    if report is not None:
+        report.record_export(result, files)
+        report.write(folder)
+        card.write(folder, report=report)
     return result
 
 
-def _run_export(folder: Path, fmt: str, out, gguf_type, mode, progress, prompts, name, force, trust):
-    """The one place that picks an export's path (default: inside the folder) and what it may replace."""
-    name = name or folder.name
-    if fmt == "onnx":
-        from .exporters import onnx as export_onnx
-
-        out = staging.resolve_path(out, "--out") if out else folder / "onnx"
-        with staging.staged(out, folder=True, force=force, protect=[folder], what="ONNX export") as tmp:
-            result = export_onnx.export(folder, tmp, progress=progress, prompts=prompts, trust_remote_code=trust)
-            staging.write_marker(tmp, "bake export onnx")
-        return out, result
-    if fmt == "gguf":
-        from .exporters import gguf as export_gguf
-
-        mode, source, gguf_type = export_gguf.resolve(folder, gguf_type, mode)
-        out = staging.resolve_path(out, "--out") if out else folder / export_gguf.default_name(name, gguf_type, source)
-        with staging.staged(out, folder=False, force=force, refuse=lambda o: _gguf_refusal(folder, o),
-                            protect=[folder] + ([Path(source)] if source else []), what="GGUF export") as tmp:
-            result = export_gguf.export(folder, tmp, gguf_type, mode, source, progress=progress, prompts=prompts,
-                                        name=name, trust_remote_code=trust)
-            result["file"] = out.name
-        return out, result
-    raise BakeError(f"unknown export format {fmt!r}; expected onnx or gguf")
-
-
-def _gguf_refusal(folder: Path, out: Path) -> str | None:
-    """None when `out` is a GGUF that an earlier export of `folder` wrote and that is unchanged since."""
-    for path, e in (read_report(folder, required=False).get("exports") or {}).items():
+def _not_own_export(folder: Path, fmt: str, out: Path, report: Report | None) -> str | None:
+    """None when `out` is a file that an earlier export of `folder` wrote and that is unchanged since."""
+    for path, e in (report.exports if report else {}).items():
         where = Path(path) if Path(path).is_absolute() else folder / path
-        if e.get("format") == "gguf" and where == out:
+        if e.get("format") == fmt and where == out:
             if e.get("sha256") and out.is_file() and sha256_file(out) == e["sha256"]:
                 return None
             return "it changed since bake exported it"
-    return "it is not a GGUF that bake exported from this folder"
+    return f"it is not a {fmt.upper()} that bake exported from this folder"
 
 
 def export(folder: str | Path, fmt: str, out: str | Path | None = None, gguf_type: str | None = None,
@@ -237,15 +208,15 @@ def export(folder: str | Path, fmt: str, out: str | Path | None = None, gguf_typ
     folder = staging.resolve_path(folder, "folder")
     if not (folder / "config.json").is_file():
         raise BakeError(f"{folder}: no config.json; `bake export` takes a model folder written by `bake apply`")
-    report = read_report(folder, required=False)
+    report = Report.read(folder, required=False)
     if report:
         integrity.require_unchanged(folder, report, "export")
     prompts = None
     if (folder / "recipe.yaml").is_file():
         prompts = recipe_mod.load(folder / "recipe.yaml").verify.prompts
     with staging.locked(folder, "folder"):  # no bake may replace the folder while its report is updated
-        result = _export(folder, fmt, out, gguf_type, mode, progress, prompts, force=force,
-                         trust_remote_code=trust_remote_code)
+        result = _export(folder, fmt, out, {"gguf_type": gguf_type, "mode": mode}, progress, prompts, report,
+                         force=force, trust_remote_code=trust_remote_code)
     if result["status"] == "failed":
         raise VerificationFailed(f"{fmt} verification failed: " + "; ".join(result["failures"]), {"export": result})
     return result
@@ -260,7 +231,7 @@ def verify(out_dir: str | Path, progress: bool = True, trust_remote_code: bool =
     rpath = out / "recipe.yaml"
     if not rpath.is_file():
         raise BakeError(f"{out}: no recipe.yaml; is this a folder written by `bake apply`?")
-    files = integrity.check(out, read_report(out))
+    files = integrity.check(out, Report.read(out))
     if files["status"] == "changed":
         raise VerificationFailed("integrity check failed: the folder's files differ from what bake wrote ("
                                  + integrity.describe(files) + "); re-bake it with `bake apply`", {"integrity": files})

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .exporters.base import FORMATS
 from .errors import BakeError, VerificationFailed, first_line
 from .write import interrupt  # light: torch and transformers load only once a command runs
 
@@ -195,7 +196,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="probe every causal-LM type of the installed transformers and print its status per kind")
     common(sp, trust=False)  # reads config.json and safetensors headers only: no model code runs
     sp = sub.add_parser("export", help="write and verify an ONNX or GGUF copy of a baked folder")
-    sp.add_argument("format", choices=["onnx", "gguf"])
+    sp.add_argument("format", choices=FORMATS)
     sp.add_argument("folder", help="a folder written by `bake apply`")
     sp.add_argument("--out", help="onnx: a folder (default FOLDER/onnx); gguf: a file (default FOLDER/NAME.TYPE.gguf)")
     sp.add_argument("--type", dest="gguf_type", help="gguf: f32 | f16 | bf16 | q8_0 | q5_1 | q5_0 | q4_1 | q4_0 "
@@ -322,6 +323,13 @@ def format_learn(what: str, res: dict) -> str:
     return "\n".join(lines)
 
 
+def _as_json(obj):
+    """json.dumps' fallback: the typed report as the JSON object it is stored as."""
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
 def _dispatch(args, progress: bool, out) -> int:
     from . import api
 
@@ -333,7 +341,7 @@ def _dispatch(args, progress: bool, out) -> int:
         report = api.apply(args.recipe, output=args.output, force=args.force, progress=progress,
                            trust_remote_code=trust, verify_mode=args.verify_mode)
         if args.json:
-            print(json.dumps(report, indent=2), file=out)
+            print(json.dumps(report, indent=2, default=_as_json), file=out)
         else:
             if not args.quiet:
                 print(format_plan(report), file=out)
@@ -414,7 +422,7 @@ def main(argv=None) -> int:
         if isinstance(e, VerificationFailed):
             report = e.report or {}
             if args.json:
-                print(json.dumps(report, indent=2), file=out)
+                print(json.dumps(report, indent=2, default=_as_json), file=out)
             else:
                 if "integrity" in report and report["integrity"]["status"] == "changed":
                     print(format_integrity(report["integrity"]), file=out)

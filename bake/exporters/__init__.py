@@ -1,8 +1,8 @@
 """Exports of a baked folder, each verified in its own runtime.
 
-One module per format, registered in `EXPORTERS` with one interface (`Exporter`): `check` before
-baking, the default output path, `export` (write and verify), and what an earlier output it may
-replace. `onnx.py` (torch.onnx + onnxruntime, genai config) and `gguf.py` (llama.cpp's converter or
-a patch of the source GGUF, verified with llama.cpp). `serving.py` says which stock runtimes serve
+One module per format, each with one `Exporter` (`base.py`: `check` before baking, `options`, the
+default output, `write`, `verify`), found by name through `base.get` (`FORMATS` lists them).
+`onnx.py`: torch.onnx, verified in onnxruntime, with a genai config; `gguf.py`: llama.cpp's
+converter or a patch of the source GGUF, verified with llama.cpp. `serving.py` says which stock runtimes serve
 a checkpoint unchanged.
 """

@@ -35,6 +35,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from ..errors import BakeError, NotBakeable
+from .base import Exporter
 from ..model.loading import PROMPTS_CHAT, PROMPTS_PLAIN
 
 GEN_TOKENS = 32
@@ -434,16 +435,8 @@ def verify_gguf(path: Path, model, inputs, qtype: str, exact: bool, n_steps: int
     }
 
 
-def default_type(model_dir: Path) -> str:
-    """f32 for float32 checkpoints (exact), f16 otherwise (the dtype bake wrote, else the config's)."""
-    from ..write.integrity import read_report
-
-    report = read_report(Path(model_dir), required=False)
-    if report:
-        dtype = report.get("dtype")
-    else:
-        cfg = json.loads((Path(model_dir) / "config.json").read_text())
-        dtype = cfg.get("dtype", cfg.get("torch_dtype"))
+def default_type(dtype: str | None) -> str:
+    """f32 for float32 checkpoints (exact), f16 otherwise (`dtype`: what bake wrote, else the config's)."""
     return "f32" if dtype in ("float32", None) else "f16"
 
 
@@ -459,61 +452,79 @@ def default_name(name: str, qtype: str, source: str | None = None) -> str:
     return f"{name}.{qtype.upper()}.gguf"
 
 
-def resolve(model_dir: Path, qtype: str | None, mode: str) -> tuple[str, str | None, str]:
-    """(mode, source GGUF or None, type) for exporting a baked folder. mode "patch" bakes into the
-    GGUF the model came from (named in its bake_report.json), "convert" converts the HF folder,
-    "auto" patches when there is a source GGUF."""
-    from ..write.integrity import read_report
+class GgufExporter(Exporter):
+    """One file (default FOLDER/NAME.TYPE.gguf): a patch of the GGUF the model was baked from, or
+    the folder converted by llama.cpp's converter."""
 
-    report = read_report(model_dir, required=False)
-    origin = report.get("model", {}).get("origin") or {}
-    source = origin.get("gguf") if mode != "convert" else None
-    if mode == "patch" and not source:
-        raise BakeError(f"{model_dir} was not baked from a GGUF (its bake_report.json names none); use --mode convert")
-    if source:
-        from ..model.source import sha256_file
+    name, folder = "gguf", False
 
-        if not Path(source).is_file() or (origin.get("gguf_sha256") and sha256_file(Path(source)) != origin["gguf_sha256"]):
-            raise BakeError(f"the source GGUF {source} is missing or changed since the bake; "
-                            "use --mode convert to convert the baked folder instead")
-    qtype = (qtype or default_type(model_dir)).lower()
-    _qtype(qtype, "patch" if source else "convert")
-    return ("patch" if source else "convert"), source, qtype
+    def check(self, config: dict, model: Path, origin: dict, gguf_type: str | None = None, **given) -> None:
+        if origin.get("gguf"):  # baked into the source GGUF (patch): llama architecture only
+            check_patch(origin["gguf"], gguf_type)
+        else:
+            check(config, "the baked model", gguf_type, model)
+
+    def options(self, folder: Path, report, gguf_type: str | None = None, mode: str = "auto", **given) -> dict:
+        """mode "patch" bakes into the GGUF the model came from (named in its report), "convert"
+        converts the HF folder, "auto" patches when there is a source GGUF."""
+        origin = (report["model"].get("origin") if report else None) or {}
+        source = origin.get("gguf") if mode != "convert" else None
+        if mode == "patch" and not source:
+            raise BakeError(f"{folder} was not baked from a GGUF (its bake_report.json names none); use --mode convert")
+        if source:
+            from ..model.source import sha256_file
+
+            if not Path(source).is_file() or (origin.get("gguf_sha256") and sha256_file(Path(source)) != origin["gguf_sha256"]):
+                raise BakeError(f"the source GGUF {source} is missing or changed since the bake; "
+                                "use --mode convert to convert the baked folder instead")
+        if report:
+            dtype = report.get("dtype")
+        else:
+            cfg = json.loads((folder / "config.json").read_text())
+            dtype = cfg.get("dtype", cfg.get("torch_dtype"))
+        qtype = (gguf_type or default_type(dtype)).lower()
+        _qtype(qtype, "patch" if source else "convert")
+        return {"mode": "patch" if source else "convert", "source": source, "type": qtype,
+                "edits": report.get("edits", []) if report else [],
+                "base": report["model"].get("path") if report else None}
+
+    def default_output(self, folder: Path, name: str, opts: dict) -> Path:
+        return folder / default_name(name, opts["type"], opts["source"])
+
+    def reads(self, opts: dict) -> list[Path]:
+        return [Path(opts["source"])] if opts["source"] else []
+
+    def write(self, folder: Path, out: Path, opts: dict, progress: bool, name: str, trust_remote_code: bool) -> dict:
+        if opts["mode"] == "patch":
+            return {"mode": "patch", "source": opts["source"],
+                    "tensors": patch(opts["source"], folder, opts["edits"], out, opts["type"], progress)}
+        conv = convert(folder, out, opts["type"], name=name, progress=progress, trust_remote_code=trust_remote_code)
+        return {"mode": "convert", "tensors": conv["tensors"], "converter": conv["converter"],
+                **({"converter_notes": conv["notes"]} if conv["notes"] else {})}
+
+    def verify(self, folder: Path, out: Path, opts: dict, written: dict, progress: bool, prompts: list[str] | None,
+               trust_remote_code: bool) -> dict:
+        from ..model.loading import load_model, load_tokenizer, probe_inputs
+
+        qtype, tensors = opts["type"], written["tensors"]
+        model = load_model(folder, trust_remote_code=trust_remote_code, dtype=torch.float32)
+        tok = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+        inputs = probe_inputs(tok, prompts, model.config.get_text_config().vocab_size)
+        if progress:
+            print(f"verifying GGUF with llama.cpp: {GEN_TOKENS} greedy tokens on {len(inputs)} prompts ...", flush=True)
+        exact = qtype in EXACT_TYPES and all(t.split()[0] in ("F32", "F16") for t in tensors.values())
+        texts = (prompts or PROMPTS_CHAT + PROMPTS_PLAIN) if tok is not None else []
+        result = verify_gguf(out, model, inputs, qtype, exact, tokenizer=tok, texts=texts)
+        if opts["mode"] == "patch" and result["status"] == "approximate" and opts["base"] and Path(opts["base"]).is_dir():
+            # how far llama.cpp's quantized kernels are from PyTorch on the unbaked source, for scale
+            base_model = load_model(Path(opts["base"]), trust_remote_code=trust_remote_code, dtype=torch.float32)
+            base = verify_gguf(Path(opts["source"]), base_model, inputs, qtype, False)
+            result["baseline"] = {"what": "the source GGUF, unbaked, in llama.cpp vs its dequantized weights in PyTorch",
+                                  "metrics": base["metrics"]}
+            result["note"] = ("untouched tensors keep the source's quantized types, so llama.cpp's quantized kernels "
+                              "differ from PyTorch on the dequantized weights; the baseline shows the same gap "
+                              "before the bake")
+        return result
 
 
-def export(model_dir: Path, out: Path, qtype: str, mode: str, source: str | None, progress: bool = True,
-           prompts: list[str] | None = None, name: str | None = None, trust_remote_code: bool = False) -> dict:
-    """Write the GGUF (`resolve` gives mode, source and type) to the path `out` (bake's staging picks
-    it and renames it into place) and verify it with llama.cpp. `name`: the model's name
-    (general.name). Returns the verification."""
-    from ..model.loading import load_model, load_tokenizer, probe_inputs
-    from ..write.integrity import read_report
-
-    report = read_report(model_dir, required=False)
-    extra = {}
-    if mode == "patch":
-        tensors = patch(source, model_dir, report.get("edits", []), out, qtype, progress)
-    else:
-        conv = convert(model_dir, out, qtype, name=name or model_dir.name, progress=progress,
-                       trust_remote_code=trust_remote_code)
-        tensors = conv["tensors"]
-        extra = {"converter": conv["converter"], **({"converter_notes": conv["notes"]} if conv["notes"] else {})}
-    model = load_model(model_dir, trust_remote_code=trust_remote_code, dtype=torch.float32)
-    tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
-    inputs = probe_inputs(tok, prompts, model.config.get_text_config().vocab_size)
-    if progress:
-        print(f"verifying GGUF with llama.cpp: {GEN_TOKENS} greedy tokens on {len(inputs)} prompts ...", flush=True)
-    exact = qtype in EXACT_TYPES and all(t.split()[0] in ("F32", "F16") for t in tensors.values())
-    texts = (prompts or PROMPTS_CHAT + PROMPTS_PLAIN) if tok is not None else []
-    result = {**verify_gguf(out, model, inputs, qtype, exact, tokenizer=tok, texts=texts), **extra}
-    if mode == "patch" and result["status"] == "approximate" and Path(report["model"]["path"]).is_dir():
-        # how far llama.cpp's quantized kernels are from PyTorch on the unbaked source, for scale
-        base_model = load_model(Path(report["model"]["path"]), trust_remote_code=trust_remote_code, dtype=torch.float32)
-        base = verify_gguf(Path(source), base_model, inputs, qtype, False)
-        result["baseline"] = {"what": "the source GGUF, unbaked, in llama.cpp vs its dequantized weights in PyTorch",
-                              "metrics": base["metrics"]}
-        result["note"] = ("untouched tensors keep the source's quantized types, so llama.cpp's quantized kernels "
-                          "differ from PyTorch on the dequantized weights; the baseline shows the same gap "
-                          "before the bake")
-    return {"file": out.name, "mode": mode, **({"source": source} if mode == "patch" else {}), **result,
-            "tensors": tensors}
+EXPORTER = GgufExporter()

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import NotBakeable
+from .base import Exporter
 
 MODEL_FILE = "model.onnx"
 LOGIT_TOL = 1e-3
@@ -294,30 +295,47 @@ def verify_onnx(model, folder: Path, inputs, n_steps: int = GEN_TOKENS) -> dict:
     }
 
 
-def export(model_dir: Path, out: Path, progress: bool = True, prompts: list[str] | None = None,
-           trust_remote_code: bool = False) -> dict:
-    """Export a (baked) HF folder into the empty folder `out` (bake's staging picks it and moves it
-    into place) and verify it. Returns the verification."""
-    from ..model.loading import load_tokenizer, probe_inputs
+class OnnxExporter(Exporter):
+    """A folder (default FOLDER/onnx) with model.onnx, the tokenizer and genai_config.json."""
 
-    model = _load(model_dir, trust_remote_code)
-    if progress:
-        print(f"exporting ONNX (torch.onnx, dynamo) from {model_dir} ...", flush=True)
-    try:  # the real export is its own trial: a folder that does not trace gets the tracer's reason
-        dims = _export_graph(model, out / MODEL_FILE)
-    except Exception as e:  # noqa: BLE001
-        raise NotBakeable(f"ONNX export cannot be done for {model_dir} "
-                          f"(model_type={model.config.model_type!r}): {_trace_failure(e)}") from None
-    for f in SIDE:
-        if (model_dir / f).is_file():
-            shutil.copyfile(model_dir / f, out / f)
-    cfg = json.loads((model_dir / "config.json").read_text())
-    gen = json.loads((model_dir / "generation_config.json").read_text()) if (model_dir / "generation_config.json").is_file() else {}
-    (out / "genai_config.json").write_text(json.dumps(genai_config(cfg, dims, gen), indent=2) + "\n")
-    tok = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
-    inputs = probe_inputs(tok, prompts, model.config.get_text_config().vocab_size)
-    if progress:
-        print(f"verifying ONNX: {GEN_TOKENS} greedy tokens on {len(inputs)} prompts ...", flush=True)
-    result = verify_onnx(model, out, inputs)
-    (out / "bake_export.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    name, folder = "onnx", True
+
+    def check(self, config: dict, model: Path, origin: dict, **given) -> None:
+        check(config, "the baked model")
+
+    def default_output(self, folder: Path, name: str, opts: dict) -> Path:
+        return folder / "onnx"
+
+    def write(self, folder: Path, out: Path, opts: dict, progress: bool, name: str, trust_remote_code: bool) -> dict:
+        model = _load(folder, trust_remote_code)
+        if progress:
+            print(f"exporting ONNX (torch.onnx, dynamo) from {folder} ...", flush=True)
+        try:  # the real export is its own trial: a folder that does not trace gets the tracer's reason
+            dims = _export_graph(model, out / MODEL_FILE)
+        except Exception as e:  # noqa: BLE001
+            raise NotBakeable(f"ONNX export cannot be done for {folder} "
+                              f"(model_type={model.config.model_type!r}): {_trace_failure(e)}") from None
+        for f in SIDE:
+            if (folder / f).is_file():
+                shutil.copyfile(folder / f, out / f)
+        cfg = json.loads((folder / "config.json").read_text())
+        gen_path = folder / "generation_config.json"
+        gen = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
+        (out / "genai_config.json").write_text(json.dumps(genai_config(cfg, dims, gen), indent=2) + "\n")
+        return {}
+
+    def verify(self, folder: Path, out: Path, opts: dict, written: dict, progress: bool, prompts: list[str] | None,
+               trust_remote_code: bool) -> dict:
+        from ..model.loading import load_tokenizer, probe_inputs
+
+        model = _load(folder, trust_remote_code)
+        tok = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+        inputs = probe_inputs(tok, prompts, model.config.get_text_config().vocab_size)
+        if progress:
+            print(f"verifying ONNX: {GEN_TOKENS} greedy tokens on {len(inputs)} prompts ...", flush=True)
+        result = verify_onnx(model, out, inputs)
+        (out / "bake_export.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+
+EXPORTER = OnnxExporter()

@@ -17,6 +17,7 @@ import yaml
 
 from ..kinds import KINDS
 from ..model.source import BUILTINS
+from ..write.report import Report
 
 
 def base_info(ckpt) -> dict:
@@ -53,12 +54,12 @@ def _g(x, spec=".3g"):
     return "-" if x is None else format(x, spec)
 
 
-def _inside(report: dict) -> list[dict]:
+def _inside(report: Report) -> list[dict]:
     """The exports that live inside the folder (and so are uploaded with it)."""
     return [e for e in (report.get("exports") or {}).values() if not Path(e["path"]).is_absolute()]
 
 
-def _verification_rows(report: dict) -> list[str]:
+def _verification_rows(report: Report) -> list[str]:
     rows = ["| format | runtime | checked against | status | max abs logit diff | greedy tokens identical | other |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     v = report["verification"]
@@ -97,13 +98,12 @@ def _verification_rows(report: dict) -> list[str]:
     return rows
 
 
-def render(folder: Path, repo: str | None = None) -> str:
+def render(folder: Path, repo: str | None = None, report: Report | None = None) -> str:
     """The card for a baked folder (deterministic: only the report, the recipe and the Hub repo id
-    it is pushed to go in). Exports written outside the folder are not part of it."""
+    it is pushed to go in). Exports written outside the folder are not part of it. `report`: the
+    folder's, when the caller holds it already."""
     folder = Path(folder)
-    from ..write.integrity import read_report
-
-    report = read_report(folder)
+    report = report or Report.read(folder)
     recipe_text = (folder / "recipe.yaml").read_text() if (folder / "recipe.yaml").is_file() else ""
     model, base = report["model"], report["model"].get("base") or {}
     kinds = [s["kind"] for s in report["steps"]]
@@ -157,7 +157,7 @@ def render(folder: Path, repo: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(folder: Path, repo: str | None = None) -> Path:
+def write(folder: Path, repo: str | None = None, report: Report | None = None) -> Path:
     path = Path(folder) / "README.md"
-    path.write_text(render(folder, repo))
+    path.write_text(render(folder, repo, report))
     return path

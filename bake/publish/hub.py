@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import BakeError, first_line
 from ..write import integrity
-from ..write.integrity import REPORT, read_report
+from ..write.report import REPORT, Report
 from ..write.staging import resolve_path
 from . import card
 
@@ -32,16 +32,6 @@ def _files(folder: Path) -> list[dict]:
                             "only regular files inside the folder")
         if p.is_file():
             out.append({"path": rel.as_posix(), "bytes": p.stat().st_size})
-    return out
-
-
-def _failures(report: dict) -> list[str]:
-    out = []
-    if report.get("verification", {}).get("status") == "failed":
-        out.append("verification failed: " + "; ".join(report["verification"].get("failures", [])))
-    for path, e in (report.get("exports") or {}).items():
-        if e.get("status") == "failed":
-            out.append(f"{e.get('format', '')} export {path} failed verification: " + "; ".join(e.get("failures", [])))
     return out
 
 
@@ -66,8 +56,8 @@ def push(folder: str | Path, repo: str, private: bool = False, revision: str | N
     folder = resolve_path(folder, "folder")
     if not (folder / REPORT).is_file():
         raise BakeError(f"{folder}: no {REPORT}; `bake push` uploads folders written by `bake apply`")
-    report = read_report(folder)
-    failures = _failures(report)
+    report = Report.read(folder)
+    failures = report.failures()
     files_check = integrity.check(folder, report)
     if files_check["status"] != "intact":
         failures.append(f"files differ from what bake wrote ({integrity.describe(files_check)})")
@@ -75,7 +65,7 @@ def push(folder: str | Path, repo: str, private: bool = False, revision: str | N
         raise BakeError(f"refusing to push {folder.name}: " + " | ".join(failures)
                         + ". Re-bake it with `bake apply`, or pass --force to publish it anyway")
     try:
-        text = card.render(folder, repo)  # fresh from the report, so the card matches what is uploaded
+        text = card.render(folder, repo, report)  # fresh from the report, so the card matches what is uploaded
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise BakeError(f"{folder / REPORT}: the report lacks what the model card needs ({type(e).__name__}: {e}); "
                         "re-bake the folder with `bake apply`") from None

@@ -10,6 +10,7 @@ import yaml
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from ..errors import RecipeError
+from ..exporters.base import FORMATS
 from ..kinds import KINDS
 from ..kinds import names as kind_names
 from ..kinds.base import Artifact, Float, Int, Learn  # noqa: F401  (the recipe's vocabulary)
@@ -17,6 +18,7 @@ from ..kinds.base import StrictModel as _Strict
 
 # one tagged union of the kinds' own schemas (bake.kinds)
 Intervention = Annotated[Union[tuple(k.schema for k in KINDS.values())], Field(discriminator="kind")]
+ExportFormat = Literal[("hf",) + FORMATS]  # the HF folder, then each exporter (bake/exporters/)
 
 
 class Verify(_Strict):
@@ -40,7 +42,7 @@ class Recipe(_Strict):
     interventions: list[Intervention] = Field(min_length=1)
     verify: Verify = Field(default_factory=Verify)
     # formats written by `bake apply`: the HF folder always; onnx -> <output>/onnx/, gguf -> <output>/<name>.<TYPE>.gguf
-    export: list[Literal["hf", "onnx", "gguf"]] = Field(default_factory=lambda: ["hf"])
+    export: list[ExportFormat] = Field(default_factory=lambda: ["hf"])
     gguf_type: str | None = None  # f32 | f16 | bf16 | q8_0 | ... (default: f32 for float32 checkpoints, else f16)
     provenance: dict | None = None  # written by bake into the output's recipe.yaml; ignored on input
 

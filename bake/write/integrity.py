@@ -1,5 +1,4 @@
-"""The report of a baked folder, and the sha256 manifest that says whether its files are still the ones
-bake wrote.
+"""The sha256 manifest of a baked folder, which says whether its files are still the ones bake wrote.
 
 `bake_report.json` holds `files: {relative path: sha256}` for every file bake wrote into the folder
 (exports included), except the report itself and the model card `README.md` (re-rendered from the
@@ -11,41 +10,14 @@ report: it is a checksum list, not a signature.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ..errors import BakeError
 from ..model.source import sha256_file
-from .staging import replacing
+from .report import REPORT
 
-REPORT = "bake_report.json"
 UNLISTED = {REPORT, "README.md"}
-
-
-def read_report(folder: Path, required: bool = True) -> dict:
-    """The folder's bake_report.json as a dict ({} when absent and not `required`)."""
-    path = folder / REPORT
-    if not path.is_file():
-        if required:
-            raise BakeError(f"{folder}: no {REPORT}; is this a folder written by `bake apply`?")
-        return {}
-    try:
-        report = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BakeError(f"{path}: corrupt report ({e}); re-bake the folder with `bake apply`") from None
-    shape = {"model": dict, "steps": list, "edits": list, "verification": dict}
-    bad = [k for k, t in shape.items() if not isinstance(report, dict) or not isinstance(report.get(k), t)]
-    bad += [k for k in ("exports", "files") if isinstance(report, dict) and not isinstance(report.get(k) or {}, dict)]
-    if bad:
-        raise BakeError(f"{path}: not a bake report (no valid {', '.join(bad)}); re-bake the folder with `bake apply`")
-    return report
-
-
-def write_report(folder: Path, report: dict) -> None:
-    """Replace the folder's report atomically."""
-    with replacing(folder / REPORT) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _listed(folder: Path, under: Path | None = None):
@@ -70,7 +42,7 @@ def manifest(folder: Path, under: Path | None = None) -> dict[str, str]:
     return out
 
 
-def check(folder: Path, report: dict) -> dict:
+def check(folder: Path, report) -> dict:
     """Compare the folder with its manifest: {"status": "intact" | "changed" | "unchecked", ...}."""
     expected = report.get("files")
     if not isinstance(expected, dict):
@@ -92,7 +64,7 @@ def describe(result: dict) -> str:
     return "; ".join(parts) if parts else f"all {result['files']} files match"
 
 
-def require_unchanged(folder: Path, report: dict, action: str) -> dict:
+def require_unchanged(folder: Path, report, action: str) -> dict:
     """Raise when files differ from the manifest (a folder without one passes); returns the check."""
     result = check(folder, report)
     if result["status"] == "changed":
