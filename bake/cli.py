@@ -1,4 +1,4 @@
-"""`bake` command line: plan, apply, verify, export, push, arch, learn. Exit codes: 0 ok, 1 verification failed, 2 bad input."""
+"""`bake` command line: plan, apply, verify, export, push, generate, arch, learn. Exit codes: 0 ok, 1 verification failed, 2 bad input."""
 
 from __future__ import annotations
 
@@ -189,6 +189,20 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("verify", help="re-run the equivalence check on a baked folder")
     sp.add_argument("output")
     _verify_mode(sp)
+    common(sp)
+    sp = sub.add_parser("generate", help="generate text from a model, a baked folder, or a recipe's hooks (try before baking)")
+    sp.add_argument("source", help="a recipe (its model with its hooks), a baked folder, a folder, .gguf, Hub id or builtin:NAME")
+    sp.add_argument("prompts", nargs="+", help="one or more prompts (each through the chat template when there is one)")
+    mode = sp.add_mutually_exclusive_group()
+    mode.add_argument("--hooks", action="store_true", default=None,
+                      help="a recipe's model with the recipe's hooks attached (the default for a recipe)")
+    mode.add_argument("--base", dest="hooks", action="store_false", help="a recipe's model without its hooks")
+    sp.add_argument("--max-new-tokens", type=int, default=64)
+    sp.add_argument("--sample", action="store_true", help="sample instead of greedy decoding (seeded per prompt)")
+    sp.add_argument("--temperature", type=float, default=1.0)
+    sp.add_argument("--top-p", type=float, default=1.0)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--no-chat", dest="chat", action="store_false", help="feed prompts as plain text")
     common(sp)
     sp = sub.add_parser("arch", help="what the adapter resolves for a model")
     sp.add_argument("model", nargs="?", help="local folder, .gguf, Hub id or builtin:NAME")
@@ -386,6 +400,21 @@ def _dispatch(args, progress: bool, out) -> int:
             res = getattr(learners, f"learn_{args.what}")(progress=progress, **opts)
             res["out"] = str(staging.resolve_path(final))
         print(json.dumps(res, indent=2, default=str) if args.json else format_learn(args.what, res), file=out)
+    elif args.cmd == "generate":
+        from .evaluation.generate import generate, subject
+
+        if args.max_new_tokens < 1 or not 0 < args.temperature or not 0 < args.top_p <= 1:
+            raise BakeError("bake generate: --max-new-tokens must be >= 1, --temperature > 0 and 0 < --top-p <= 1")
+        model, tok, hooks, what = subject(args.source, args.hooks, trust_remote_code=trust, progress=progress)
+        res = generate(model, tok, args.prompts, hooks=hooks, max_new_tokens=args.max_new_tokens, sample=args.sample,
+                       temperature=args.temperature, top_p=args.top_p, seed=args.seed, chat=args.chat)
+        decoding = f"sampled (seed {args.seed}, T={args.temperature:g}, top-p {args.top_p:g})" if args.sample else "greedy"
+        if args.json:
+            print(json.dumps({"source": what, "decoding": decoding, "replies": res}, indent=2), file=out)
+        else:
+            print(f"{what}; {decoding}, at most {args.max_new_tokens} new tokens", file=out)
+            for r in res:
+                print(f"\n> {r['prompt']}\n{r['reply']}", file=out)
     elif args.cmd == "arch":
         if args.table:
             print(exactness_table(progress=progress), file=out)

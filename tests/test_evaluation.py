@@ -98,3 +98,37 @@ def test_sweep_keys():
     new = sweep.set_path(RECIPE, "interventions[2].weights[1]", 0.75)
     assert new["interventions"][2]["weights"] == [1.0, 0.75, 0.25] and RECIPE["interventions"][2]["weights"][1] == 0.5
     assert sweep.set_path(RECIPE, "verify.generate_tokens", 16.0)["verify"]["generate_tokens"] == 16  # stays an int
+
+
+def test_generate_with_hooks_matches_the_baked_folder_and_base_matches_the_source(tmp_path, capsys):
+    """`bake generate`: a recipe's hooks give the baked folder's tokens (greedy and seeded sampling alike);
+    --base gives the source's; --hooks on a model is refused."""
+    import json
+
+    import yaml
+
+    import bake
+    from bake.cli import main
+    from tiny import COMMON, add_tokenizer, build
+
+    src = add_tokenizer(build("llama", tmp_path / "src"))
+    torch.save(torch.randn(COMMON["hidden_size"], generator=torch.Generator().manual_seed(1)) * 4, tmp_path / "v.pt")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"model": str(src), "interventions": [
+        {"kind": "steer", "layers": [1], "vector": str(tmp_path / "v.pt"), "scale": 2.0}]}))
+    bake.apply(recipe, output=tmp_path / "baked", progress=False)
+
+    def run(*args):
+        assert main(["generate", *map(str, args), "--max-new-tokens", "12", "--json", "-q"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    prompts = ["hello world", "the cat"]
+    for extra in ((), ("--sample", "--seed", "5")):
+        hooked, baked = run(recipe, *prompts, *extra), run(tmp_path / "baked", *prompts, *extra)
+        base, source = run(recipe, "--base", *prompts, *extra), run(src, *prompts, *extra)
+        assert [r["tokens"] for r in hooked["replies"]] == [r["tokens"] for r in baked["replies"]]
+        assert [r["tokens"] for r in base["replies"]] == [r["tokens"] for r in source["replies"]]
+        assert [r["tokens"] for r in hooked["replies"]] != [r["tokens"] for r in base["replies"]]  # the steer acts
+        assert all(len(r["tokens"]) <= 12 for r in hooked["replies"]) and "hooks of recipe.yaml" in hooked["source"]
+    assert main(["generate", str(src), "--hooks", "hi", "-q"]) == 2
+    assert "--hooks needs a recipe" in capsys.readouterr().err

@@ -1,0 +1,73 @@
+"""Text generation from a baked folder, any model, or a recipe's model with its hooks attached
+(`bake generate`; the suites of `bake eval` generate through the same function). Greedy by default;
+sampling is seeded per prompt, so a reply does not depend on the prompts before it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..compile.hooks import hooked
+from ..model.loading import load_model, load_tokenizer
+
+
+def prompt_ids(tokenizer, text: str, chat: bool) -> torch.Tensor:
+    """[1, T] ids of `text`, through the chat template when `chat` and the tokenizer has one."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                             return_tensors="pt", return_dict=True)["input_ids"]
+    return tokenizer(text, return_tensors="pt")["input_ids"]
+
+
+def generate(model, tokenizer, prompts: list[str], *, hooks=(), max_new_tokens: int = 64, sample: bool = False,
+             temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, chat: bool = True) -> list[dict]:
+    """[{prompt, reply, tokens}] for each prompt; `hooks`: planning.Hooks attached while generating."""
+    from transformers import GenerationConfig
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, pad_token_id=pad,
+                           eos_token_id=model.generation_config.eos_token_id,
+                           **({"temperature": temperature, "top_p": top_p, "top_k": 0} if sample else {}))
+    out = []
+    with hooked(model, list(hooks)), torch.no_grad():
+        for i, text in enumerate(prompts):
+            ids = prompt_ids(tokenizer, text, chat)
+            torch.manual_seed(seed + i)
+            seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=cfg)
+            reply = seq[0, ids.shape[1]:].tolist()
+            out.append({"prompt": text, "reply": tokenizer.decode(reply, skip_special_tokens=True), "tokens": reply})
+    return out
+
+
+def subject(source: str | Path, hooks: bool | None = None, trust_remote_code: bool = False, progress: bool = True):
+    """(model, tokenizer, hooks, description) for `source`: a recipe (its model with the recipe's
+    hooks, or without them when `hooks` is False), or a model (a baked folder, a folder, .gguf,
+    Hub id or builtin:NAME) as it is."""
+    from ..errors import BakeError
+    from ..model.source import resolve_model
+
+    path = Path(source)
+    is_recipe = path.suffix.lower() in (".yaml", ".yml", ".json") and path.is_file()
+    if not is_recipe:
+        if hooks:
+            raise BakeError(f"--hooks needs a recipe (recipe.yaml) to take the hooks from; {source} is a model")
+        ckpt = resolve_model(str(source), Path.cwd())
+        hook_list, what = [], f"{ckpt.spec} as it is"
+    elif hooks is False:
+        from ..recipe.schema import load
+
+        r = load(path)
+        ckpt = resolve_model(r.model, r.base_dir)
+        hook_list, what = [], f"{ckpt.spec} (the recipe's model, no hooks)"
+    else:
+        from ..api import plan
+
+        p = plan(path, progress=progress, trust_remote_code=trust_remote_code)
+        ckpt, hook_list = p.checkpoint, p.hooks
+        what = f"{ckpt.spec} with the hooks of {path.name} ({len(hook_list)} hooks)"
+    model = load_model(ckpt.path, trust_remote_code=trust_remote_code, dtype=torch.float32)
+    tok = load_tokenizer(ckpt.path, trust_remote_code=trust_remote_code)
+    if tok is None:
+        raise BakeError(f"{ckpt.path} has no tokenizer; `bake generate` needs one to read prompts")
+    return model, tok, hook_list, what
