@@ -18,7 +18,9 @@ def _fmt(x, spec=".3g"):
     return "-" if x is None else format(x, spec)
 
 
-def format_plan(summary: dict) -> str:
+def format_plan(summary: dict, tensors: bool = True) -> str:
+    """Model, interventions and config changes; with `tensors`, the per-tensor edit table too (one row
+    per edited tensor: hundreds on a real model, so `bake apply` shows it only with --verbose)."""
     m = summary["model"]
     lines = [f"model   {m['spec']}  ({m['family']}, {m['blocks']} blocks, hidden {m['hidden_size']}, "
              f"{'tied' if m['tied_embeddings'] else 'untied'} embeddings)",
@@ -29,8 +31,9 @@ def format_plan(summary: dict) -> str:
                      f"[{s['tensors']} tensors]")
     edits = summary["edits"]
     width = max((len(e["tensor"]) for e in edits), default=10)
-    lines.append(f"tensor edits ({len(edits)}):")
-    for e in edits:
+    lines.append(f"tensor edits ({len(edits)}):" if tensors else
+                 f"tensor edits: {len(edits)} (listed by --verbose, in bake_report.json and in the model card)")
+    for e in edits if tensors else ():
         src = "new zeros" if e["source"] is None else ("" if e["source"] == e["tensor"] else f"from {e['source']}")
         what = "; ".join(e["ops"]) or "copy"
         extra = ", ".join(x for x in (src, e.get("note", "")) if x)
@@ -184,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", "-o", help="output folder (overrides the recipe's `output`)")
     sp.add_argument("--force", action="store_true",
                     help="replace an output folder that bake wrote earlier (never any other folder)")
+    sp.add_argument("--verbose", "-v", action="store_true", help="also print the per-tensor edit table")
     _verify_mode(sp)
     common(sp)
     sp = sub.add_parser("verify", help="re-run the equivalence check on a baked folder")
@@ -357,11 +361,11 @@ def _dispatch(args, progress: bool, out) -> int:
         if args.json:
             print(json.dumps(report, indent=2, default=_as_json), file=out)
         else:
-            if not args.quiet:
-                print(format_plan(report), file=out)
-            print(format_verification(report["verification"]), file=out)
+            print(format_verification(report["verification"]), file=out)  # what matters first
             for e in (report.get("exports") or {}).values():
                 print(format_export(e["format"], e), file=out)
+            if not args.quiet:
+                print(format_plan(report, tensors=args.verbose), file=out)
             print(f"wrote {report['output']} in {report['seconds']} s", file=out)
     elif args.cmd == "verify":
         result = api.verify(args.output, progress=progress, trust_remote_code=trust, mode=args.verify_mode)

@@ -69,3 +69,25 @@ def test_every_format_has_an_exporter(tmp_path):
     assert exporters.get("gguf").default_output(tmp_path, "m", opts) == tmp_path / "m.Q8_0.gguf"
     with pytest.raises(BakeError, match="unknown export format 'tflite'; expected onnx or gguf"):
         exporters.get("tflite")
+
+
+def test_apply_output_leads_with_verification_and_lists_tensors_only_when_verbose(tmp_path, capsys):
+    import torch
+    import yaml
+
+    from bake.cli import main
+    from tiny import COMMON, build
+
+    src = build("llama", tmp_path / "src")
+    torch.save(torch.ones(COMMON["hidden_size"]), tmp_path / "v.pt")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"model": str(src), "verify": {"generate_tokens": 2}, "interventions": [
+        {"kind": "ablate", "direction": str(tmp_path / "v.pt")}]}))
+    for verbose in (False, True):
+        args = ["apply", str(recipe), "-o", str(tmp_path / "out"), "--force"] + (["--verbose"] if verbose else [])
+        assert main(args) == 0
+        text = capsys.readouterr().out
+        assert text.index("verification: PASSED") < text.index("interventions:") < text.index("wrote ")
+        rows = [line for line in text.splitlines() if line.startswith("  model.layers.0.self_attn.o_proj.weight")]
+        assert len(rows) == (1 if verbose else 0)
+        assert ("listed by --verbose" in text) != verbose
