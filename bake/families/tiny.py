@@ -29,6 +29,8 @@ SIZES = {  # config key -> the tiny value (applied only where the original is la
     **dict.fromkeys(("num_experts_per_tok", "num_experts_per_token", "moe_topk", "moe_k", "num_selected_experts"), 2),
     **dict.fromkeys(("n_group", "num_expert_group", "topk_group", "n_shared_experts", "first_k_dense_replace"), 1),
     "linear_num_heads": 4, "linear_head_dim": 16,  # linear-attention blocks (Kimi Linear, Ring)
+    **dict.fromkeys(("linear_key_head_dim", "linear_value_head_dim"), 16),  # gated delta nets (Qwen3-Next, 3.5):
+    "linear_num_key_heads": 2, "linear_num_value_heads": 4,  # their default 8192-channel conv made tests slow
     **dict.fromkeys(("mamba_n_heads", "n_mamba_heads"), 4), "n_groups": 2,
     **dict.fromkeys(("state_size", "mamba_d_state"), 16), **dict.fromkeys(("time_step_rank", "mamba_dt_rank"), 8),
     "encoder_hash_byte_group_vocab": 64,  # BLT's hashed n-gram embeddings
