@@ -308,6 +308,12 @@ verify: {{generate_tokens: 2}}
     assert len(cached) == 2
     bake.apply(recipe, output=tmp_path / "out2", progress=False)  # second run reuses the cache
     assert sorted(p.name for p in (tmp_path / "cache" / "learned").glob("*.safetensors")) == cached
+    moved = tmp_path / "clone"  # the same recipe and data elsewhere (another clone): still the same cache entries
+    moved.mkdir()
+    for f in ("d.jsonl", "pos.txt", "neg.txt", "r.yaml"):
+        (moved / f).write_bytes((tmp_path / f).read_bytes())
+    bake.plan(moved / "r.yaml")
+    assert sorted(p.name for p in (tmp_path / "cache" / "learned").glob("*.safetensors")) == cached
     bad = tmp_path / "bad.yaml"
     bad.write_text(recipe.read_text().replace("pooling: mean", "poolng: mean"))
     with pytest.raises(bake.BakeError, match=r"interventions\[0\]\.alphas\.learn: unknown option\(s\) poolng"):

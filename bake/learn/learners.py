@@ -194,10 +194,10 @@ def _learn_one(recipe, ckpt, kind, iv, spec, fn, suffix: str, where: str, state:
     for k, v in kind.learn_defaults(iv).items():
         opts.setdefault(k, v)
     state["model_digest"] = state["model_digest"] or [sha256_file(ckpt.path / f) for f in ckpt.shard_files]
-    digest = hashlib.sha256(json.dumps({
-        "kind": iv.kind, "opts": opts, "model": state["model_digest"], "learner": LEARNER_VERSION,
-        "data": {k: sha256_file(Path(opts[k])) for k in _PATH_OPTS
-                 if isinstance(opts.get(k), str) and Path(opts[k]).is_file()},
+    data = {k: sha256_file(Path(opts[k])) for k in _PATH_OPTS if isinstance(opts.get(k), str) and Path(opts[k]).is_file()}
+    digest = hashlib.sha256(json.dumps({  # data files by content, not by path: a clone elsewhere hits the cache
+        "kind": iv.kind, "opts": {k: v for k, v in opts.items() if k not in data}, "model": state["model_digest"],
+        "learner": LEARNER_VERSION, "data": data,
     }, sort_keys=True, default=str).encode()).hexdigest()[:16]
     out = cache_dir() / "learned" / f"{iv.kind}-{digest}.safetensors"
     summary_path = out.with_suffix(".json")
