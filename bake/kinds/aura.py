@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 
 from ..compile.planning import Hook, Op, Step
 from ..errors import BakeError, NotBakeable
-from .base import Artifact, Kind, StrictModel, as_list, register
+from .base import Artifact, Float, Kind, StrictModel, as_list, register
 
 
 class Aura(StrictModel):
@@ -27,6 +27,9 @@ class Aura(StrictModel):
     modules: list[str] = Field(min_length=1)
     alphas: Artifact
     mu: Artifact | None = None  # {module: [N]} means: the hook becomes alpha*h + (1-alpha)*mu
+    # ml-aura's strength: alpha -> 1 - strength * (1 - alpha) (0: no change, 1: the alphas as given);
+    # applied to the alphas as loaded or learned, so a sweep of it re-uses one learned file
+    strength: Float = Field(default=1.0, ge=0)
     approximate: bool = False
 
     _modules_list = field_validator("modules", mode="before")(as_list)
@@ -75,6 +78,10 @@ class AuraKind(Kind):
 
         alphas = load_alphas(iv.alphas, b.recipe.base_dir, f"{where}.alphas")
         b.note_artifact(iv.alphas, "aura alphas")
+        if iv.strength != 1:
+            from ..learn.stats import with_strength
+
+            alphas = {m: with_strength(a, iv.strength) for m, a in alphas.items()}
         mus = None
         if iv.mu is not None:
             mus = load_alphas(iv.mu, b.recipe.base_dir, f"{where}.mu", prefix="mu/")
@@ -130,6 +137,7 @@ class AuraKind(Kind):
         unused = len(set(alphas) - set(matched))
         step.summary = (f"scale output units of {len(matched)} module(s) matching {', '.join(iv.modules)}"
                         + (" toward their means mu (alpha*h + (1-alpha)*mu)" if mus is not None else "")
+                        + (f" at strength {iv.strength:g} (alpha -> 1 - s (1 - alpha))" if iv.strength != 1 else "")
                         + (f" ({unused} alpha entries for other modules ignored)" if unused else ""))
         return step
 
