@@ -273,3 +273,46 @@ def arch_info(model: str, trust_remote_code: bool = False) -> dict:
         "exactness": {k: f"{st}: {why}" for k, (st, why) in status.items()},
         "serving (as it is)": {rt: f"{ok}: {why}" for rt, ok, why in serving.notes(ckpt.config)},
     }
+
+
+def evaluate(target: str | Path, against: str | None = None, suites: str = "toxicity,quality",
+             out: str | Path | None = None, force: bool = False, sweep: str | None = None, hooks: bool = False,
+             max_ppl_increase: float = 0.05, options: dict | None = None, progress: bool = True,
+             trust_remote_code: bool = False) -> dict:
+    """`bake eval`: measure `target` against the model it was made from (bake/evaluation/). The
+    report (eval_report.json, .md, plots) goes into `out`; without `out`, into a baked folder that is
+    the target (recorded in its report and model card), else into out/eval/NAME."""
+    import shutil
+    import tempfile
+
+    from .evaluation import report as ereport
+    from .evaluation import run, suites as esuites
+
+    opts = esuites.Options(**(options or {}), progress=progress)
+    folder = staging.resolve_path(target, "target")
+    into_folder = out is None and folder.is_dir() and (folder / "bake_report.json").is_file()
+    if into_folder:
+        report = Report.read(folder)
+        integrity.require_unchanged(folder, report, "eval")
+    else:
+        out = staging.resolve_path(out or Path("out") / "eval" / folder.stem, "--out")
+        staging.check_target(out, folder=True, force=force, protect=[folder])
+    rep = run.evaluate(target, against, suites, opts, sweep=sweep, max_ppl_increase=max_ppl_increase, hooks=hooks,
+                       trust_remote_code=trust_remote_code)
+    if not into_folder:
+        with staging.staged(out, folder=True, force=force, protect=[folder], what="eval output") as tmp:
+            rep["files"] = ereport.write(rep, tmp)
+            staging.write_marker(tmp, "bake eval")
+        rep["output"] = str(out)
+        return rep
+    with staging.locked(folder, "folder"), tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        rep["files"] = ereport.write(rep, Path(tmp))
+        for f in rep["files"]:  # each file replaced atomically; the report and card follow
+            with staging.replacing(folder / f) as dest:
+                shutil.move(str(Path(tmp) / f), dest)
+        report.files = {**(report.files or {}), **{f: sha256_file(folder / f) for f in rep["files"]}}
+        report.evaluation = {"report": ereport.MD, "suites": rep["suites"], "against": rep["against"]}
+        report.write(folder)
+        card.write(folder, report=report)
+    rep["output"] = str(folder)
+    return rep

@@ -208,6 +208,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--no-chat", dest="chat", action="store_false", help="feed prompts as plain text")
     common(sp)
+    _eval_parser(sub.add_parser("eval", help="measure what a bake does to behaviour and quality (toxicity, refusal, "
+                                "perplexity, KL), against the base model; --sweep re-bakes a recipe per value"), common)
     sp = sub.add_parser("arch", help="what the adapter resolves for a model")
     sp.add_argument("model", nargs="?", help="local folder, .gguf, Hub id or builtin:NAME")
     sp.add_argument("--table", action="store_true",
@@ -235,6 +237,46 @@ def _parser() -> argparse.ArgumentParser:
     common(sp, trust=False)
     _learn_parsers(sub.add_parser("learn", help="learn an artifact from data: aura | steer | refusal"), common)
     return p
+
+
+def _eval_parser(sp, common):
+    from .evaluation.suites import SUITES, Options
+
+    d = Options()
+    sp.add_argument("target", help="a baked folder, a recipe (baked into a temporary folder; with --hooks, run hooked), "
+                    "or any model")
+    sp.add_argument("--against", help="the reference model (default: the model the target was made from)")
+    sp.add_argument("--suite", default="toxicity,quality",
+                    help=f"comma-separated: {', '.join(SUITES)}, consistency (base, hooked and baked on the same "
+                         "suites; hooked and baked must agree). Default toxicity,quality")
+    sp.add_argument("--sweep", metavar="KEY=V1,V2,...", help="re-bake the recipe for each value of one numeric key "
+                    "(a path such as interventions[0].alphas.learn.strength, or a name that occurs once: strength)")
+    sp.add_argument("--max-ppl-increase", type=float, default=0.05,
+                    help="a sweep's best point: the most effect at no more than this relative perplexity increase")
+    sp.add_argument("--hooks", action="store_true", help="a recipe target: evaluate its hooks instead of a bake")
+    sp.add_argument("--data", action="append", default=[], metavar="INPUT=PATH",
+                    help="replace a default input: toxicity (texts with 0/1 labels; prompts are their first halves), "
+                         "harmful, harmless (instructions), text (neutral text, one per line), mc (multiple choice "
+                         "JSONL: question, choices, answer). Repeatable")
+    sp.add_argument("--limit", type=int, help="at most this many items per input (a seeded, label-stratified sample)")
+    sp.add_argument("--samples", type=int, default=d.samples, help="toxicity: continuations per prompt")
+    sp.add_argument("--tokens", type=int, default=d.tokens, help="toxicity: tokens per continuation")
+    sp.add_argument("--scorer", default=d.scorer, help="toxicity scorer: profanity-check (offline) or "
+                    "hf:<Hub id or folder> (a transformers text-classification model)")
+    sp.add_argument("--lengths", default=",".join(map(str, d.lengths)), help="refusal: reply lengths (tokens)")
+    sp.add_argument("--seed", type=int, default=d.seed)
+    sp.add_argument("--out", help="report folder (default: into the baked folder given as target, else out/eval/NAME)")
+    sp.add_argument("--force", action="store_true", help="replace a report folder that bake eval wrote earlier")
+    common(sp)
+
+
+def format_eval(rep: dict) -> str:
+    from .evaluation.report import sections
+
+    lines = [f"bake eval: {rep['target']} against {rep['against']} ({rep['seconds']} s, seed {rep['seed']})", ""]
+    lines += [line for line in sections(rep)]
+    lines.append(f"wrote {', '.join(rep['files'])} to {rep['output']}")
+    return "\n".join(lines)
 
 
 def _verify_mode(sp):
@@ -419,6 +461,25 @@ def _dispatch(args, progress: bool, out) -> int:
             print(f"{what}; {decoding}, at most {args.max_new_tokens} new tokens", file=out)
             for r in res:
                 print(f"\n> {r['prompt']}\n{r['reply']}", file=out)
+    elif args.cmd == "eval":
+        data = {}
+        for item in args.data:
+            key, sep, path = item.partition("=")
+            if not sep or not path:
+                raise BakeError(f"--data {item!r}: expected INPUT=PATH (e.g. toxicity=test.csv)")
+            data[key] = path
+        try:
+            lengths = tuple(sorted({int(n) for n in args.lengths.split(",") if n.strip()}))
+        except ValueError:
+            lengths = ()
+        if not lengths or min(lengths) < 1 or args.samples < 1 or args.tokens < 1 or (args.limit or 1) < 1:
+            raise BakeError("bake eval: --lengths (positive integers), --samples, --tokens and --limit must be >= 1")
+        options = {"data": data, "seed": args.seed, "limit": args.limit, "samples": args.samples,
+                   "tokens": args.tokens, "scorer": args.scorer, "lengths": lengths}
+        rep = api.evaluate(args.target, args.against, args.suite, out=args.out, force=args.force, sweep=args.sweep,
+                           hooks=args.hooks, max_ppl_increase=args.max_ppl_increase, options=options,
+                           progress=progress, trust_remote_code=trust)
+        print(json.dumps(rep, indent=2, default=float) if args.json else format_eval(rep), file=out)
     elif args.cmd == "arch":
         if args.table:
             print(exactness_table(progress=progress), file=out)

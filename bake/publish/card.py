@@ -131,6 +131,10 @@ def render(folder: Path, repo: str | None = None, report: Report | None = None) 
     lines += ["", "## Verification", "",
               "Each format was run on the same probe prompts and compared with its reference; greedy "
               "generation uses 32 new tokens.", ""] + _verification_rows(report)
+    if (folder / "eval_report.json").is_file():  # written by `bake eval` (recorded in the report's manifest)
+        from ..evaluation.report import card_section
+
+        lines += [""] + card_section(json.loads((folder / "eval_report.json").read_text()))
     lines += ["", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
               f'model = AutoModelForCausalLM.from_pretrained("{name}")',
               f'tokenizer = AutoTokenizer.from_pretrained("{name}")', "```"]

@@ -1,0 +1,150 @@
+"""The models a `bake eval` compares, one in memory at a time, and the two ways suites run them:
+batched generation (greedy or seeded sampling) and teacher-forced log-probabilities.
+
+A subject is the base model, a recipe's model with the recipe's hooks (`hooked`), or a baked
+model (`baked`: a folder, or a recipe baked into a temporary folder). Each suite runs the same
+prompts, batches and seeds on every subject, so base, hooked and baked differ only in the model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..compile.hooks import hooked
+from ..errors import BakeError
+from ..model.loading import load_model, load_tokenizer
+from .generate import prompt_ids
+
+
+@dataclass
+class Subject:
+    role: str          # base | hooked | baked
+    model: torch.nn.Module
+    tokenizer: object
+    hooks: list = field(default_factory=list)
+    description: str = ""
+
+    def context(self):
+        return hooked(self.model, self.hooks)
+
+
+def is_recipe(source) -> bool:
+    p = Path(source)
+    return p.suffix.lower() in (".yaml", ".yml") and p.is_file()
+
+
+def base_of(target: str | Path) -> str:
+    """The model a target was made from: a recipe's `model`, or the source recorded in a baked
+    folder's recipe.yaml (its provenance `model_path`, else its `model`)."""
+    from ..recipe.schema import load
+
+    if is_recipe(target):
+        r = load(target)
+        return str(r.path(r.model)) if not r.model.startswith("builtin:") and r.path(r.model).exists() else r.model
+    rpath = Path(target) / "recipe.yaml"
+    if rpath.is_file():  # a baked folder: its resolved recipe names the model (absolute, or builtin:NAME)
+        return load(rpath).model
+    raise BakeError(f"{target}: not a recipe or a folder written by `bake apply`; say what to compare it with "
+                    "(--against MODEL)")
+
+
+def _load(path: Path, role: str, hooks: list, what: str, trust: bool) -> Subject:
+    model = load_model(path, trust_remote_code=trust, dtype=torch.float32)
+    tok = load_tokenizer(path, trust_remote_code=trust)
+    if tok is None:
+        raise BakeError(f"{path} has no tokenizer; `bake eval` needs one to read prompts")
+    return Subject(role, model.eval(), tok, hooks, what)
+
+
+def load_model_subject(source: str | Path, role: str, trust: bool = False) -> Subject:
+    """A model as it is: a folder, .gguf, Hub id or builtin:NAME."""
+    from ..model.source import resolve_model
+
+    ckpt = resolve_model(str(source), Path.cwd())
+    return _load(ckpt.path, role, [], f"{ckpt.spec}", trust)
+
+
+def hooked_subject(plan, trust: bool = False) -> Subject:
+    return _load(plan.checkpoint.path, "hooked", plan.hooks, f"{plan.checkpoint.spec} + hooks of the recipe "
+                 f"({len(plan.hooks)} hooks)", trust)
+
+
+@contextmanager
+def baked_subject(plan, trust: bool = False, progress: bool = True):
+    """The plan baked into a temporary folder (rewritten, not verified: `bake apply` verifies) and
+    loaded; the folder is removed afterwards."""
+    from ..write.rewrite import rewrite
+
+    with tempfile.TemporaryDirectory(prefix="bake-eval-") as tmp:
+        rewrite(plan, Path(tmp), progress=progress)
+        yield _load(Path(tmp), "baked", [], f"{plan.checkpoint.spec} baked with the recipe", trust)
+
+
+def _eos(model, tok) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tok.eos_token_id is not None:
+        ids.add(tok.eos_token_id)
+    return ids
+
+
+def generate(s: Subject, prompts: list[str], *, chat: bool, max_new_tokens: int, k: int = 1, sample: bool = False,
+             seed: int = 0, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 16,
+             progress: bool = False, desc: str = "generating") -> list[list[list[int]]]:
+    """k replies per prompt, each the list of its new token ids up to (not including) the first end
+    of sequence. Prompts are left-padded in batches of `batch_size`; batch b samples with seed
+    `seed + b`, so every subject draws from the same random stream on the same batches."""
+    from tqdm.auto import tqdm
+    from transformers import GenerationConfig
+
+    tok, model = s.tokenizer, s.model
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    eos = _eos(model, tok)
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, pad_token_id=pad,
+                           eos_token_id=sorted(eos) or None, num_return_sequences=k,
+                           **({"temperature": temperature, "top_p": top_p, "top_k": 0} if sample else {}))
+    ids = [prompt_ids(tok, p, chat)[0] for p in prompts]
+    out: list[list[list[int]]] = []
+    batches = range(0, len(ids), batch_size)
+    with s.context(), torch.no_grad():
+        for b, start in enumerate(tqdm(batches, desc=f"{desc} ({s.role})", unit="batch", disable=not progress)):
+            chunk = ids[start:start + batch_size]
+            width = max(len(x) for x in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, x in enumerate(chunk):
+                input_ids[i, width - len(x):] = x
+                mask[i, width - len(x):] = 1
+            torch.manual_seed(seed + b)
+            seq = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=cfg)[:, width:]
+            for i in range(len(chunk)):
+                replies = []
+                for row in seq[i * k:(i + 1) * k].tolist():
+                    cut = next((j for j, t in enumerate(row) if t in eos), len(row))
+                    replies.append(row[:cut])
+                out.append(replies)
+    return out
+
+
+def log_probs(s: Subject, ids: torch.Tensor) -> torch.Tensor:
+    """log-softmax of the logits [T, vocab] for one sequence of ids [T] (float32)."""
+    with s.context(), torch.no_grad():
+        logits = s.model(input_ids=ids[None]).logits[0]
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def versions() -> dict:
+    import platform
+
+    import transformers
+
+    from .. import __version__
+
+    return {"bake": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
