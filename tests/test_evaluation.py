@@ -90,8 +90,12 @@ def test_sweep_keys():
     assert sweep.resolve(RECIPE, "scale") == "interventions[1].scale"
     assert sweep.resolve(RECIPE, "value") == "interventions[0].alphas.learn.value"
     assert sweep.resolve(RECIPE, "interventions[2].weights[1]") == "interventions[2].weights[1]"
-    with pytest.raises(BakeError, match="no numeric key 'strength'.*interventions\\[1\\].scale"):
-        sweep.resolve(RECIPE, "strength")
+    with pytest.raises(BakeError, match="no numeric key 'gain'.*interventions\\[1\\].scale"):
+        sweep.resolve(RECIPE, "gain")
+    # a field left at its kind's default is a key too, and setting it adds it
+    assert sweep.resolve(RECIPE, "strength") == "interventions[0].strength"
+    assert sweep.set_path(RECIPE, "interventions[0].strength", 0.5)["interventions"][0]["strength"] == 0.5
+    assert "strength" not in RECIPE["interventions"][0]
     two = {**RECIPE, "interventions": RECIPE["interventions"] + [dict(RECIPE["interventions"][1])]}
     with pytest.raises(BakeError, match="2 keys named scale"):
         sweep.resolve(two, "scale")

@@ -1,7 +1,8 @@
 """The recipe key a sweep varies: `KEY=v1,v2,...`, where KEY is a path into the recipe
 (`interventions[1].scale`, `interventions[2].weights[4]`, `interventions[0].alphas.learn.value`) or
-the last name of exactly one numeric key in it (`scale`). Each point is the recipe with that one
-value replaced, re-baked from scratch."""
+the last name of exactly one numeric key in it (`scale`). A numeric field an intervention leaves at
+its kind's default (`strength` of an aura step that does not set it) counts too. Each point is the
+recipe with that one value replaced (or set), re-baked from scratch."""
 
 from __future__ import annotations
 
@@ -38,9 +39,24 @@ def numeric_keys(data, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def defaulted_keys(data: dict) -> dict[str, float]:
+    """The numeric fields each intervention leaves at its kind's default, by path."""
+    from ..kinds import base as kinds
+
+    out = {}
+    for i, iv in enumerate(data.get("interventions") or []):
+        if not isinstance(iv, dict) or iv.get("kind") not in kinds.KINDS:
+            continue
+        for name, f in kinds.get(iv["kind"]).schema.model_fields.items():
+            d = f.default
+            if name not in iv and isinstance(d, (int, float)) and not isinstance(d, bool):
+                out[f"interventions[{i}].{name}"] = d
+    return out
+
+
 def resolve(data: dict, key: str) -> str:
     """The path `key` names in `data`: itself, or the one numeric key whose last name is `key`."""
-    keys = numeric_keys(data)
+    keys = {**numeric_keys(data), **defaulted_keys(data)}
     if key in keys:
         return key
     matches = [p for p in keys if re.split(r"[.\[]", p)[-1] == key]
@@ -54,12 +70,13 @@ def resolve(data: dict, key: str) -> str:
 
 
 def set_path(data: dict, path: str, value: float) -> dict:
-    """A deep copy of `data` with the number at `path` replaced by `value` (ints stay ints when whole)."""
+    """A deep copy of `data` with the number at `path` replaced (or set) by `value` (ints stay ints
+    when whole)."""
     steps = [name or int(idx) for name, idx in _TOKEN.findall(path)]
     out = copy.deepcopy(data)
     node = out
     for s in steps[:-1]:
         node = node[s]
-    old = node[steps[-1]]
+    old = node.get(steps[-1], 0.0) if isinstance(node, dict) else node[steps[-1]]
     node[steps[-1]] = int(value) if isinstance(old, int) and float(value).is_integer() else float(value)
     return out
