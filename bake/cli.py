@@ -250,7 +250,7 @@ def _eval_parser(sp, common):
                     help=f"comma-separated: {', '.join(SUITES)}, consistency (base, hooked and baked on the same "
                          "suites; hooked and baked must agree). Default toxicity,quality")
     sp.add_argument("--sweep", metavar="KEY=V1,V2,...", help="re-bake the recipe for each value of one numeric key "
-                    "(a path such as interventions[0].alphas.learn.strength, or a name that occurs once: strength)")
+                    "(a path such as interventions[1].scale, or a name that occurs once, including a field left at its default: strength)")
     sp.add_argument("--max-ppl-increase", type=float, default=0.05,
                     help="a sweep's best point: the most effect at no more than this relative perplexity increase")
     sp.add_argument("--hooks", action="store_true", help="a recipe target: evaluate its hooks instead of a bake")
