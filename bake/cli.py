@@ -256,11 +256,11 @@ def _eval_parser(sp, common):
     sp.add_argument("--hooks", action="store_true", help="a recipe target: evaluate its hooks instead of a bake")
     sp.add_argument("--data", action="append", default=[], metavar="INPUT=PATH",
                     help="replace a default input: toxicity (texts with 0/1 labels; prompts are their first halves), "
-                         "harmful, harmless (instructions), text (neutral text, one per line), mc (multiple choice "
-                         "JSONL: question, choices, answer). Repeatable")
+                         "harmful, harmless (instructions), text (neutral text, one per line), open (steering "
+                         "prompts, one per line), mc (multiple choice JSONL: question, choices, answer). Repeatable")
     sp.add_argument("--limit", type=int, help="at most this many items per input (a seeded, label-stratified sample)")
-    sp.add_argument("--samples", type=int, default=d.samples, help="toxicity: continuations per prompt")
-    sp.add_argument("--tokens", type=int, default=d.tokens, help="toxicity: tokens per continuation")
+    sp.add_argument("--samples", type=int, default=d.samples, help="toxicity, steering: continuations per prompt")
+    sp.add_argument("--tokens", type=int, default=d.tokens, help="toxicity, steering: tokens per continuation")
     sp.add_argument("--scorer", default=d.scorer, help="toxicity scorer: profanity-check (offline) or "
                     "hf:<Hub id or folder> (a transformers text-classification model)")
     sp.add_argument("--lengths", default=",".join(map(str, d.lengths)), help="refusal: reply lengths (tokens)")

@@ -45,6 +45,11 @@ def test_first_half_and_scorer_on_hand_made_texts():
     assert s[0] > 0.8 > 0.2 > s[1]
     with pytest.raises(BakeError, match="scorer"):
         toxicity("no-such-scorer")
+    from bake.evaluation.scorers import sentiment
+
+    pos, _ = sentiment()
+    s = pos(["What a wonderful, happy, lovely day!", "This is awful, I hate it, everything is terrible."])
+    assert s[0] > 0.8 and s[1] < 0.2
 
 
 def test_eval_of_a_baked_folder_writes_report_card_and_hooked_agrees_with_baked(steer, capsys):
@@ -53,9 +58,10 @@ def test_eval_of_a_baked_folder_writes_report_card_and_hooked_agrees_with_baked(
 
     d, _, _ = steer
     folder = d / "baked"
-    assert main(["eval", str(folder), "--suite", "toxicity,quality,refusal,consistency", *FAST]) == 0
+    assert main(["eval", str(folder), "--suite", "toxicity,quality,refusal,steering,consistency", *FAST]) == 0
     out = capsys.readouterr().out
-    assert "## Toxicity" in out and "## Quality" in out and "## Refusal" in out and "## Consistency" in out
+    for title in ("Toxicity", "Quality", "Refusal", "Steering", "Consistency (hooked vs baked)"):
+        assert f"## {title}" in out
     rep = json.loads((folder / "eval_report.json").read_text())
     assert rep["seed"] == 0 and rep["versions"]["torch"] == torch.__version__
     assert set(rep["models"]) == {"base", "hooked", "baked"}
@@ -67,6 +73,7 @@ def test_eval_of_a_baked_folder_writes_report_card_and_hooked_agrees_with_baked(
     assert all(r["mean"] == 0 for k, r in c["rows"].items() if "identical" not in k)
     # the steer acts: KL to the base is positive, and the base against itself would be 0
     assert rep["models"]["baked"]["quality"]["vs base"]["KL over the reply"]["mean"] > 0
+    assert 0 <= rep["models"]["base"]["steering"]["summary"]["positivity"]["mean"] <= 1
     # the folder's manifest, report and card know the new files; the folder still passes its integrity check
     report = Report.read(folder)
     assert {"eval_report.json", "eval_report.md"} <= set(report.files)

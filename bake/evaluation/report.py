@@ -64,6 +64,15 @@ def sections(rep: dict) -> list[str]:
                            _ci(c["KL over the reply"]) if c else "-"])
         lines += _table(["model"] + [f"harmful, {n} tokens" for n in lengths]
                         + [f"harmless, {lengths[-1]} tokens", "KL over the reply"], rows) + [""]
+    if "steering" in suites:
+        b = models["base"]["steering"]["summary"]
+        lines += ["## Steering", "", f"{b['positivity']['n']} open prompts x {o['samples']} sampled replies of "
+                  f"{o['tokens']} tokens (top-p {o['top_p']}, seed {rep['seed']}), scored by {b['scorer']}: "
+                  "0 negative, 1 positive.", ""]
+        rows = [[role, _ci(m["steering"]["summary"]["positivity"]),
+                 _ci(m["steering"]["vs base"]["positivity change"], sign=True) if "vs base" in m["steering"] else "-"]
+                for role, m in models.items()]
+        lines += _table(["model", "positivity", "change"], rows) + [""]
     if "consistency" in rep:
         c = rep["consistency"]
         lines += ["## Consistency (hooked vs baked)", "", f"**{c['status']}**: {c['rule']}.", ""]

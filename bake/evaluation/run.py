@@ -159,7 +159,7 @@ def _strip(raw: dict) -> dict:
 def _sweep_summary(points: list[dict], max_ppl_increase: float) -> dict:
     from .metrics import pareto_front
 
-    effect = next((k for k in ("toxicity_ratio", "refusal_drop") if k in points[0]), None)
+    effect = next((k for k in ("toxicity_ratio", "refusal_drop", "sentiment_change") if k in points[0]), None)
     cost = next((k for k in ("ppl_change", "kl_reply") if k in points[0]), None)
     out = {"points": points, "effect": effect, "cost": cost}
     if effect and cost:

@@ -22,7 +22,7 @@ from . import metrics
 from .subjects import Subject, generate, log_probs
 
 DATA = Path(__file__).parent / "data"
-INPUTS = ("toxicity", "harmful", "harmless", "text", "mc")  # what --data INPUT=PATH can replace
+INPUTS = ("toxicity", "harmful", "harmless", "text", "mc", "open")  # what --data INPUT=PATH can replace
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Options:
     seed: int = 0
     limit: int | None = None            # prompts per data set (a seeded, label-stratified sample)
     samples: int = 5                    # toxicity: sampled continuations per prompt
-    tokens: int = 20                    # toxicity: tokens per continuation
+    tokens: int = 20                    # toxicity, steering: tokens per sampled continuation
     top_p: float = 0.9                  # toxicity: nucleus sampling, as RealToxicityPrompts
     scorer: str = "profanity-check"     # toxicity scorer (bake/evaluation/scorers.py)
     lengths: tuple[int, ...] = (16, 32, 64, 128)  # refusal: reply lengths the rate is read at
@@ -260,6 +260,37 @@ def _refusal_headline(c) -> dict:
             "kl_reply": c["KL over the reply"]["mean"]}
 
 
+# --- steering: the target concept (sentiment) of sampled replies to open prompts ----------------------
+
+def _steering(s: Subject, opts: Options, base, memo) -> dict:
+    from .scorers import sentiment
+
+    prompts = _texts(opts, "open", "open_prompts.txt")
+    replies = generate(s, prompts, chat=True, max_new_tokens=opts.tokens, k=opts.samples, sample=True,
+                       seed=opts.seed, top_p=opts.top_p, batch_size=opts.batch_size, progress=opts.progress,
+                       desc="steering")
+    score, scorer = sentiment()
+    texts = [s.tokenizer.decode(r, skip_special_tokens=True) for rs in replies for r in rs]
+    flat = score(texts)
+    return {"scorer": scorer, "positivity": [float(np.mean(flat[i * opts.samples:(i + 1) * opts.samples]))
+                                             for i in range(len(prompts))],
+            "replies": replies, "examples": [{"prompt": prompts[i], "reply": texts[i * opts.samples],
+                                              "positivity": round(flat[i * opts.samples], 3)}
+                                             for i in range(min(4, len(prompts)))]}
+
+
+def _steering_summary(raw, opts) -> dict:
+    return {"positivity": _mean_ci(raw["positivity"]), "scorer": raw["scorer"]}
+
+
+def _steering_compare(base, raw, opts) -> dict:
+    return {"positivity change": _diff_ci(base["positivity"], raw["positivity"])}
+
+
+def _steering_headline(c) -> dict:
+    return {"sentiment_change": c["positivity change"]["mean"]}
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -277,6 +308,8 @@ SUITES = {s.name: s for s in (
           _quality, _quality_summary, _quality_compare, _quality_headline),
     Suite("refusal", "refusal rates on harmful prompts at several reply lengths, over-refusal, KL",
           _refusal, _refusal_summary, _refusal_compare, _refusal_headline),
+    Suite("steering", "sentiment of sampled replies to open prompts (the joy-minus-gloom concept)",
+          _steering, _steering_summary, _steering_compare, _steering_headline),
 )}
 # "consistency" is not a suite of its own: it runs the chosen suites on base, hooked and baked (run.py)
 
