@@ -5,14 +5,18 @@
 Learns difference-in-means candidates on `harmful_train`/`harmless_train`, chooses the layer and
 position on `*_val` (lowest refusal score with KL <= 0.1 on harmless, last 20% of layers
 excluded), bakes `ablate` with that direction into a checkpoint (verified against the hooks), and
-reports on `harmful_test`: the share of greedy 32-token completions containing a refusal phrase,
-for the original and for the baked model, and the KL of the baked model's next-token distribution
-on `harmless_test`. Sizes are seeded samples of each split (0 = the whole split).
+measures it with `bake eval --suite refusal,quality` on the test splits: the refusal rate by
+refusal markers on `harmful_test` at several reply lengths (greedy), over-refusal on
+`harmless_test`, KL to the original on harmless prompts (first token and over the reply), and
+perplexity. Sizes are seeded samples of each split (0 = the whole split). Writes
+eval/refusal_eval.json and eval/refusal_eval.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 import tempfile
 import time
@@ -22,10 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import bake  # noqa: E402
+from bake import api  # noqa: E402
+from bake.evaluation.report import sections  # noqa: E402
 from bake.learn import collect as learn  # noqa: E402
-from bake.learn import data as data_mod  # noqa: E402
-from bake.learn import learners, refusal
-from bake.model.loading import load_model  # noqa: E402
+from bake.learn import learners  # noqa: E402
+
+WORK = ROOT / "out" / "eval-work" / "refusal"
 
 
 def main():
@@ -35,6 +41,7 @@ def main():
     ap.add_argument("--val", type=int, default=32)
     ap.add_argument("--test", type=int, default=100)
     ap.add_argument("--layers", default=None, help="candidate layers, e.g. 4:24 (default: all but the last 20%%)")
+    ap.add_argument("--lengths", default="16,32,64,128", help="reply lengths the refusal rate is read at")
     args = ap.parse_args()
     d = Path(args.data)
     t0 = time.time()
@@ -61,17 +68,17 @@ def main():
         v = report["verification"]
         print(f"baked: verification {v['status']}, max |logit diff| vs hooks {v['metrics']['max_abs_logit']:.2e}")
 
-        harmful_test = data_mod.load(d / "harmful_test.json", limit=args.test or None).texts
-        harmless_test = data_mod.load(d / "harmless_test.json", limit=args.test or None).texts
-        before, _ = refusal.refusal_rate(runner, harmful_test, progress=False)
-        base_lp = refusal.last_logprobs(runner, [runner.chat(t) for t in harmless_test])
-        runner.model = load_model(tmp / "baked", trust_remote_code=False)  # the baked checkpoint, plain transformers
-        after, outs = refusal.refusal_rate(runner, harmful_test, progress=False)
-        kl = refusal.kl(base_lp, refusal.last_logprobs(runner, [runner.chat(t) for t in harmless_test])).item()
-    print(f"harmful_test ({len(harmful_test)} prompts): refusal rate {before:.1%} original -> {after:.1%} baked")
-    print(f"harmless_test ({len(harmless_test)} prompts): KL(original || baked) at the first response token {kl:.4f}")
-    print(f"example completion after ablation: {outs[0][:160]!r}")
-    print(f"total {time.time() - t0:.0f} s")
+        rep = api.evaluate(tmp / "baked", suites="refusal,quality", out=WORK, force=True,
+                           options={"data": {"harmful": str(d / "harmful_test.json"),
+                                             "harmless": str(d / "harmless_test.json")},
+                                    "limit": args.test or None, "lengths": tuple(map(int, args.lengths.split(",")))})
+    print("\n".join(sections(rep)))
+    shutil.copy(WORK / "refusal.png", ROOT / "eval" / "refusal_eval.png")
+    result = {"command": "python eval/refusal_eval.py " + " ".join(sys.argv[1:]), "args": vars(args),
+              "chosen": c, "verification": v["status"], "max_abs_logit": v["metrics"]["max_abs_logit"],
+              "seconds": round(time.time() - t0, 1), "eval": rep}
+    (ROOT / "eval" / "refusal_eval.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    print(f"wrote eval/refusal_eval.json and eval/refusal_eval.png in {result['seconds']} s")
 
 
 if __name__ == "__main__":
