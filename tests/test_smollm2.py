@@ -37,7 +37,8 @@ def demo_recipe(tmp_path: Path, keep_kinds=None, exports=(), **overrides) -> Pat
     if keep_kinds:
         data["interventions"] = [iv for iv in data["interventions"] if iv["kind"] in keep_kinds]
     data.pop("output")
-    data.update(overrides)
+    for key, val in overrides.items():  # a dict (verify) is merged into the recipe's own
+        data[key] = {**data.get(key, {}), **val} if isinstance(val, dict) else val
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -60,7 +61,7 @@ def test_demo_all_three_kinds_verifies(baked_demo):
     report = json.loads((baked_demo / "bake_report.json").read_text())
     v = report["verification"]
     assert v["status"] == "passed"
-    assert v["metrics"]["max_abs_logit"] <= 1e-4
+    assert v["metrics"]["max_abs_logit"] <= yaml.safe_load(DEMO.read_text())["verify"]["max_abs_logit"] == 5e-4
     assert v["metrics"]["greedy_agreement"] == 1.0
     assert [s["kind"] for s in report["steps"]] == ["aura", "steer", "ablate"]
     assert report["config_changes"] == {"mlp_bias": True, "tie_word_embeddings": False}
@@ -73,7 +74,7 @@ def test_demo_all_three_kinds_verifies(baked_demo):
 
 
 def test_bfloat16_top1(tmp_path):
-    recipe = demo_recipe(tmp_path, dtype="bfloat16", verify={"generate_tokens": 0})
+    recipe = demo_recipe(tmp_path, dtype="bfloat16", verify={"generate_tokens": 0, "max_abs_logit": None})  # bf16: top-1 only
     report = bake.apply(recipe, output=tmp_path / "out", progress=False)
     v = report["verification"]
     assert v["status"] == "passed" and v["metrics"]["top1_agreement"] >= 0.99
