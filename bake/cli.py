@@ -264,6 +264,8 @@ def _eval_parser(sp, common):
     sp.add_argument("--scorer", default=d.scorer, help="toxicity scorer: profanity-check (offline) or "
                     "hf:<Hub id or folder> (a transformers text-classification model)")
     sp.add_argument("--lengths", default=",".join(map(str, d.lengths)), help="refusal: reply lengths (tokens)")
+    sp.add_argument("--judge", help="refusal: also judge replies with a transformers text-classification model, "
+                    "hf:<Hub id or folder> (e.g. hf:protectai/distilroberta-base-rejection-v1), beside the markers")
     sp.add_argument("--seed", type=int, default=d.seed)
     sp.add_argument("--out", help="report folder (default: into the baked folder given as target, else out/eval/NAME)")
     sp.add_argument("--force", action="store_true", help="replace a report folder that bake eval wrote earlier")
@@ -475,7 +477,7 @@ def _dispatch(args, progress: bool, out) -> int:
         if not lengths or min(lengths) < 1 or args.samples < 1 or args.tokens < 1 or (args.limit or 1) < 1:
             raise BakeError("bake eval: --lengths (positive integers), --samples, --tokens and --limit must be >= 1")
         options = {"data": data, "seed": args.seed, "limit": args.limit, "samples": args.samples,
-                   "tokens": args.tokens, "scorer": args.scorer, "lengths": lengths}
+                   "tokens": args.tokens, "scorer": args.scorer, "lengths": lengths, "judge": args.judge}
         rep = api.evaluate(args.target, args.against, args.suite, out=args.out, force=args.force, sweep=args.sweep,
                            hooks=args.hooks, max_ppl_increase=args.max_ppl_increase, options=options,
                            progress=progress, trust_remote_code=trust)

@@ -74,6 +74,13 @@ def test_eval_of_a_baked_folder_writes_report_card_and_hooked_agrees_with_baked(
     # the steer acts: KL to the base is positive, and the base against itself would be 0
     assert rep["models"]["baked"]["quality"]["vs base"]["KL over the reply"]["mean"] > 0
     assert 0 <= rep["models"]["base"]["steering"]["summary"]["positivity"]["mean"] <= 1
+    # the projection on the steering direction at block 1's output moves by exactly scale * |v| at every
+    # position (teacher-forced on the same tokens; nothing before block 1 changed), and the report says so
+    v = torch.load(d / "v.pt")
+    moved = rep["models"]["baked"]["steering"]["vs base"]["projection change"]["block 1"]
+    assert moved["mean"] == pytest.approx(2.0 * float(v.norm()), rel=1e-4)
+    assert moved["ci"][1] - moved["ci"][0] < 1e-3 * moved["mean"]
+    assert "projection, block 1" in out and "|v| = " in out
     # the folder's manifest, report and card know the new files; the folder still passes its integrity check
     report = Report.read(folder)
     assert {"eval_report.json", "eval_report.md"} <= set(report.files)
@@ -132,8 +139,43 @@ def test_eval_errors(steer, capsys):
              (["eval", str(d / "baked"), "--suite", "speed"], "speed"),
              (["eval", str(src), "--sweep", "scale=0,1"], "needs a recipe"),
              (["eval", str(recipe), "--sweep", "gain=0,1", "--out", str(d / "e")], "no numeric key 'gain'"),
-             (["eval", str(d / "baked"), "--suite", "consistency"], "add one")]
+             (["eval", str(d / "baked"), "--suite", "consistency"], "add one"),
+             (["eval", str(d / "baked"), "--suite", "refusal", "--judge", "some/judge"], "hf:<Hub id or folder>")]
     for args, msg in cases:
         assert main([*args, "-q"]) == 2, args
         assert msg in capsys.readouterr().err, args
     assert not (d / "e").exists()  # nothing written for a refused run
+
+
+def _classifier(folder, labels, bias):
+    """A tiny BERT text classifier whose verdict is its classifier bias (the weights are zero)."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "i", "can", "not"]))
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    cfg = BertConfig(vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                     id2label=dict(enumerate(labels)), label2id={k: i for i, k in enumerate(labels)})
+    model = BertForSequenceClassification(cfg)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_refusal_judge_reads_a_classifier_by_folder_beside_the_markers(steer, tmp_path, capsys):
+    d, _, _ = steer
+    always = _classifier(tmp_path / "always", ["NORMAL", "REJECTION"], [-5.0, 5.0])
+    rep = api.evaluate(d / "baked", suites="refusal", out=tmp_path / "r", progress=False,
+                       options={**OPTS, "judge": f"hf:{always}"})
+    judged = rep["models"]["baked"]["refusal"]["summary"]["judge"]
+    assert judged["model"] == f"transformers classifier {always}"
+    for what in ("refusal rate on harmful prompts", "over-refusal on harmless prompts"):
+        assert all(v["mean"] == 1.0 for v in judged[what].values())  # a judge that always says "rejection"
+    assert "Judged by transformers classifier" in (tmp_path / "r" / "eval_report.md").read_text()
+    # a classifier without a refusal label is refused with the labels it has
+    unlabelled = _classifier(tmp_path / "plain", ["LABEL_0", "LABEL_1"], [0.0, 0.0])
+    assert main(["eval", str(d / "baked"), "--suite", "refusal", "--judge", f"hf:{unlabelled}",
+                 "--out", str(tmp_path / "x"), *FAST]) == 2
+    assert "no refusal label among LABEL_0, LABEL_1" in capsys.readouterr().err

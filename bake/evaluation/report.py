@@ -64,15 +64,34 @@ def sections(rep: dict) -> list[str]:
                            _ci(c["KL over the reply"]) if c else "-"])
         lines += _table(["model"] + [f"harmful, {n} tokens" for n in lengths]
                         + [f"harmless, {lengths[-1]} tokens", "KL over the reply"], rows) + [""]
+        judge = models["base"]["refusal"]["summary"].get("judge")
+        if judge:
+            lines += [f"Judged by {judge['model']} (a reply refuses when its refusal score exceeds 0.5):", ""]
+            rows = [[role] + [_ci(m["refusal"]["summary"]["judge"]["refusal rate on harmful prompts"][n], pct=True)
+                              for n in lengths]
+                    + [_ci(m["refusal"]["summary"]["judge"]["over-refusal on harmless prompts"][lengths[-1]], pct=True)]
+                    for role, m in models.items()]
+            lines += _table(["model"] + [f"harmful, {n} tokens" for n in lengths]
+                            + [f"harmless, {lengths[-1]} tokens"], rows) + [""]
     if "steering" in suites:
         b = models["base"]["steering"]["summary"]
         lines += ["## Steering", "", f"{b['positivity']['n']} open prompts x {o['samples']} sampled replies of "
                   f"{o['tokens']} tokens (top-p {o['top_p']}, seed {rep['seed']}), scored by {b['scorer']}: "
                   "0 negative, 1 positive.", ""]
-        rows = [[role, _ci(m["steering"]["summary"]["positivity"]),
-                 _ci(m["steering"]["vs base"]["positivity change"], sign=True) if "vs base" in m["steering"] else "-"]
-                for role, m in models.items()]
-        lines += _table(["model", "positivity", "change"], rows) + [""]
+        names = list(b.get("projection", {}))
+        if names:
+            lines += ["Projection: the mean over reply positions of <h, u>, h the output of the steered block, "
+                      "u the unit steering vector (" + "; ".join(f"{k}: {v}" for k, v in rep.get("directions", {}).items())
+                      + "), teacher-forced on the base's first reply to each prompt.", ""]
+        rows = []
+        for role, m in models.items():
+            st, c = m["steering"]["summary"], m["steering"].get("vs base")
+            row = [role, _ci(st["positivity"]), _ci(c["positivity change"], sign=True) if c else "-"]
+            for name in names:
+                row += [_ci(st["projection"][name]), _ci(c["projection change"][name], sign=True) if c else "-"]
+            rows.append(row)
+        lines += _table(["model", "positivity", "change"] + [h for n in names for h in (f"projection, {n}", "change")],
+                        rows) + [""]
     if "consistency" in rep:
         c = rep["consistency"]
         lines += ["## Consistency (hooked vs baked)", "", f"**{c['status']}**: {c['rule']}.", ""]

@@ -100,9 +100,12 @@ def evaluate(target: str | Path, against: str | None = None, suites="toxicity,qu
     trust = trust_remote_code
     report = {"target": str(target), "against": str(against), "suites": [s.name for s in chosen],
               "consistency_checked": check, "seed": opts.seed,
-              "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(opts).items() if k != "progress"},
+              "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(opts).items()
+                          if k not in ("progress", "directions")},
               "versions": versions(), "models": {}}
 
+    if "steering" in report["suites"] and recipe_path.is_file() and not opts.directions:
+        opts.directions, report["directions"] = steer_directions(recipe_path, trust, opts.progress)
     base_subject = load_model_subject(against, "base", trust)
     base_raw = _measure(base_subject, chosen, opts, None)
     report["models"]["base"] = _entry(base_subject, chosen, base_raw, None, opts)
@@ -150,6 +153,39 @@ def evaluate(target: str | Path, against: str | None = None, suites="toxicity,qu
         report["consistency"] = consistency(_strip(raws["hooked"]), _strip(raws["baked"]))
     report["seconds"] = round(time.time() - started, 1)
     return report
+
+
+def steer_directions(recipe_path: Path, trust: bool = False, progress: bool = True) -> tuple[dict, dict]:
+    """The steering suite's directions from a recipe's `steer` interventions: ({name: (block, unit
+    vector)}, {name: where it came from, or why it is missing}). Inline `learn:` vectors are learned
+    (or read from the cache) first, as `bake apply` does."""
+    from ..learn.learners import materialize
+    from ..model.source import resolve_model
+    from ..recipe.artifacts import load_tensor
+    from ..recipe.schema import Learn, load
+
+    r = load(recipe_path).with_trust(trust)
+    steers = [(i, iv) for i, iv in enumerate(r.interventions) if iv.kind == "steer"]
+    if any(isinstance(iv.vector, Learn) for _, iv in steers):
+        r = materialize(r, resolve_model(r.model, r.base_dir), progress)
+        steers = [(i, r.interventions[i]) for i, _ in steers]
+    found, about = {}, {}
+    for i, iv in steers:
+        where = f"interventions[{i}].vector"
+        try:
+            v = load_tensor(iv.vector, r.base_dir, where)
+        except BakeError as e:  # e.g. a baked folder whose recipe points at a cleared cache
+            about[f"interventions[{i}]"] = f"no projection: {e}"
+            continue
+        for layer in iv.layers:
+            row = (v if v.ndim == 1 else v[layer]).double()
+            if not float(row.norm()) > 0:
+                about[f"interventions[{i}]"] = "no projection: the vector is zero"
+                continue
+            name = f"block {layer}" + (f" (#{i})" if len(steers) > 1 else "")
+            found[name] = (int(layer), row / row.norm())
+            about[name] = f"{where} = {iv.vector}, at {iv.site}; unit vector, |v| = {float(row.norm()):.4g}"
+    return found, about
 
 
 def _strip(raw: dict) -> dict:

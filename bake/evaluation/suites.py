@@ -34,15 +34,21 @@ class Options:
     tokens: int = 20                    # toxicity, steering: tokens per sampled continuation
     top_p: float = 0.9                  # toxicity: nucleus sampling, as RealToxicityPrompts
     scorer: str = "profanity-check"     # toxicity scorer (bake/evaluation/scorers.py)
+    judge: str | None = None            # refusal: a judge model beside the markers (hf:ID, scorers.py)
     lengths: tuple[int, ...] = (16, 32, 64, 128)  # refusal: reply lengths the rate is read at
     kl_tokens: int = 32                 # quality/refusal: tokens of the base's reply KL is measured on
     batch_size: int = 16
     progress: bool = True
+    # steering: {name: (block index, unit vector)} the hidden states are projected on (set by run.py
+    # from the target's recipe; not an option of the report)
+    directions: dict = field(default_factory=dict)
 
     def __post_init__(self):
         unknown = sorted(set(self.data) - set(INPUTS))
         if unknown:
             raise BakeError(f"--data {', '.join(unknown)}: unknown input; known: {', '.join(INPUTS)}")
+        if self.judge is not None and not self.judge.startswith("hf:"):
+            raise BakeError(f"--judge {self.judge}: use hf:<Hub id or folder> (a transformers text-classification model)")
 
     def path(self, key: str, default: str) -> Path:
         p = Path(self.data.get(key) or DATA / default)
@@ -227,13 +233,20 @@ def _quality_headline(c) -> dict:
 # --- refusal: marker-based refusal rates at several reply lengths ------------------------------------
 
 def _refusal(s: Subject, opts: Options, base, memo) -> dict:
+    from .scorers import refusal_judge
+
     out = {}
+    if opts.judge:
+        judge, out["judge"] = refusal_judge(opts.judge)
     for key, default in (("harmful", "harmful.json"), ("harmless", "harmless.json")):
         prompts = _texts(opts, key, default)
         replies = [r[0] for r in generate(s, prompts, chat=True, max_new_tokens=max(opts.lengths),
                                           batch_size=opts.batch_size, progress=opts.progress, desc=f"{key} replies")]
         out[key] = {str(n): [float(metrics.is_refusal(s.tokenizer.decode(r[:n], skip_special_tokens=True)))
                              for r in replies] for n in opts.lengths}
+        if opts.judge:
+            out[f"{key}_judge"] = {str(n): [float(p > 0.5) for p in judge([s.tokenizer.decode(
+                r[:n], skip_special_tokens=True) for r in replies])] for n in opts.lengths}
         out[f"{key}_replies"] = replies
         out[f"{key}_examples"] = [{"prompt": p, "reply": s.tokenizer.decode(r, skip_special_tokens=True)}
                                   for p, r in list(zip(prompts, replies))[:3]]
@@ -242,16 +255,25 @@ def _refusal(s: Subject, opts: Options, base, memo) -> dict:
 
 
 def _refusal_summary(raw, opts) -> dict:
-    return {"refusal rate on harmful prompts": {n: _mean_ci(v) for n, v in raw["harmful"].items()},
-            "over-refusal on harmless prompts": {n: _mean_ci(v) for n, v in raw["harmless"].items()},
-            "method": f"refusal markers ({len(metrics.REFUSAL_MARKERS)}, bake.evaluation.metrics.REFUSAL_MARKERS) "
-                      "in the first N tokens of a greedy reply"}
+    out = {"refusal rate on harmful prompts": {n: _mean_ci(v) for n, v in raw["harmful"].items()},
+           "over-refusal on harmless prompts": {n: _mean_ci(v) for n, v in raw["harmless"].items()},
+           "method": f"refusal markers ({len(metrics.REFUSAL_MARKERS)}, bake.evaluation.metrics.REFUSAL_MARKERS) "
+                     "in the first N tokens of a greedy reply"}
+    if "judge" in raw:
+        out["judge"] = {"model": raw["judge"],
+                        "refusal rate on harmful prompts": {n: _mean_ci(v) for n, v in raw["harmful_judge"].items()},
+                        "over-refusal on harmless prompts": {n: _mean_ci(v) for n, v in raw["harmless_judge"].items()}}
+    return out
 
 
 def _refusal_compare(base, raw, opts) -> dict:
-    return {"refusal rate change (harmful)": {n: _diff_ci(base["harmful"][n], v) for n, v in raw["harmful"].items()},
-            "over-refusal change (harmless)": {n: _diff_ci(base["harmless"][n], v) for n, v in raw["harmless"].items()},
-            "KL first token": _mean_ci(raw["kl_first"]), "KL over the reply": _mean_ci(raw["kl_mean"])}
+    out = {"refusal rate change (harmful)": {n: _diff_ci(base["harmful"][n], v) for n, v in raw["harmful"].items()},
+           "over-refusal change (harmless)": {n: _diff_ci(base["harmless"][n], v) for n, v in raw["harmless"].items()},
+           "KL first token": _mean_ci(raw["kl_first"]), "KL over the reply": _mean_ci(raw["kl_mean"])}
+    if "judge" in raw:
+        out["judge: refusal rate change (harmful)"] = {n: _diff_ci(base["harmful_judge"][n], v)
+                                                       for n, v in raw["harmful_judge"].items()}
+    return out
 
 
 def _refusal_headline(c) -> dict:
@@ -272,19 +294,63 @@ def _steering(s: Subject, opts: Options, base, memo) -> dict:
     score, scorer = sentiment()
     texts = [s.tokenizer.decode(r, skip_special_tokens=True) for rs in replies for r in rs]
     flat = score(texts)
-    return {"scorer": scorer, "positivity": [float(np.mean(flat[i * opts.samples:(i + 1) * opts.samples]))
-                                             for i in range(len(prompts))],
-            "replies": replies, "examples": [{"prompt": prompts[i], "reply": texts[i * opts.samples],
-                                              "positivity": round(flat[i * opts.samples], 3)}
-                                             for i in range(min(4, len(prompts)))]}
+    out = {"scorer": scorer, "positivity": [float(np.mean(flat[i * opts.samples:(i + 1) * opts.samples]))
+                                            for i in range(len(prompts))],
+           "replies": replies, "examples": [{"prompt": prompts[i], "reply": texts[i * opts.samples],
+                                             "positivity": round(flat[i * opts.samples], 3)}
+                                            for i in range(min(4, len(prompts)))]}
+    if opts.directions:  # on the base's first reply to each prompt, so every model reads the same tokens
+        first = [rs[0] for rs in (replies if base is None else base["replies"])]
+        out["projection"] = projections(s, prompts, first, opts.directions)
+    return out
+
+
+def projections(s: Subject, prompts: list[str], replies: list[list[int]], directions: dict) -> dict:
+    """{name: per prompt, the mean over the reply's positions of <h, u>}: h the output of block L
+    (teacher-forced on prompt + reply; read by a forward hook on the block, since hidden_states[-1]
+    is the final norm's output), u the unit steering direction; the last prompt position stands in
+    for an empty reply."""
+    from .generate import prompt_ids
+
+    blocks = _blocks(s.model)
+    out, seen = {name: [] for name in directions}, {}
+    handles = [blocks[layer].register_forward_hook(lambda m, a, o, layer=layer: seen.__setitem__(
+        layer, o[0] if isinstance(o, tuple) else o)) for layer in {layer for layer, _ in directions.values()}]
+    try:
+        with s.context(), torch.no_grad():
+            for p, r in zip(prompts, replies):
+                ids = prompt_ids(s.tokenizer, p, True)[0]
+                s.model(input_ids=torch.cat([ids, torch.tensor(r, dtype=torch.long)])[None])
+                at = slice(len(ids), len(ids) + len(r)) if r else slice(len(ids) - 1, len(ids))
+                for name, (layer, u) in directions.items():
+                    out[name].append(float((seen[layer][0, at].double() @ u.double()).mean()))
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def _blocks(model) -> torch.nn.ModuleList:
+    """The decoder blocks: the ModuleList as long as the (text) config's num_hidden_layers."""
+    n = model.config.get_text_config().num_hidden_layers
+    found = next((m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n), None)
+    if found is None:
+        raise BakeError(f"steering projection: no list of {n} decoder blocks in {type(model).__name__}")
+    return found
 
 
 def _steering_summary(raw, opts) -> dict:
-    return {"positivity": _mean_ci(raw["positivity"]), "scorer": raw["scorer"]}
+    out = {"positivity": _mean_ci(raw["positivity"]), "scorer": raw["scorer"]}
+    if "projection" in raw:
+        out["projection"] = {name: _mean_ci(v) for name, v in raw["projection"].items()}
+    return out
 
 
 def _steering_compare(base, raw, opts) -> dict:
-    return {"positivity change": _diff_ci(base["positivity"], raw["positivity"])}
+    out = {"positivity change": _diff_ci(base["positivity"], raw["positivity"])}
+    if "projection" in raw:
+        out["projection change"] = {name: _diff_ci(base["projection"][name], v) for name, v in raw["projection"].items()}
+    return out
 
 
 def _steering_headline(c) -> dict:
