@@ -31,15 +31,17 @@ def _recipe(r: Recipe | str | Path | dict) -> Recipe:
     return recipe_mod.load(r)
 
 
-def plan(recipe: Recipe | str | Path | dict, progress: bool = True, trust_remote_code: bool = False) -> Plan:
+def plan(recipe: Recipe | str | Path | dict, progress: bool = True, trust_remote_code: bool = False,
+         hooks_only: bool = False) -> Plan:
     """Resolve the model, learn inline artifacts, compile; writes nothing but caches
     (the dequantized GGUF, learned artifacts). Code shipped with a model runs only when
-    `trust_remote_code` is given here: a recipe cannot ask for it."""
+    `trust_remote_code` is given here: a recipe cannot ask for it. `hooks_only`: the plan of the
+    recipe's hook realization (what `--hooks` runs), which may hold interventions no bake computes."""
     from .learn.learners import materialize
 
     r = _recipe(recipe).with_trust(trust_remote_code)
     ckpt = resolve_model(r.model, r.base_dir)
-    return compile_plan(materialize(r, ckpt, progress), ckpt)
+    return compile_plan(materialize(r, ckpt, progress), ckpt, hooks_only)
 
 
 def plan_summary(p: Plan) -> dict:
@@ -68,8 +70,9 @@ def _resolved_recipe(p: Plan) -> dict:
     for iv in data["interventions"]:
         for key in kinds.get(iv["kind"]).artifacts:
             value = iv.get(key)
-            refs = [str(r.path(x.partition("#")[0]).resolve()) + "".join(x.partition("#")[1:]) if isinstance(x, str)
-                    else x for x in (value if isinstance(value, list) else [value])]
+            refs = [str(r.path(x.partition("#")[0]).resolve()) + "".join(x.partition("#")[1:])
+                    if isinstance(x, str) and not x.startswith("hf:") else x
+                    for x in (value if isinstance(value, list) else [value])]
             if value is not None:
                 iv[key] = refs if isinstance(value, list) else refs[0]
     if not str(r.model).startswith("builtin:") and Path(r.path(r.model)).exists():

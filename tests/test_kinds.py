@@ -39,13 +39,14 @@ def test_every_kind_is_wired_from_the_registry():
     from bake.recipe.schema import Intervention
 
     assert set(get_args(get_args(Intervention)[0])) == {k.schema for k in kinds.KINDS.values()}
-    assert set(coverage.KINDS) == set(kinds.KINDS) == {"aura", "steer", "ablate"}
+    assert set(kinds.KINDS) == {"aura", "steer", "ablate", "sae_amplify", "sae_calibrate"}
+    assert set(coverage.KINDS) == {k for k, kind in kinds.KINDS.items() if kind.coverage} == {"aura", "steer", "ablate"}
     for name, kind in kinds.KINDS.items():
         assert kind.schema.model_fields["kind"].annotation.__args__ == (name,)
         assert kind.tag and set(kind.learners) <= set(kind.artifacts) <= set(kind.schema.model_fields)
-    with pytest.raises(bake.RecipeError, match="expected aura, steer or ablate"):
+    with pytest.raises(bake.RecipeError, match="expected aura, steer, ablate, sae_amplify or sae_calibrate"):
         parse({"model": "x", "interventions": [{"kind": "nope"}]})
-    with pytest.raises(BakeError, match="unknown intervention kind 'nope'; bake knows aura, steer, ablate"):
+    with pytest.raises(BakeError, match="unknown intervention kind 'nope'; bake knows aura, steer, ablate, sae_amplify, sae_calibrate"):
         kinds.get("nope")
 
 
@@ -60,7 +61,7 @@ def test_every_op_has_its_fold_and_hook_twin():
     for name, spec in OPS.items():
         assert spec.fold is not None or spec.attach is not None, name
     assert {n for n, s in OPS.items() if s.attach is None} == {"shift", "mul"}
-    assert {n for n, s in OPS.items() if s.fold is None} == {"scale_experts"}
+    assert {n for n, s in OPS.items() if s.fold is None} == {"scale_experts", "sae_gate"}  # sae_gate: hook-only
 
 
 # --- the math: fold == hook ----------------------------------------------------------------------

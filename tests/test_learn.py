@@ -239,7 +239,8 @@ def test_sae_decoder_row_imports_with_its_layer(model, tmp_path):
     sae = tmp_path / "sae"
     sae.mkdir()
     w = torch.randn(64, 32)
-    save_file({"W_dec": w, "W_enc": w.T.contiguous(), "b_dec": torch.zeros(32)}, str(sae / "sae_weights.safetensors"))
+    save_file({"W_dec": w, "W_enc": w.T.contiguous(), "b_enc": torch.zeros(64), "b_dec": torch.zeros(32)},
+              str(sae / "sae_weights.safetensors"))
     (sae / "cfg.json").write_text(json.dumps({"hook_name": "blocks.2.hook_resid_post", "d_in": 32, "d_sae": 64}))
     out = tmp_path / "v.safetensors"
     res = learners.learn_steer(str(model), out, from_sae=str(sae), feature=5, progress=False)

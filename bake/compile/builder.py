@@ -28,8 +28,8 @@ from .planning import Op, Plan, Step, TensorEdit
 class _Builder:
     """The plan under construction; kinds add ops through it."""
 
-    def __init__(self, recipe: Recipe, ckpt: Checkpoint):
-        self.recipe, self.ckpt = recipe, ckpt
+    def __init__(self, recipe: Recipe, ckpt: Checkpoint, hooks_only: bool = False):
+        self.recipe, self.ckpt, self.hooks_only = recipe, ckpt, hooks_only
         self.config = ckpt.config
         self.family: Adapter = resolve_family(self.config, ckpt.shapes, recipe.trust_remote_code)
         self.names = ckpt.shapes
@@ -169,8 +169,9 @@ class _Builder:
     def build(self) -> Plan:
         for idx, iv in enumerate(self.recipe.interventions):
             where = f"interventions[{idx}]"
-            step = kinds.get(iv.kind).compile(self, idx, iv, where)
-            if not step.exact and not iv.approximate:  # defensive: refusals happen in the kinds
+            kind = kinds.get(iv.kind)
+            step = kind.hook_step(self, idx, iv, where) if self.hooks_only else kind.compile(self, idx, iv, where)
+            if not self.hooks_only and not step.exact and not iv.approximate:  # defensive: kinds refuse
                 raise NotBakeable(f"{where}: not exact and `approximate` is not set")
             self.steps.append(step)
         self.config_updates["dtype"] = self.recipe.dtype
@@ -187,6 +188,7 @@ def merge_config(into: dict, upd: dict) -> None:
             into[k] = v
 
 
-def compile_plan(recipe: Recipe, ckpt: Checkpoint) -> Plan:
-    """Recipe + checkpoint index -> Plan. Raises before anything is written."""
-    return _Builder(recipe, ckpt).build()
+def compile_plan(recipe: Recipe, ckpt: Checkpoint, hooks_only: bool = False) -> Plan:
+    """Recipe + checkpoint index -> Plan. Raises before anything is written. `hooks_only`: the hook
+    realization of every intervention (each kind's `hook_step`), for running hooked, not for baking."""
+    return _Builder(recipe, ckpt, hooks_only).build()

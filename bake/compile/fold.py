@@ -107,6 +107,14 @@ def hook_project_out(h: torch.Tensor, r: torch.Tensor, weight: torch.Tensor | fl
     return h - float(weight) * (h @ r) @ r.T
 
 
+def hook_sae_gate(h: torch.Tensor, s: torch.Tensor, coef: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """h: [..., d] -> h + coef * ReLU(h S) S^T (S: [d, k], the SAE kinds' feature directions as unit
+    columns): amplify with coef = a, remove the features' gated part with coef = -1. Hook-only: no
+    weight of a stock model computes a ReLU of the residual stream."""
+    s = s.to(h.dtype)
+    return h + float(coef) * torch.relu(h @ s) @ s.T
+
+
 def hook_scale_ids(h: torch.Tensor, gain: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """An embedding's output h: [..., d] for token (or position) `ids` [...] -> h * gain[ids] (a per-row gain of
     the table, the input-side twin of scaling its rows)."""

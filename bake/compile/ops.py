@@ -122,6 +122,9 @@ OPS: dict[str, OpSpec] = {
                   lambda op, ndim: {a for a, n in enumerate(op.vec.shape) if n != 1}),
     # fused experts, hook side: unit j of expert e times vec[e, j]
     "scale_experts": OpSpec(None, _on_expert_units, lambda op: "scale expert units"),
+    # SAE features, hook side only: h + coef * ReLU(h S) S^T (args: (coef,)); baking refuses it or linearizes
+    "sae_gate": OpSpec(None, _on_output(fold.hook_sae_gate),
+                       lambda op: f"gated SAE term on {op.vec.shape[1]} feature(s) x{float(op.args[0]):.3g}"),
 }
 
 

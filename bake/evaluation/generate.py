@@ -63,7 +63,7 @@ def subject(source: str | Path, hooks: bool | None = None, trust_remote_code: bo
     else:
         from ..api import plan
 
-        p = plan(path, progress=progress, trust_remote_code=trust_remote_code)
+        p = plan(path, progress=progress, trust_remote_code=trust_remote_code, hooks_only=True)
         ckpt, hook_list = p.checkpoint, p.hooks
         what = f"{ckpt.spec} with the hooks of {path.name} ({len(hook_list)} hooks)"
     model = load_model(ckpt.path, trust_remote_code=trust_remote_code, dtype=torch.float32)

@@ -133,12 +133,14 @@ def evaluate(target: str | Path, against: str | None = None, suites="toxicity,qu
             points.append({"key": path, "value": v, **head})
         report["sweep"] = _sweep_summary(points, max_ppl_increase)
     elif is_recipe(target):
-        p = plan(target, progress=opts.progress, trust_remote_code=trust)
-        if hooks or check:
+        p = plan(target, progress=opts.progress, trust_remote_code=trust, hooks_only=hooks)
+        if hooks or check:  # --hooks: the recipe's hook realization; consistency: the hooks the bake compiles
             s = hooked_subject(p, trust)
             run(s, "hooked")
             _free(s)
         if not hooks or check:
+            if hooks:  # with consistency: the hook realization against the bake (they differ where a kind linearizes)
+                p = plan(target, progress=opts.progress, trust_remote_code=trust)
             with baked_subject(p, trust, opts.progress) as s:
                 run(s, "baked")
     else:

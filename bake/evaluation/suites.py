@@ -313,20 +313,20 @@ def projections(s: Subject, prompts: list[str], replies: list[list[int]], direct
     from .generate import prompt_ids
 
     blocks = _blocks(s.model)
-    out, seen = {name: [] for name in directions}, {}
-    handles = [blocks[layer].register_forward_hook(lambda m, a, o, layer=layer: seen.__setitem__(
-        layer, o[0] if isinstance(o, tuple) else o)) for layer in {layer for layer, _ in directions.values()}]
-    try:
-        with s.context(), torch.no_grad():
+    out, seen, handles = {name: [] for name in directions}, {}, []
+    with s.context(), torch.no_grad():  # registered after the subject's hooks, so it reads what they return
+        handles += [blocks[layer].register_forward_hook(lambda m, a, o, layer=layer: seen.__setitem__(
+            layer, o[0] if isinstance(o, tuple) else o)) for layer in {layer for layer, _ in directions.values()}]
+        try:
             for p, r in zip(prompts, replies):
                 ids = prompt_ids(s.tokenizer, p, True)[0]
                 s.model(input_ids=torch.cat([ids, torch.tensor(r, dtype=torch.long)])[None])
                 at = slice(len(ids), len(ids) + len(r)) if r else slice(len(ids) - 1, len(ids))
                 for name, (layer, u) in directions.items():
                     out[name].append(float((seen[layer][0, at].double() @ u.double()).mean()))
-    finally:
-        for h in handles:
-            h.remove()
+        finally:
+            for h in handles:
+                h.remove()
     return out
 
 

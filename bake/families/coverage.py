@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..kinds import KINDS
+from .. import kinds as _kinds
+
+# the kinds with a per-family status of their own (the SAE kinds bake through steer's slot or ablate's fold)
+KINDS = {name: kind for name, kind in _kinds.KINDS.items() if kind.coverage}
 
 
 @dataclass

@@ -47,6 +47,9 @@ class Kind:
     artifacts: ClassVar[dict[str, str]] = {}  # recipe field -> role (provenance; a field may hold a list)
     # recipe field -> (learner name in bake.learn.learners, suffix of the learned file's reference)
     learners: ClassVar[dict[str, tuple[str, str]]] = {}
+    # in the coverage table (`bake arch --table`, eval/coverage.py): a kind whose bake is another kind's fold
+    # (the SAE kinds: steer's slot, ablate's projection) has no per-family status of its own
+    coverage: ClassVar[bool] = True
 
     def status(self, family) -> tuple[str, str]:
         """(exact | approximate | refused, why) of this kind on a resolved family (`bake arch`)."""
@@ -56,6 +59,12 @@ class Kind:
         """Add this intervention's folds and hooks to the builder `b` (compile._Builder); return its planning.Step.
         Raise BakeError / NotBakeable before the builder holds anything that cannot be baked."""
         raise NotImplementedError
+
+    def hook_step(self, b, idx: int, iv, where: str):
+        """The hook realization alone (`bake generate --hooks`, `bake eval --hooks`): a planning.Step whose
+        hooks are the specification, with no folds required. Kinds whose bake is the hook's exact
+        compilation compile as usual; kinds that bake only part of the hook (the SAE kinds) override it."""
+        return self.compile(b, idx, iv, where)
 
     def learn_defaults(self, iv) -> dict:
         """Learner options implied by the recipe entry (e.g. aura's modules)."""

@@ -11,13 +11,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from ..errors import BakeError, first_line
 
@@ -79,29 +77,16 @@ def read_steering_vectors(path: Path) -> dict[int, torch.Tensor]:
 
 def read_sae_row(folder: Path, feature: int) -> tuple[int, torch.Tensor]:
     """(layer, W_dec[feature]) from a SAELens folder; the hook must be blocks.L.hook_resid_post."""
-    cfg_path, w_path = folder / "cfg.json", folder / "sae_weights.safetensors"
-    if not cfg_path.is_file() or not w_path.is_file():
-        raise BakeError(f"{folder}: a SAELens SAE folder holds cfg.json and sae_weights.safetensors")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BakeError(f"{cfg_path}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise BakeError(f"{cfg_path}: expected a JSON object")
-    hook = cfg.get("hook_name") or cfg.get("metadata", {}).get("hook_name", "")
-    m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", hook or "")
+    from ..sae.format import read
+
+    sae = read(folder)
+    m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", sae.hook_name)
     if not m:
-        raise BakeError(f"{folder}: hook {hook!r} is not blocks.L.hook_resid_post; only residual-stream SAEs "
+        raise BakeError(f"{folder}: hook {sae.hook_name!r} is not blocks.L.hook_resid_post; only residual-stream SAEs "
                         "map to a steer at a block output")
-    try:
-        w = load_file(str(w_path))["W_dec"]
-    except Exception as e:  # truncated file, or no W_dec tensor
-        raise BakeError(f"{w_path}: cannot read W_dec ({type(e).__name__}: {e})") from None
-    if w.ndim != 2:
-        raise BakeError(f"{w_path}: W_dec must be a [d_sae, d_in] matrix")
-    if not 0 <= feature < w.shape[0]:
-        raise BakeError(f"{folder}: feature {feature} out of range (the SAE has {w.shape[0]})")
-    return int(m.group(1)), w[feature].float()
+    if not 0 <= feature < sae.d_sae:
+        raise BakeError(f"{folder}: feature {feature} out of range (the SAE has {sae.d_sae})")
+    return int(m.group(1)), sae.W_dec[feature].float()
 
 
 def to_steering_tensor(vectors: dict[int, torch.Tensor], n_layers: int, hidden: int | None = None) -> torch.Tensor:

@@ -1,0 +1,175 @@
+"""What the SAE kinds share: their recipe fields, the feature directions S, and the split of an SAE
+intervention into what bakes exactly and what does not.
+
+Both kinds act at the SAE's hook point (the output of block L for `blocks.L.hook_resid_post`) on
+the hidden state X, with S [d, k] the chosen features' decoder rows as unit columns:
+
+    sae_amplify     X' = X + a * ReLU(X S) S^T
+    sae_calibrate   X' = X - ReLU(X S) S^T + b * mean(s)      (mean(s): the mean of S's columns)
+
+Each is `gate * ReLU(X S) S^T + constant` (amplify: gate a, no constant; calibrate: gate -1,
+constant b * mean(s)). The constant bakes exactly into the hook point's bias slot (where `steer`
+bakes). The gated term is a ReLU of the residual stream: no stock weight computes it, so a bake
+refuses it unless the recipe opts into a stated replacement, exact for what it is and reported as
+a different intervention from the hook version:
+
+- `linearize: decoder`: ReLU(X s_c) is replaced by the constant `activation` (default 1), so the
+  gated term becomes the steering vector `gate * activation * sum_c s_c`, added with the constant;
+- `linearize: ablate`: the features' span is removed from every residual-stream writer (the `ablate`
+  kind on S), the constant added after it.
+
+The hook realization (`bake generate --hooks`, `bake eval --hooks`) is the formula itself.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ..compile.planning import Hook, Op, Step
+from ..errors import BakeError, NotBakeable
+from ..kinds.base import Artifact, Float, Int, StrictModel
+
+
+class SaeFields(StrictModel):
+    """The fields both SAE kinds share."""
+
+    sae: Artifact                       # a SAELens folder, hf:owner/repo[/subfolder][@rev], or {learn: {...}}
+    features: list[Int] = Field(min_length=1)
+    linearize: Literal["decoder", "ablate"] | None = None
+    activation: Float = Field(default=1.0, allow_inf_nan=False)  # linearize: decoder, what stands in for ReLU(X s_c)
+
+
+def status(fam, extra: str = "") -> tuple[str, str]:
+    """`bake arch`'s cell for an SAE kind at a block output: its gated term is hook-only; linearized,
+    it bakes where `steer` (decoder) and `ablate` do."""
+    from ..kinds.steer import block_out_status
+
+    steer, why = block_out_status(fam)
+    if steer != "exact":
+        return "refused", why
+    return "linearized", f"the gated term runs as a hook{extra}; linearize: decoder or ablate bakes exactly"
+
+
+def load_sae(b, iv, where: str):
+    """The recipe's SAE, checked against the model; its files are recorded as read."""
+    from .format import CFG, WEIGHTS, load
+
+    if not isinstance(iv.sae, str):
+        raise BakeError(f"{where}.sae: an inline learn: block must be learned before compiling")
+    sae = load(iv.sae, b.recipe.base_dir)
+    if sae.d_in != b.family.d:
+        raise BakeError(f"{where}.sae: the SAE reads {sae.d_in}-wide activations; the model's hidden size is "
+                        f"{b.family.d}: it was trained on another model")
+    if not iv.sae.startswith("hf:"):
+        for f in (CFG, WEIGHTS):
+            b.note_artifact(f"{iv.sae.rstrip('/')}/{f}", "SAE")
+    bad = [f for f in iv.features if not 0 <= f < sae.d_sae]
+    if bad:
+        raise BakeError(f"{where}.features: {bad} out of range; the SAE has {sae.d_sae} features (0..{sae.d_sae - 1})")
+    if len(set(iv.features)) != len(iv.features):
+        raise BakeError(f"{where}.features: a feature is listed twice: {iv.features}")
+    return sae
+
+
+def site(b, sae, where: str):
+    """(block, site, hook module, bias slot or a str: why there is none) of the SAE's hook point."""
+    from ..kinds.steer import site_slots
+    from .format import hook_site
+
+    try:
+        layer, where_site = hook_site(sae.hook_name, b.family.n_layers)
+    except BakeError as e:
+        raise BakeError(f"{where}.sae: {e}") from None
+    found = site_slots(b.family, where_site)
+    if where_site == "block_out":
+        module = b.family.block(layer)
+    elif isinstance(found, str):
+        raise NotBakeable(f"{where}: the SAE reads {sae.hook_name}, and bake finds no module of {b.family.name} "
+                          f"whose output is that hook point ({found})")
+    else:
+        module = found[0][layer].module
+    return layer, where_site, module, found
+
+
+def compile_sae(b, idx: int, iv, where: str, kind: str, gate: float, constant, about: str) -> Step:
+    """The bake: the constant exactly, the gated term refused or linearized as the recipe declares.
+    `constant(S)` -> [d] or None; `about` names the formula for messages."""
+    sae = load_sae(b, iv, where)
+    s = sae.directions(list(iv.features))
+    layer, where_site, _, found = site(b, sae, where)
+    const = constant(s)
+    if iv.linearize is None:
+        part = (" Its constant part (b * mean(s)) alone would bake exactly as a bias." if const is not None else "")
+        raise NotBakeable(
+            f"{where}: {kind} computes {about}; its gated term ReLU(X S) S^T is a ReLU of the residual stream, which "
+            f"no weight of a stock checkpoint computes, so it cannot be baked.{part} Run it as a hook (`bake generate "
+            f"--hooks`, `bake eval --hooks`), or opt into a replacement that bakes exactly for what it is: "
+            f"`linearize: decoder` (a steering vector along the features' summed decoder rows) or `linearize: ablate` "
+            f"(remove the features' directions from every residual writer).")
+    if isinstance(found, str):
+        raise NotBakeable(f"{where}: the hook point {sae.hook_name} has no bias slot in a {b.family.name} checkpoint "
+                          f"({found}); run {kind} as a hook")
+    step = Step(idx, kind, True, "")
+    vec = const
+    if iv.linearize == "decoder":
+        lin = gate * iv.activation * s.sum(dim=1)
+        vec = lin if vec is None else vec + lin
+        what = (f"linearized (decoder): ReLU(X s_c) replaced by {iv.activation:g}, i.e. add "
+                f"{gate * iv.activation:g} * sum of {s.shape[1]} decoder direction(s)")
+    else:
+        _ablate(b, idx, s, where, step)
+        what = f"linearized (ablate): remove the span of {s.shape[1]} feature direction(s) from every residual writer"
+    if vec is not None:
+        _add(b, idx, vec, layer, found, step)
+    step.summary = (f"{what}" + (" + the constant b * mean(s)" if const is not None else "")
+                    + f" at {sae.hook_name} (block {layer}, {where_site}); a different intervention from the hook "
+                      f"version {about}, which `bake eval --hooks` measures")
+    step.details = {"features": list(iv.features), "hook_name": sae.hook_name, "linearize": iv.linearize,
+                    "hook_version": about}
+    return step
+
+
+def hook_sae(b, idx: int, iv, where: str, kind: str, gate: float, constant, about: str) -> Step:
+    """The hook realization: X + gate * ReLU(X S) S^T (+ constant) on the hook point's module."""
+    import torch
+
+    sae = load_sae(b, iv, where)
+    s = sae.directions(list(iv.features))
+    layer, _, module, _ = site(b, sae, where)
+    step = Step(idx, kind, False, f"hook: {about} at {sae.hook_name} ({module}), features {list(iv.features)}")
+    step.hooks.append(Hook(idx, module, "sae_gate", s, (torch.tensor(float(gate), dtype=torch.float64),)))
+    const = constant(s)
+    if const is not None:
+        step.hooks.append(Hook(idx, module, "add", const))
+    return step
+
+
+def _add(b, idx, vec, layer, found, step):
+    """Add vec at the hook point's bias slot of `layer` (steer's slots; a stock flag may create the bias)."""
+    slots, flags, creates, how = found
+    if creates and not any(k in b.tensor_names() for k in creates):
+        b.create_zeros(creates, flags, how)
+    slot = slots[layer]
+    b.writes_also(slot.module, slot.tensors)
+    v = vec / slot.coef
+    for name, axis in slot.tensors:
+        b.add_op(name, Op(idx, "add", v, axis), step)
+    step.hooks.append(Hook(idx, slot.module, "add", v))
+
+
+def _ablate(b, idx, s, where, step):
+    """Project the span of S out of every residual writer (the ablate kind's exact fold and hooks)."""
+    from ..compile import fold
+    from ..kinds.ablate import AblateKind
+
+    fam = b.family
+    bad = [w for w in fam.writers() if not w.exact]
+    if fam.broken or bad:
+        raise NotBakeable(f"{where}: linearize: ablate needs writers that bake orthogonalizes exactly; "
+                          f"{fam.broken or bad[0].module + ' has a norm after it'}. Use linearize: decoder, or a hook")
+    q = fold.orthonormal(s.T)[0] if s.shape[1] > 1 else s[:, 0]
+    for w in [*fam.embeds, *(w for blk in fam.blocks for w in blk)]:
+        AblateKind._project(b, idx, b.writes_of(w), q, 1.0, step)
+        step.hooks.append(Hook(idx, w.module, "project_out", q))

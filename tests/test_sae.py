@@ -1,0 +1,191 @@
+"""SAEs: the SAELens reader on files written in its layouts (v6, v5, older), encode/decode on
+hand-made weights, hook names, and the SAE kinds: the compile-time split (gated term refused,
+linearized as declared, constant baked exactly) and the hook realization."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+import bake
+from bake.errors import BakeError, NotBakeable
+from bake.sae import format as sf
+from tiny import COMMON, add_tokenizer, build
+
+D = COMMON["hidden_size"]
+
+
+def _write(folder, cfg, **tensors):
+    folder.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / sf.WEIGHTS))
+    (folder / sf.CFG).write_text(json.dumps(cfg))
+    return folder
+
+
+def _hand():
+    """d_in 2, d_sae 3: W_enc columns e0, e1, e0 + e1; W_dec its transpose; no biases."""
+    w_enc = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    return dict(W_enc=w_enc, W_dec=w_enc.T.clone(), b_enc=torch.zeros(3), b_dec=torch.zeros(2))
+
+
+def test_the_three_layouts_and_architectures_read_and_encode_as_saelens_defines(tmp_path):
+    x = torch.tensor([[2.0, -1.0], [0.5, 3.0]])  # pre-activations: [2, -1, 1] and [0.5, 3, 3.5]
+    v6 = sf.read(_write(tmp_path / "v6", {"architecture": "topk", "k": 1, "d_in": 2, "d_sae": 3,
+                                          "metadata": {"hook_name": "blocks.1.hook_resid_post"}}, **_hand()))
+    assert (v6.arch, v6.k, v6.hook_name) == ("topk", 1, "blocks.1.hook_resid_post")
+    assert torch.equal(v6.encode(x), torch.tensor([[2.0, 0, 0], [0, 0, 3.5]]))
+    v5 = sf.read(_write(tmp_path / "v5", {"hook_name": "blocks.0.hook_mlp_out", "activation_fn_str": "relu",
+                                          "d_in": 2, "d_sae": 3}, **_hand()))
+    assert v5.arch == "relu" and torch.equal(v5.encode(x), torch.tensor([[2.0, 0, 1], [0.5, 3, 3.5]]))
+    old = sf.read(_write(tmp_path / "old", {"hook_point": "blocks.2.hook_resid_pre", "architecture": "jumprelu"},
+                         threshold=torch.tensor([1.0, 1.0, 3.0]), **_hand()))
+    assert old.hook_name == "blocks.2.hook_resid_pre"
+    assert torch.equal(old.encode(x), torch.tensor([[2.0, 0, 0], [0, 3, 3.5]]))  # kept only above the threshold
+    # decode, and the b_dec handling: with apply_b_dec_to_input, b_dec is subtracted before encoding
+    hand = {**_hand(), "b_dec": torch.tensor([1.0, 0.0])}
+    s = sf.read(_write(tmp_path / "bdec", {"architecture": "standard"}, **hand))
+    assert torch.equal(s.pre(torch.tensor([1.0, 0.0])), torch.zeros(3))
+    assert torch.equal(s.decode(torch.tensor([1.0, 0, 0])), torch.tensor([2.0, 0.0]))
+    # constant_norm_rescale: inputs scaled to norm sqrt(d_in), outputs scaled back
+    n = sf.read(_write(tmp_path / "norm", {"architecture": "standard", "normalize_activations":
+                                           "constant_norm_rescale"}, **_hand()))
+    xin = torch.tensor([3.0, 4.0])  # norm 5 -> scaled by sqrt(2) / 5
+    assert torch.allclose(n.pre(xin), torch.tensor([3.0, 4.0, 7.0]) * 2 ** 0.5 / 5)
+    assert torch.allclose(n.decode(torch.tensor([1.0, 0, 0]), xin), torch.tensor([5 / 2 ** 0.5, 0.0]))
+
+
+def test_write_then_read_is_the_same_sae(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    sae = sf.SAE(torch.randn(4, 6, generator=g), torch.randn(6, 4, generator=g), torch.randn(6, generator=g),
+                 torch.randn(4, generator=g), "topk", "blocks.1.hook_resid_post", 2)
+    back = sf.read(sf.write(sae, tmp_path / "s"))
+    cfg = json.loads((tmp_path / "s" / sf.CFG).read_text())
+    assert cfg["architecture"] == "topk" and cfg["k"] == 2 and cfg["metadata"]["hook_name"] == sae.hook_name
+    for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        assert torch.equal(getattr(back, name), getattr(sae, name))
+    x = torch.randn(5, 4, generator=g)
+    assert torch.equal(back.encode(x), sae.encode(x))
+
+
+def test_bad_sae_folders_are_refused_with_the_file_named(tmp_path):
+    cases = [
+        ({"architecture": "gated"}, _hand(), "gated"),
+        ({"architecture": "topk"}, _hand(), "positive integer k"),
+        ({"architecture": "standard", "d_sae": 5}, _hand(), "d_sae = 5"),
+        ({"architecture": "jumprelu"}, _hand(), "threshold"),
+        ({"architecture": "standard"}, {**_hand(), "W_dec": torch.zeros(2, 3)}, "expected [d_in, d_sae]"),
+        ({"architecture": "standard"}, {**_hand(), "b_enc": torch.tensor([0.0, float("nan"), 0.0])}, "NaN"),
+        ({"architecture": "standard", "normalize_activations": "l2"}, _hand(), "normalize_activations"),
+    ]
+    for i, (cfg, tensors, msg) in enumerate(cases):
+        with pytest.raises(BakeError, match=msg.replace("[", r"\[")):
+            sf.read(_write(tmp_path / str(i), cfg, **tensors))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BakeError, match="cfg.json and sae_weights.safetensors"):
+        sf.read(empty)
+    broken = _write(tmp_path / "broken", {"architecture": "standard"}, **_hand())
+    (broken / sf.WEIGHTS).write_bytes(b"\x00" * 10)
+    with pytest.raises(BakeError, match="cannot read"):
+        sf.read(broken)
+
+
+def test_hook_names_map_to_blocks_and_sites():
+    assert sf.hook_site("blocks.2.hook_resid_post", 3) == (2, "block_out")
+    assert sf.hook_site("blocks.2.hook_resid_pre", 3) == (1, "block_out")
+    assert sf.hook_site("blocks.0.hook_mlp_out", 3) == (0, "mlp_out")
+    for bad, msg in (("blocks.0.hook_resid_pre", "embeddings"), ("blocks.3.hook_resid_post", "3 blocks"),
+                     ("blocks.1.attn.hook_z", "maps blocks.L")):
+        with pytest.raises(BakeError, match=msg):
+            sf.hook_site(bad, 3)
+
+
+# --- the kinds on a tiny llama -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sae")
+    src = add_tokenizer(build("llama", d / "src"))
+    g = torch.Generator().manual_seed(3)
+    w_dec = torch.randn(16, D, generator=g)
+    sf.write(sf.SAE(w_dec.T.contiguous(), w_dec, torch.zeros(16), torch.zeros(D), "topk",
+                    "blocks.1.hook_resid_post", 4), d / "sae")
+    return d, src
+
+
+def _recipe(d, src, name, **iv):
+    path = d / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"model": str(src), "interventions": [{"sae": str(d / "sae"), **iv}]}))
+    return path
+
+
+def _unit(d, features):
+    w = load_file(str(d / "sae" / sf.WEIGHTS))["W_dec"].double()[features]
+    return (w / w.norm(dim=-1, keepdim=True)).T
+
+
+def test_the_gated_term_is_refused_before_anything_is_written(tiny):
+    d, src = tiny
+    for kind, extra, says in (("sae_calibrate", {"b": 2.0}, "constant part (b * mean(s)) alone would bake exactly"),
+                              ("sae_amplify", {"a": 4.0}, "linearize: decoder")):
+        r = _recipe(d, src, f"refused-{kind}", kind=kind, features=[3, 5], **extra)
+        with pytest.raises(NotBakeable, match="ReLU of the residual stream") as e:
+            bake.apply(r, output=d / f"out-{kind}", progress=False)
+        assert says in str(e.value) and "--hooks" in str(e.value)
+        assert not (d / f"out-{kind}").exists()
+
+
+def test_linearize_decoder_bakes_the_constant_and_the_linear_term_exactly(tiny):
+    d, src = tiny
+    r = _recipe(d, src, "dec", kind="sae_calibrate", features=[3, 5], b=2.0, linearize="decoder", activation=0.5)
+    rep = bake.apply(r, output=d / "dec-out", progress=False)
+    assert rep.verification["status"] == "passed"
+    s = _unit(d, [3, 5])
+    want = 2.0 * s.mean(dim=1) - 0.5 * s.sum(dim=1)  # b * mean(s) + gate (-1) * activation * sum(s)
+    bias = next(t["model.layers.1.mlp.down_proj.bias"] for f in sorted((d / "dec-out").glob("*.safetensors"))
+                if "model.layers.1.mlp.down_proj.bias" in (t := load_file(str(f))))
+    assert torch.allclose(bias.double(), want, atol=1e-6)
+    step = rep.steps[0]
+    assert "linearized (decoder)" in step["summary"] and "different intervention" in step["summary"]
+
+
+def test_linearize_ablate_removes_the_features_from_every_writer_then_adds_the_constant(tiny):
+    d, src = tiny
+    r = _recipe(d, src, "abl", kind="sae_calibrate", features=[2, 7, 9], b=1.5, linearize="ablate")
+    rep = bake.apply(r, output=d / "abl-out", progress=False)
+    assert rep.verification["status"] == "passed"
+    tensors = {k: v for f in (d / "abl-out").glob("*.safetensors") for k, v in load_file(str(f)).items()}
+    q = _unit(d, [2, 7, 9])
+    for name in ("model.layers.0.self_attn.o_proj.weight", "model.layers.2.mlp.down_proj.weight"):
+        assert (q.T.float() @ tensors[name]).abs().max() < 1e-4  # no writer writes into the features' span
+    # the constant survives: block 1's new MLP bias is b * mean(s), added after the projection
+    assert torch.allclose(tensors["model.layers.1.mlp.down_proj.bias"].double(), 1.5 * q.mean(dim=1), atol=1e-6)
+
+
+def test_the_hook_version_is_the_formula_and_runs_where_the_bake_refuses(tiny, capsys):
+    from bake import api
+    from bake.cli import main
+    from bake.compile.hooks import hooked
+    from bake.model.loading import load_model
+
+    d, src = tiny
+    r = _recipe(d, src, "amp", kind="sae_amplify", features=[1, 4], a=3.0)
+    p = api.plan(r, progress=False, hooks_only=True)
+    model = load_model(src, dtype=torch.float32, trust_remote_code=False).eval()
+    ids = torch.tensor([[1, 5, 9, 13, 2, 7]])
+    seen = []
+    with torch.no_grad():
+        x = model(input_ids=ids, output_hidden_states=True).hidden_states[2]  # block 1's output
+        with hooked(model, p.hooks):  # read block 1's output by a hook registered after bake's
+            model.model.layers[1].register_forward_hook(lambda m, a, o: seen.append(o[0] if isinstance(o, tuple) else o))
+            model(input_ids=ids)
+    out = seen[0]
+    s = _unit(d, [1, 4]).float()
+    assert torch.allclose(out, x + 3.0 * torch.relu(x @ s) @ s.T, atol=1e-5)
+    assert (torch.relu(x @ s) > 0).any() and not torch.allclose(out, x, atol=1e-3)  # the gate opened somewhere
+    assert main(["generate", str(r), "--hooks", "hello", "--max-new-tokens", "4", "-q"]) == 0
+    assert "hooks of amp.yaml" in capsys.readouterr().out
