@@ -319,3 +319,65 @@ def evaluate(target: str | Path, against: str | None = None, suites: str = "toxi
         card.write(folder, report=report)
     rep["output"] = str(folder)
     return rep
+
+
+def explain(sae: str, model: str, features: list[int] | None = None, top: int = 8, data: list[str] | None = None,
+            words: str | None = None, max_words: int = 12, temperature: float = 0.05, contexts: int = 5,
+            max_length: int = 128, space: str = "output", progress: bool = True, trust_remote_code: bool = False) -> dict:
+    """`bake explain`: each feature's mutual-information explanation over a fixed vocabulary (bake/sae/explain.py)
+    and, with `data`, its top activating contexts. `features` None: the `top` features whose explanation
+    carries the most information."""
+    from collections import Counter
+
+    from .learn import collect, data as data_mod
+    from .sae import explain as ex
+    from .sae import format as sae_format
+
+    started = time.time()
+    s = sae_format.load(sae)
+    runner = collect.Runner(model, trust_remote_code)
+    if s.d_in != runner.family.d:
+        raise BakeError(f"SAE {sae}: reads {s.d_in}-wide activations; {model} has hidden size {runner.family.d}")
+    tok = runner.tok
+    texts = [t for spec in (data or []) for t in data_mod.load(spec).texts]
+    ids = [tok(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+    counts = Counter(i for row in ids for i in row) if texts else None
+    word_list = None
+    if words:
+        p = Path(words)
+        if not p.is_file():
+            raise BakeError(f"--words {words}: no such file (one word per line)")
+        word_list = [w for w in p.read_text().split() if w]
+    vocab, vocab_ids = ex.vocabulary(tok, word_list)
+    if not vocab:
+        raise BakeError("the vocabulary is empty: give --words FILE with one word per line")
+    try:
+        emb, fvecs = ex.feature_vectors(runner.model, s.W_dec, space)
+    except ValueError as e:
+        raise BakeError(f"bake explain: {e}") from None
+    p_c_w = ex.conditionals(ex.word_vectors(emb, vocab_ids), fvecs, temperature)
+    p_w = ex.prior(vocab_ids, counts)
+    if features:
+        bad = [f for f in features if not 0 <= f < s.d_sae]
+        if bad:
+            raise BakeError(f"--features {bad}: out of range; the SAE has {s.d_sae} features")
+        chosen = list(features)
+    else:
+        chosen = [c for c, _ in ex.rank_features(p_c_w, p_w, max_words)[:top]]
+    acts = where = None
+    if texts and contexts:
+        layer, _ = sae_format.hook_site(s.hook_name, runner.n_layers)
+        x, where = runner.token_states(texts, layer, max_length=max_length, progress=progress)
+        acts = s.encode(x)
+    rows = []
+    for c in chosen:
+        e = ex.explain(p_c_w, p_w, c, max_words)
+        row = {"feature": c, "mi": e["mi"], "p_c": e["p_c"],
+               "words": [{"word": vocab[w], "p_c_given_w": round(pc, 4)} for w, pc in zip(e["words"], e["p_c_given_w"])]}
+        if acts is not None:
+            row["active_share"] = float((acts[:, c] > 0).float().mean())
+            row["contexts"] = ex.top_contexts(acts, where, ids, tok, c, contexts)
+        rows.append(row)
+    return {"sae": sae, "model": model, "hook_name": s.hook_name, "d_sae": s.d_sae, "vocabulary": len(vocab),
+            "prior": "corpus token counts (add-one)" if counts else "uniform", "temperature": temperature, "space": space,
+            "corpus_texts": len(texts), "features": rows, "seconds": round(time.time() - started, 1)}

@@ -210,6 +210,22 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
     _eval_parser(sub.add_parser("eval", help="measure what a bake does to behaviour and quality (toxicity, refusal, "
                                 "perplexity, KL), against the base model; --sweep re-bakes a recipe per value"), common)
+    sp = sub.add_parser("explain", help="explain SAE features by the words that carry the most mutual information "
+                        "about them, and by their top activating contexts")
+    sp.add_argument("sae", help="a SAELens folder or hf:owner/repo[/subfolder]")
+    sp.add_argument("--model", required=True, help="the model the SAE reads (folder, .gguf, Hub id or builtin:NAME)")
+    sp.add_argument("--features", help="comma-separated feature indices (default: the --top most informative)")
+    sp.add_argument("--top", type=int, default=8)
+    sp.add_argument("--data", nargs="+", help="a corpus (text files or Hub datasets): the word prior and the contexts")
+    sp.add_argument("--words", help="a word list file (default: the tokenizer's single-token words)")
+    sp.add_argument("--max-words", type=int, default=12, help="at most this many words per explanation")
+    sp.add_argument("--temperature", type=float, default=0.05, help="p(c|w) = softmax(cos(e_w, W_c) / temperature)")
+    sp.add_argument("--space", choices=["output", "input"], default="output",
+                    help="output: output embeddings and W_dec times the final norm's gain (what the feature promotes); "
+                         "input: input embeddings and W_dec as it is")
+    sp.add_argument("--contexts", type=int, default=5, help="top activating contexts per feature (with --data)")
+    sp.add_argument("--out", help="also write the explanation as JSON here")
+    common(sp)
     sp = sub.add_parser("arch", help="what the adapter resolves for a model")
     sp.add_argument("model", nargs="?", help="local folder, .gguf, Hub id or builtin:NAME")
     sp.add_argument("--table", action="store_true",
@@ -353,12 +369,45 @@ def _learn_parsers(lp, common):
     r.add_argument("--force", action="store_true", help="replace an existing --out file")
     _max_memory(r)
     common(r)
+    e = sub.add_parser("sae", help="train a TopK SAE on one block's output (saved in SAELens's layout)")
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", required=True, nargs="+", help="text files or Hub dataset ids (every token is a sample)")
+    e.add_argument("--text-column")
+    e.add_argument("--layer", type=int, required=True, help="the block whose output (hook_resid_post) it reads")
+    e.add_argument("--d-sae", type=int, default=1024, help="number of features")
+    e.add_argument("--k", type=int, default=16, help="active features per token (TopK)")
+    e.add_argument("--continue-tokens", type=int, default=0,
+                   help="extend each text by this many tokens sampled from the model itself (seeded)")
+    e.add_argument("--max-length", type=int, default=128)
+    e.add_argument("--steps", type=int, default=3000)
+    e.add_argument("--batch-size", type=int, default=512, help="tokens per training step")
+    e.add_argument("--lr", type=float, default=1e-3)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", required=True, help="a folder (cfg.json + sae_weights.safetensors)")
+    e.add_argument("--force", action="store_true", help="replace an existing --out folder that bake wrote")
+    _max_memory(e)
+    common(e)
 
 
 def _max_memory(p):
     p.add_argument("--max-memory", metavar="SIZE",
                    help="memory the model may take (e.g. 8GB, 512MiB); a larger model is streamed from disk, one "
                         "module at a time, each batch reading it once (default: 60%% of the memory available)")
+
+
+def format_explain(res: dict) -> str:
+    lines = [f"SAE {res['sae']} on {res['hook_name']} ({res['d_sae']} features); vocabulary {res['vocabulary']} words, "
+             f"prior {res['prior']}, {res['space']} embeddings, temperature {res['temperature']:g}", "",
+             "| feature | MI (nats) | words carrying the most information (p(c|w)) |"
+             + (" top activating contexts |" if any("contexts" in r for r in res["features"]) else ""),
+             "| --- | --- | --- |" + (" --- |" if any("contexts" in r for r in res["features"]) else "")]
+    for r in res["features"]:
+        words = ", ".join(f"{w['word']} ({w['p_c_given_w']:.2f})" for w in r["words"])
+        row = f"| {r['feature']} | {r['mi']:.2e} | {words} |"
+        if "contexts" in r:
+            row += " " + " / ".join(c["context"].replace("|", "/").replace("\n", " ") for c in r["contexts"][:3]) + " |"
+        lines.append(row)
+    return "\n".join(lines)
 
 
 def format_learn(what: str, res: dict) -> str:
@@ -374,6 +423,11 @@ def format_learn(what: str, res: dict) -> str:
         return "\n".join(lines)
     if what == "steer":
         return f"wrote {res['out']}: vector[num_layers, hidden], nonzero at blocks {res['layers']} (norms {res['norms']})"
+    if what == "sae":
+        return (f"wrote {res['out']}: TopK SAE on {res['hook_name']}, {res['d_sae']} features, k = {res['k']}, "
+                f"trained on {res['tokens']} tokens of {res['texts']} texts ({res['steps']} steps, {res['seconds']} s)\n"
+                f"held-out fraction of variance unexplained {res['fvu_held_out']:.4f}; dead features "
+                f"{res['dead_share']:.1%}")
     lines = [f"{'pos':>4} {'layer':>5} {'refusal':>9} {'KL':>9}  kept"]
     for row in res["candidates"]:
         lines.append(f"{row['position']:>4} {row['layer']:>5} {row['refusal_score']:>9.3f} {row['kl_harmless']:>9.4f}"
@@ -442,8 +496,11 @@ def _dispatch(args, progress: bool, out) -> int:
         inputs = [Path(v) for k, v in opts.items() if k in ("model", *learners._PATH_OPTS) and isinstance(v, str)
                   and Path(v).exists()]
         # the artifact is written to a temp sibling and renamed; an existing file is replaced only with --force
-        with staging.staged(opts["out"], folder=False, force=args.force, refuse=lambda o: None, protect=inputs,
-                            what="--out") as tmp:
+        sae = args.what == "sae"  # a folder; --force replaces only an SAE folder (cfg.json + weights, nothing else)
+        with staging.staged(opts["out"], folder=sae, force=args.force, protect=inputs, what="--out",
+                            refuse=(lambda o: None if {f.name for f in o.iterdir()} <= {"cfg.json", "sae_weights.safetensors"}
+                                    else "it holds more than an SAE's cfg.json and sae_weights.safetensors")
+                            if sae else (lambda o: None)) as tmp:
             final, opts["out"] = opts["out"], str(tmp)
             res = getattr(learners, f"learn_{args.what}")(progress=progress, **opts)
             res["out"] = str(staging.resolve_path(final))
@@ -482,6 +539,21 @@ def _dispatch(args, progress: bool, out) -> int:
                            hooks=args.hooks, max_ppl_increase=args.max_ppl_increase, options=options,
                            progress=progress, trust_remote_code=trust)
         print(json.dumps(rep, indent=2, default=float) if args.json else format_eval(rep), file=out)
+    elif args.cmd == "explain":
+        try:
+            feats = [int(f) for f in args.features.split(",") if f.strip()] if args.features else None
+        except ValueError:
+            raise BakeError(f"--features {args.features}: expected comma-separated integers") from None
+        if args.top < 1 or args.max_words < 1 or args.temperature <= 0 or args.contexts < 0:
+            raise BakeError("bake explain: --top and --max-words must be >= 1, --temperature > 0, --contexts >= 0")
+        res = api.explain(args.sae, args.model, feats, args.top, args.data, args.words, args.max_words,
+                          args.temperature, args.contexts, space=args.space, progress=progress, trust_remote_code=trust)
+        if args.out:
+            from .write import staging
+
+            with staging.replacing(staging.resolve_path(args.out, "--out")) as tmp:
+                tmp.write_text(json.dumps(res, indent=2) + "\n")
+        print(json.dumps(res, indent=2) if args.json else format_explain(res), file=out)
     elif args.cmd == "arch":
         if args.table:
             print(exactness_table(progress=progress), file=out)

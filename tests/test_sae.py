@@ -189,3 +189,102 @@ def test_the_hook_version_is_the_formula_and_runs_where_the_bake_refuses(tiny, c
     assert (torch.relu(x @ s) > 0).any() and not torch.allclose(out, x, atol=1e-3)  # the gate opened somewhere
     assert main(["generate", str(r), "--hooks", "hello", "--max-new-tokens", "4", "-q"]) == 0
     assert "hooks of amp.yaml" in capsys.readouterr().out
+
+
+# --- explanation and training -------------------------------------------------------------------------
+
+def test_binary_mutual_information_closed_forms():
+    from bake.sae.explain import binary_mi
+
+    t = torch.tensor
+    assert float(binary_mi(t(0.25, dtype=torch.float64), t(0.5, dtype=torch.float64), t(0.5, dtype=torch.float64))) \
+        == pytest.approx(0, abs=1e-12)  # independent
+    assert float(binary_mi(t(0.5, dtype=torch.float64), t(0.5, dtype=torch.float64), t(0.5, dtype=torch.float64))) \
+        == pytest.approx(torch.log(t(2.0)).item())  # one determines the other: H = log 2
+
+
+def test_mutual_information_recovers_a_planted_word_feature_association():
+    from bake.sae import explain as ex
+
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(200, 24, generator=g, dtype=torch.float64)
+    w = torch.randn(10, 24, generator=g, dtype=torch.float64)
+    w[3] = e[7] + 0.1 * torch.randn(24, generator=g, dtype=torch.float64)  # feature 3 is word 7's direction
+    words = [f"w{i}" for i in range(200)]
+    p_c_w = ex.conditionals(e, w, temperature=0.05)
+    counts = torch.ones(200)
+    counts[[11, 12]] = 1000  # two very frequent words: they must not crowd out the planted one
+    p_w = ex.prior([[i] for i in range(200)], counts)
+    found = ex.explain(p_c_w, p_w, 3, max_words=10)
+    assert found["words"][0] == 7 and found["mi"] > 0
+    assert ex.feature_for_word(p_c_w, words, "W7") == 3
+    ranked = ex.rank_features(p_c_w, p_w, 10)
+    assert sorted(c for c, _ in ranked) == list(range(10)) and ranked[0][1] >= ranked[-1][1]
+    with pytest.raises(KeyError):
+        ex.feature_for_word(p_c_w, words, "nope")
+
+
+def test_topk_training_reconstructs_sparse_data_and_reports_its_figures():
+    from bake.sae.train import train
+
+    g = torch.Generator().manual_seed(0)
+    atoms = torch.nn.functional.normalize(torch.randn(24, 16, generator=g), dim=-1)
+    codes = torch.zeros(3000, 24)
+    for i in range(3000):  # two active atoms per sample, positive coefficients
+        idx = torch.randperm(24, generator=g)[:2]
+        codes[i, idx] = torch.rand(2, generator=g) + 0.5
+    x = codes @ atoms * 7.0
+    sae, fig = train(x, d_sae=48, k=4, steps=1500, batch_size=256, lr=3e-3, progress=False, hook_name="blocks.0.hook_resid_post")
+    assert fig["fvu_held_out"] < 0.1, fig
+    assert 0 <= fig["dead_share"] <= 1 and fig["tokens"] == 3000 and fig["held_out_tokens"] == 300
+    f = sae.encode(x[:50])
+    assert ((f > 0).sum(-1) <= 4).all()
+    assert torch.allclose(sae.W_dec.norm(dim=-1) * fig["input_scale"], torch.ones(48), atol=1e-4)  # unit rows, folded
+
+
+def test_learn_sae_and_explain_on_a_tiny_model(tiny, tmp_path, capsys):
+    from bake.cli import main
+    from tiny import CORPUS
+
+    d, src = tiny
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS * 3))
+    out = tmp_path / "learned"
+    assert main(["learn", "sae", "--model", str(src), "--data", str(corpus), "--layer", "1", "--d-sae", "24", "--k", "3",
+                 "--steps", "60", "--batch-size", "64", "--out", str(out), "-q"]) == 0
+    said = capsys.readouterr().out
+    assert "TopK SAE on blocks.1.hook_resid_post, 24 features, k = 3" in said and "dead features" in said
+    sae = sf.read(out)
+    assert (sae.arch, sae.k, sae.d_in, sae.d_sae) == ("topk", 3, D, 24)
+    # a second run refuses to replace it without --force, and --force replaces only an SAE folder
+    assert main(["learn", "sae", "--model", str(src), "--data", str(corpus), "--layer", "1", "--out", str(out), "-q"]) == 2
+    (out / "notes.txt").write_text("mine")
+    assert main(["learn", "sae", "--model", str(src), "--data", str(corpus), "--layer", "1", "--out", str(out),
+                 "--force", "-q"]) == 2
+    assert "more than an SAE" in capsys.readouterr().err and (out / "notes.txt").is_file()
+    words = tmp_path / "words.txt"
+    words.write_text("cat\nmat\nhappy\nbread\nbomb\nweather\n")
+    assert main(["explain", str(out), "--model", str(src), "--data", str(corpus), "--words", str(words),
+                 "--top", "3", "--json", "-q"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["features"]) == 3 and res["vocabulary"] == 6 and res["prior"].startswith("corpus")
+    assert all(r["words"] and r["mi"] >= 0 for r in res["features"])
+    assert all("[[" in c["context"] for r in res["features"] for c in r["contexts"])
+
+
+def test_a_recipe_learns_its_sae_inline_and_names_a_feature_by_word(tiny, tmp_path, monkeypatch):
+    from tiny import CORPUS
+
+    monkeypatch.setenv("BAKE_CACHE", str(tmp_path / "cache"))
+    d, src = tiny
+    (tmp_path / "corpus.txt").write_text("\n".join(CORPUS * 3))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"model": str(src), "interventions": [{
+        "kind": "sae_amplify", "a": 2.0, "features": ["cat", 0], "linearize": "decoder",
+        "sae": {"learn": {"data": "corpus.txt", "layer": 1, "d_sae": 16, "k": 2, "steps": 30, "batch_size": 32}}}]}))
+    rep = bake.apply(recipe, output=tmp_path / "out", progress=False)
+    assert rep.verification["status"] == "passed"
+    step = rep.steps[0]
+    assert "cat ->" in step["summary"] and "linearized (decoder)" in step["summary"]
+    learned = list((tmp_path / "cache" / "learned").glob("sae_amplify-*"))
+    assert any(p.is_dir() for p in learned)  # the SAE folder, cached

@@ -32,6 +32,7 @@ class SaeAmplifyKind(Kind):
     schema = SaeAmplify
     tag = "sae-steering"
     artifacts = {"sae": "SAE"}
+    learners = {"sae": ("learn_sae", "")}  # sae: {learn: {data: ..., layer: L}} trains one while baking
     coverage = False  # linearized, it bakes where steer (decoder) or ablate (ablate) does: their columns say where
 
     def status(self, fam):

@@ -34,6 +34,7 @@ class SaeCalibrateKind(Kind):
     schema = SaeCalibrate
     tag = "sae-steering"
     artifacts = {"sae": "SAE"}
+    learners = {"sae": ("learn_sae", "")}  # sae: {learn: {data: ..., layer: L}} trains one while baking
     coverage = False  # linearized, it bakes where steer (decoder) or ablate (ablate) does: their columns say where
 
     def status(self, fam):

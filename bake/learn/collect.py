@@ -207,6 +207,53 @@ class Runner:
         return {m: torch.cat(v)[inverse] for m, v in out.items()}
 
     @torch.no_grad()
+    def token_states(self, texts: list[str], layer: int, max_length: int = 128, batch_size: int = 16,
+                     progress: bool = True, skip_first: bool = True) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Block `layer`'s output at every real token -> ([tokens, hidden] float32, [(text, position)]).
+        The first position of each text is left out with `skip_first` (its state is the attention sink's,
+        orders of magnitude larger than the others: an SAE would spend features on it)."""
+        block = dict(self.model.named_modules())[self.family.block(layer)]
+        rows, where, current = [], [], {}
+        handle = block.register_forward_hook(lambda m, a, o: current.__setitem__("h", o[0] if isinstance(o, tuple) else o))
+        side = self.tok.padding_side
+        self.tok.padding_side = "right"
+        try:
+            start = 0
+            for enc in self.batches(texts, batch_size, max_length, "activations", progress):
+                self.forward(enc)
+                mask = enc["attention_mask"].bool()
+                if skip_first:
+                    mask[:, 0] = False
+                rows.append(current["h"][mask].float())
+                where += [(start + int(i), int(t)) for i, t in mask.nonzero().tolist()]
+                start += mask.shape[0]
+        finally:
+            self.tok.padding_side = side
+            handle.remove()
+        return torch.cat(rows), where
+
+    @torch.no_grad()
+    def continue_texts(self, texts: list[str], tokens: int, seed: int = 0, batch_size: int = 16,
+                       progress: bool = True) -> list[str]:
+        """Each text followed by `tokens` sampled tokens of the model itself (top-p 0.95, seeded): more
+        text in the model's own distribution from a small seed corpus."""
+        from transformers import GenerationConfig
+
+        side = self.tok.padding_side
+        self.tok.padding_side = "left"
+        cfg = GenerationConfig(max_new_tokens=tokens, do_sample=True, top_p=0.95, top_k=0,
+                               pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id)
+        out = []
+        try:
+            for b, enc in enumerate(self.batches(texts, batch_size, None, "continuing texts", progress)):
+                torch.manual_seed(seed + b)
+                seq = self.model.generate(**enc, generation_config=cfg)
+                out += self.tok.batch_decode(seq, skip_special_tokens=True)
+        finally:
+            self.tok.padding_side = side
+        return out
+
+    @torch.no_grad()
     def residuals(self, texts: list[str], layers: list[int], position: str | int = "last",
                   batch_size: int = 16, progress: bool = True, hooks=()) -> torch.Tensor:
         """Block outputs (resid_post) at `position` -> [len(texts), len(layers), hidden] float64.

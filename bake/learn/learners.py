@@ -158,6 +158,39 @@ def learn_refusal(model, harmful, harmless, out, harmful_val=None, harmless_val=
     return {"out": str(out), "chosen": best, "candidates": rows}
 
 
+def learn_sae(model, out, data, layer, d_sae=1024, k=16, continue_tokens=0, max_length=128, steps=3000,
+              batch_size=512, lr=1e-3, seed=0, text_column=None, progress=True, runner=None,
+              trust_remote_code=False, max_memory=None) -> dict:
+    """Train a TopK SAE on the output of block `layer` (every token of `data`, optionally each text
+    continued by the model itself) and save it in SAELens's layout into the folder `out`."""
+    from ..sae import format as sae_format
+    from ..sae.train import train
+
+    runner = runner or learn.Runner(model, trust_remote_code, parse_size(max_memory))
+    if not 0 <= int(layer) < runner.n_layers:
+        raise BakeError(f"learn sae: layer {layer} is out of range; the model has {runner.n_layers} blocks")
+    if not (isinstance(d_sae, int) and isinstance(k, int) and 1 <= k <= d_sae):
+        raise BakeError(f"learn sae: need integers 1 <= k <= d_sae, got k={k!r}, d_sae={d_sae!r}")
+    texts = [t for spec in ([data] if isinstance(data, str) else data)
+             for t in data_mod.load(spec, text_column=text_column).texts]
+    if continue_tokens:
+        texts = runner.continue_texts(texts, int(continue_tokens), seed=seed, progress=progress)
+    x, _ = runner.token_states(texts, int(layer), max_length=max_length, progress=progress)
+    if len(x) < 10 * k:
+        raise BakeError(f"learn sae: {len(x)} tokens are too few to train an SAE with k={k}; give more text "
+                        "(or continue_tokens: N)")
+    hook = f"blocks.{int(layer)}.hook_resid_post"
+    sae, figures = train(x, d_sae, k, steps=steps, batch_size=batch_size, lr=lr, seed=seed, hook_name=hook,
+                         progress=progress)
+    sae.extra = {"metadata": {"model_name": runner.ckpt.spec, "hook_name": hook, "trained_by": "bake learn sae",
+                              "texts": len(texts), "training": figures}}
+    sae_format.write(sae, Path(out))
+    return {"out": str(out), "hook_name": hook, "texts": len(texts), **figures}
+
+
+learn_sae.folder = True  # its artifact is a folder (SAELens layout), not one .safetensors file
+
+
 # --- learning inside a recipe (`alphas: {learn: {...}}`) -----------------------------------------
 
 _PATH_OPTS = ("data", "positive", "negative", "harmful", "harmless", "harmful_val", "harmless_val",
@@ -188,20 +221,27 @@ def _learn_one(recipe, ckpt, kind, iv, spec, fn, suffix: str, where: str, state:
     unknown = sorted(set(opts) - allowed)
     if unknown:
         raise BakeError(f"{where}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    def local(v):  # a path relative to the recipe, made absolute; else a Hub dataset id, as given
+        return str(recipe.path(v).resolve()) if isinstance(v, str) and Path(recipe.path(v)).exists() else v
+
     for k in _PATH_OPTS:
-        if isinstance(opts.get(k), str) and Path(recipe.path(opts[k])).exists():
-            opts[k] = str(recipe.path(opts[k]).resolve())  # else: a Hub dataset id, as given
+        if k in opts:
+            opts[k] = [local(v) for v in opts[k]] if isinstance(opts[k], list) else local(opts[k])
     for k, v in kind.learn_defaults(iv).items():
         opts.setdefault(k, v)
     state["model_digest"] = state["model_digest"] or [sha256_file(ckpt.path / f) for f in ckpt.shard_files]
-    data = {k: sha256_file(Path(opts[k])) for k in _PATH_OPTS if isinstance(opts.get(k), str) and Path(opts[k]).is_file()}
+    data = {k: ([sha256_file(Path(v)) if isinstance(v, str) and Path(v).is_file() else v for v in opts[k]]
+                if isinstance(opts[k], list) else sha256_file(Path(opts[k])))
+            for k in _PATH_OPTS if k in opts and (isinstance(opts[k], list) or (isinstance(opts[k], str)
+                                                                                and Path(opts[k]).is_file()))}
     digest = hashlib.sha256(json.dumps({  # data files by content, not by path: a clone elsewhere hits the cache
         "kind": iv.kind, "opts": {k: v for k, v in opts.items() if k not in data}, "model": state["model_digest"],
         "learner": LEARNER_VERSION, "data": data,
     }, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    out = cache_dir() / "learned" / f"{iv.kind}-{digest}.safetensors"
-    summary_path = out.with_suffix(".json")
-    if not out.is_file():
+    folder = getattr(fn, "folder", False)
+    out = cache_dir() / "learned" / f"{iv.kind}-{digest}{'' if folder else '.safetensors'}"
+    summary_path = out.with_name(out.name.removesuffix(".safetensors") + ".json")
+    if not (out.is_dir() if folder else out.is_file()):
         if state["runner"] is None and not any(k.startswith("from_") for k in opts):
             state["runner"] = learn.Runner(ckpt, recipe.trust_remote_code)
         from ..write.staging import replacing

@@ -23,8 +23,9 @@ The hook realization (`bake generate --hooks`, `bake eval --hooks`) is the formu
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Union
 
+import torch
 from pydantic import Field
 
 from ..compile.planning import Hook, Op, Step
@@ -36,7 +37,7 @@ class SaeFields(StrictModel):
     """The fields both SAE kinds share."""
 
     sae: Artifact                       # a SAELens folder, hf:owner/repo[/subfolder][@rev], or {learn: {...}}
-    features: list[Int] = Field(min_length=1)
+    features: list[Union[Int, str]] = Field(min_length=1)  # indices, or words: the feature each word points to most
     linearize: Literal["decoder", "ablate"] | None = None
     activation: Float = Field(default=1.0, allow_inf_nan=False)  # linearize: decoder, what stands in for ReLU(X s_c)
 
@@ -65,12 +66,47 @@ def load_sae(b, iv, where: str):
     if not iv.sae.startswith("hf:"):
         for f in (CFG, WEIGHTS):
             b.note_artifact(f"{iv.sae.rstrip('/')}/{f}", "SAE")
-    bad = [f for f in iv.features if not 0 <= f < sae.d_sae]
+    bad = [f for f in iv.features if isinstance(f, int) and not 0 <= f < sae.d_sae]
     if bad:
         raise BakeError(f"{where}.features: {bad} out of range; the SAE has {sae.d_sae} features (0..{sae.d_sae - 1})")
-    if len(set(iv.features)) != len(iv.features):
-        raise BakeError(f"{where}.features: a feature is listed twice: {iv.features}")
     return sae
+
+
+def features(b, iv, sae, where: str) -> tuple[list[int], dict]:
+    """The recipe's features as indices, and {word: feature} for those given as words: the feature the
+    word points to most, argmax_c p(c | w) of bake explain's method (output space; the temperature
+    does not change the argmax)."""
+    words = [f for f in iv.features if isinstance(f, str)]
+    chosen = {}
+    if words:
+        chosen = _word_features(b, sae, words, where)
+    out = [chosen[f] if isinstance(f, str) else f for f in iv.features]
+    if len(set(out)) != len(out):
+        raise BakeError(f"{where}.features: a feature is listed twice: {iv.features} -> {out}")
+    return out, chosen
+
+
+def _word_features(b, sae, words: list[str], where: str) -> dict[str, int]:
+    from ..learn.collect import streams
+    from ..model.loading import load_model, load_tokenizer
+    from . import explain as ex
+
+    if streams(b.ckpt, None):
+        raise BakeError(f"{where}.features: words ({', '.join(words)}) are resolved with the model's embeddings and "
+                        "final norm in memory, and this model does not fit; give feature indices (`bake explain` "
+                        "lists them)")
+    tok = load_tokenizer(b.ckpt.path, trust_remote_code=b.recipe.trust_remote_code)
+    if tok is None:
+        raise BakeError(f"{where}.features: words need the model's tokenizer; the checkpoint has none")
+    model = load_model(b.ckpt.path, trust_remote_code=b.recipe.trust_remote_code)
+    emb, fvecs = ex.feature_vectors(model, sae.W_dec, "output")
+    out = {}
+    for w in words:
+        ids = tok.encode(" " + w.strip(), add_special_tokens=False)
+        if not w.strip() or not ids:
+            raise BakeError(f"{where}.features: {w!r} is not a word")
+        out[w] = int(torch.argmax(ex.conditionals(ex.word_vectors(emb, [ids]), fvecs)[0]))
+    return out
 
 
 def site(b, sae, where: str):
@@ -97,7 +133,8 @@ def compile_sae(b, idx: int, iv, where: str, kind: str, gate: float, constant, a
     """The bake: the constant exactly, the gated term refused or linearized as the recipe declares.
     `constant(S)` -> [d] or None; `about` names the formula for messages."""
     sae = load_sae(b, iv, where)
-    s = sae.directions(list(iv.features))
+    feats, from_words = features(b, iv, sae, where)
+    s = sae.directions(feats)
     layer, where_site, _, found = site(b, sae, where)
     const = constant(s)
     if iv.linearize is None:
@@ -123,22 +160,25 @@ def compile_sae(b, idx: int, iv, where: str, kind: str, gate: float, constant, a
         what = f"linearized (ablate): remove the span of {s.shape[1]} feature direction(s) from every residual writer"
     if vec is not None:
         _add(b, idx, vec, layer, found, step)
-    step.summary = (f"{what}" + (" + the constant b * mean(s)" if const is not None else "")
+    named = ", ".join(f"{w} -> {c}" for w, c in from_words.items())
+    step.summary = (f"{what}" + (f" (features {feats}" + (f": {named}" if named else "") + ")")
+                    + (" + the constant b * mean(s)" if const is not None else "")
                     + f" at {sae.hook_name} (block {layer}, {where_site}); a different intervention from the hook "
                       f"version {about}, which `bake eval --hooks` measures")
-    step.details = {"features": list(iv.features), "hook_name": sae.hook_name, "linearize": iv.linearize,
-                    "hook_version": about}
+    step.details = {"features": feats, "hook_name": sae.hook_name, "linearize": iv.linearize,
+                    "hook_version": about, **({"from_words": from_words} if from_words else {})}
     return step
 
 
 def hook_sae(b, idx: int, iv, where: str, kind: str, gate: float, constant, about: str) -> Step:
     """The hook realization: X + gate * ReLU(X S) S^T (+ constant) on the hook point's module."""
-    import torch
-
     sae = load_sae(b, iv, where)
-    s = sae.directions(list(iv.features))
+    feats, from_words = features(b, iv, sae, where)
+    s = sae.directions(feats)
     layer, _, module, _ = site(b, sae, where)
-    step = Step(idx, kind, False, f"hook: {about} at {sae.hook_name} ({module}), features {list(iv.features)}")
+    named = ", ".join(f"{w} -> {c}" for w, c in from_words.items())
+    step = Step(idx, kind, False, f"hook: {about} at {sae.hook_name} ({module}), features {feats}"
+                + (f" ({named})" if named else ""))
     step.hooks.append(Hook(idx, module, "sae_gate", s, (torch.tensor(float(gate), dtype=torch.float64),)))
     const = constant(s)
     if const is not None:
