@@ -58,6 +58,34 @@ def test_the_three_layouts_and_architectures_read_and_encode_as_saelens_defines(
     assert torch.allclose(n.decode(torch.tensor([1.0, 0, 0]), xin), torch.tensor([5 / 2 ** 0.5, 0.0]))
 
 
+@pytest.mark.parametrize("arch", ["standard", "topk", "jumprelu"])
+def test_files_saelens_itself_writes_read_and_encode_as_saelens_does(tmp_path, arch):
+    """SAELens (a test dependency) saves each architecture; bake reads it, encodes and decodes as
+    SAELens does, and SAELens reads back what bake writes."""
+    import sae_lens
+    from sae_lens.saes.sae import SAEMetadata
+
+    cls, cfg_cls = {"standard": (sae_lens.StandardSAE, sae_lens.StandardSAEConfig),
+                    "topk": (sae_lens.TopKSAE, sae_lens.TopKSAEConfig),
+                    "jumprelu": (sae_lens.JumpReLUSAE, sae_lens.JumpReLUSAEConfig)}[arch]
+    torch.manual_seed(0)
+    theirs = cls(cfg_cls(d_in=8, d_sae=16, metadata=SAEMetadata(hook_name="blocks.1.hook_resid_post"),
+                         **({"k": 3} if arch == "topk" else {})))
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.normal_(0, 0.5)
+    theirs.save_model(tmp_path / "theirs")
+    mine = sf.read(tmp_path / "theirs")
+    assert mine.hook_name == "blocks.1.hook_resid_post" and mine.arch == {"standard": "relu"}.get(arch, arch)
+    x = torch.randn(6, 8)
+    with torch.no_grad():
+        f = theirs.encode(x)
+        assert (f > 0).any() and torch.equal(mine.encode(x), f)
+        assert torch.allclose(mine.decode(f), theirs.decode(f), atol=1e-6)
+        back = cls.load_from_disk(str(sf.write(mine, tmp_path / "mine")))
+        assert torch.equal(back.encode(x), f)
+
+
 def test_write_then_read_is_the_same_sae(tmp_path):
     g = torch.Generator().manual_seed(0)
     sae = sf.SAE(torch.randn(4, 6, generator=g), torch.randn(6, 4, generator=g), torch.randn(6, generator=g),
