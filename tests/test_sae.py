@@ -316,3 +316,20 @@ def test_a_recipe_learns_its_sae_inline_and_names_a_feature_by_word(tiny, tmp_pa
     assert "cat ->" in step["summary"] and "linearized (decoder)" in step["summary"]
     learned = list((tmp_path / "cache" / "learned").glob("sae_amplify-*"))
     assert any(p.is_dir() for p in learned)  # the SAE folder, cached
+
+
+def test_eval_hooks_runs_the_gated_formula_and_projects_on_the_features(tiny, tmp_path):
+    """`bake eval --hooks` on a recipe no bake computes: the steering suite's projection at the SAE's block
+    moves by a * ReLU(x s) on every position (the hook is the formula), and the base's is unchanged."""
+    from bake import api
+
+    d, src = tiny
+    r = _recipe(d, src, "eval-amp", kind="sae_amplify", features=[1], a=2.0)
+    rep = api.evaluate(r, suites="steering", hooks=True, out=tmp_path / "e", progress=False,
+                       options={"samples": 1, "tokens": 4, "limit": 3})
+    name = "block 1 (SAE features [1])"
+    base = rep["models"]["base"]["steering"]["summary"]["projection"][name]["mean"]
+    moved = rep["models"]["hooked"]["steering"]["vs base"]["projection change"][name]["mean"]
+    # per position x.s -> x.s + 2 relu(x.s): the change is 2 * mean(relu(x.s)), at least 2 * relu(mean(x.s))
+    assert moved >= 2 * max(base, 0.0) - 1e-6 and moved > 0
+    assert "the sum of the features' unit decoder rows" in (tmp_path / "e" / "eval_report.md").read_text()

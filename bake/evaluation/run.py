@@ -158,9 +158,9 @@ def evaluate(target: str | Path, against: str | None = None, suites="toxicity,qu
 
 
 def steer_directions(recipe_path: Path, trust: bool = False, progress: bool = True) -> tuple[dict, dict]:
-    """The steering suite's directions from a recipe's `steer` interventions: ({name: (block, unit
-    vector)}, {name: where it came from, or why it is missing}). Inline `learn:` vectors are learned
-    (or read from the cache) first, as `bake apply` does."""
+    """The steering suite's directions from a recipe's `steer` and SAE interventions: ({name: (block,
+    unit vector)}, {name: where it came from, or why it is missing}). Inline `learn:` artifacts are
+    learned (or read from the cache) first, as `bake apply` does."""
     from ..learn.learners import materialize
     from ..model.source import resolve_model
     from ..recipe.artifacts import load_tensor
@@ -168,10 +168,27 @@ def steer_directions(recipe_path: Path, trust: bool = False, progress: bool = Tr
 
     r = load(recipe_path).with_trust(trust)
     steers = [(i, iv) for i, iv in enumerate(r.interventions) if iv.kind == "steer"]
-    if any(isinstance(iv.vector, Learn) for _, iv in steers):
-        r = materialize(r, resolve_model(r.model, r.base_dir), progress)
+    saes = [i for i, iv in enumerate(r.interventions) if iv.kind.startswith("sae_")]
+    if any(isinstance(iv.vector, Learn) for _, iv in steers) or saes:
+        ckpt = resolve_model(r.model, r.base_dir)
+        r = materialize(r, ckpt, progress)
         steers = [(i, r.interventions[i]) for i, _ in steers]
     found, about = {}, {}
+    if saes:  # the SAE kinds steer along the sum of their features' unit decoder rows (the hook plan says which)
+        from ..compile.builder import compile_plan
+        from ..sae.format import load as load_sae
+
+        try:
+            steps = compile_plan(r, ckpt, hooks_only=True).steps
+        except BakeError as e:  # e.g. a baked folder whose recipe points at a cleared cache
+            steps, saes = [], []
+            about["SAE features"] = f"no projection: {e}"
+        for i in saes:
+            d = steps[i].details
+            v = load_sae(r.interventions[i].sae, r.base_dir).directions(d["features"]).sum(dim=1)
+            name = f"block {d['block']} (SAE features {d['features']})"
+            found[name] = (int(d["block"]), v / v.norm())
+            about[name] = f"interventions[{i}]: the sum of the features' unit decoder rows at {d['hook_name']}"
     for i, iv in steers:
         where = f"interventions[{i}].vector"
         try:

@@ -12,34 +12,22 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..sae import intervene
-from .base import Float, Kind, register
+from ..sae.intervene import SaeFields, SaeKind
+from .base import Float, register
 
 
-class SaeAmplify(intervene.SaeFields):
+class SaeAmplify(SaeFields):
     """X' = X + a * ReLU(X S) S^T at the SAE's hook point."""
 
     kind: Literal["sae_amplify"]
     a: Float = Field(allow_inf_nan=False)
 
 
-ABOUT = "X + a * ReLU(X S) S^T"
-
-
 @register
-class SaeAmplifyKind(Kind):
+class SaeAmplifyKind(SaeKind):
     name = "sae_amplify"
     schema = SaeAmplify
-    tag = "sae-steering"
-    artifacts = {"sae": "SAE"}
-    learners = {"sae": ("learn_sae", "")}  # sae: {learn: {data: ..., layer: L}} trains one while baking
-    coverage = False  # linearized, it bakes where steer (decoder) or ablate (ablate) does: their columns say where
+    about = "X + a * ReLU(X S) S^T"
 
-    def status(self, fam):
-        return intervene.status(fam, "")
-
-    def compile(self, b, idx, iv, where):
-        return intervene.compile_sae(b, idx, iv, where, self.name, iv.a, lambda s: None, ABOUT)
-
-    def hook_step(self, b, idx, iv, where):
-        return intervene.hook_sae(b, idx, iv, where, self.name, iv.a, lambda s: None, ABOUT)
+    def gate(self, iv):
+        return iv.a

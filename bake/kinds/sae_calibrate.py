@@ -14,34 +14,26 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..sae import intervene
-from .base import Float, Kind, register
+from ..sae.intervene import SaeFields, SaeKind
+from .base import Float, register
 
 
-class SaeCalibrate(intervene.SaeFields):
+class SaeCalibrate(SaeFields):
     """X' = X - ReLU(X S) S^T + b * mean(s) at the SAE's hook point."""
 
     kind: Literal["sae_calibrate"]
     b: Float = Field(default=1.0, allow_inf_nan=False)
 
 
-ABOUT = "X - ReLU(X S) S^T + b * mean(s)"
-
-
 @register
-class SaeCalibrateKind(Kind):
+class SaeCalibrateKind(SaeKind):
     name = "sae_calibrate"
     schema = SaeCalibrate
-    tag = "sae-steering"
-    artifacts = {"sae": "SAE"}
-    learners = {"sae": ("learn_sae", "")}  # sae: {learn: {data: ..., layer: L}} trains one while baking
-    coverage = False  # linearized, it bakes where steer (decoder) or ablate (ablate) does: their columns say where
+    about = "X - ReLU(X S) S^T + b * mean(s)"
+    constant_note = " (its constant b * mean(s) bakes as a bias)"
 
-    def status(self, fam):
-        return intervene.status(fam, " (its constant b * mean(s) bakes as a bias)")
+    def gate(self, iv):
+        return -1.0
 
-    def compile(self, b, idx, iv, where):
-        return intervene.compile_sae(b, idx, iv, where, self.name, -1.0, lambda s: iv.b * s.mean(dim=1), ABOUT)
-
-    def hook_step(self, b, idx, iv, where):
-        return intervene.hook_sae(b, idx, iv, where, self.name, -1.0, lambda s: iv.b * s.mean(dim=1), ABOUT)
+    def constant(self, iv, s):
+        return iv.b * s.mean(dim=1)

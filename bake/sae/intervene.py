@@ -30,7 +30,7 @@ from pydantic import Field
 
 from ..compile.planning import Hook, Op, Step
 from ..errors import BakeError, NotBakeable
-from ..kinds.base import Artifact, Float, Int, StrictModel
+from ..kinds.base import Artifact, Float, Int, Kind, StrictModel
 
 
 class SaeFields(StrictModel):
@@ -40,6 +40,33 @@ class SaeFields(StrictModel):
     features: list[Union[Int, str]] = Field(min_length=1)  # indices, or words: the feature each word points to most
     linearize: Literal["decoder", "ablate"] | None = None
     activation: Float = Field(default=1.0, allow_inf_nan=False)  # linearize: decoder, what stands in for ReLU(X s_c)
+
+
+class SaeKind(Kind):
+    """What both SAE kinds do; each sets its name, schema, formula (`about`) and the split: the gate
+    of the ReLU term and the constant (None, or a function of S)."""
+
+    tag = "sae-steering"
+    artifacts = {"sae": "SAE"}
+    learners = {"sae": ("learn_sae", "")}  # sae: {learn: {data: ..., layer: L}} trains one while baking
+    coverage = False  # linearized, it bakes where steer (decoder) or ablate (ablate) does: their columns say where
+    about = ""
+    constant_note = ""
+
+    def gate(self, iv) -> float:
+        raise NotImplementedError
+
+    def constant(self, iv, s):
+        return None
+
+    def status(self, fam):
+        return status(fam, self.constant_note)
+
+    def compile(self, b, idx, iv, where):
+        return compile_sae(b, idx, iv, where, self.name, self.gate(iv), lambda s: self.constant(iv, s), self.about)
+
+    def hook_step(self, b, idx, iv, where):
+        return hook_sae(b, idx, iv, where, self.name, self.gate(iv), lambda s: self.constant(iv, s), self.about)
 
 
 def status(fam, extra: str = "") -> tuple[str, str]:
@@ -178,7 +205,8 @@ def hook_sae(b, idx: int, iv, where: str, kind: str, gate: float, constant, abou
     layer, _, module, _ = site(b, sae, where)
     named = ", ".join(f"{w} -> {c}" for w, c in from_words.items())
     step = Step(idx, kind, False, f"hook: {about} at {sae.hook_name} ({module}), features {feats}"
-                + (f" ({named})" if named else ""))
+                + (f" ({named})" if named else ""),
+                details={"features": feats, "hook_name": sae.hook_name, "block": layer})
     step.hooks.append(Hook(idx, module, "sae_gate", s, (torch.tensor(float(gate), dtype=torch.float64),)))
     const = constant(s)
     if const is not None:
