@@ -221,8 +221,12 @@ def _learn_one(recipe, ckpt, kind, iv, spec, fn, suffix: str, where: str, state:
     unknown = sorted(set(opts) - allowed)
     if unknown:
         raise BakeError(f"{where}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
     def local(v):  # a path relative to the recipe, made absolute; else a Hub dataset id, as given
         return str(recipe.path(v).resolve()) if isinstance(v, str) and Path(recipe.path(v)).exists() else v
+
+    def content(v):  # a data file by its content, so a clone elsewhere hits the cache; else as given
+        return sha256_file(Path(v)) if isinstance(v, str) and Path(v).is_file() else v
 
     for k in _PATH_OPTS:
         if k in opts:
@@ -230,10 +234,9 @@ def _learn_one(recipe, ckpt, kind, iv, spec, fn, suffix: str, where: str, state:
     for k, v in kind.learn_defaults(iv).items():
         opts.setdefault(k, v)
     state["model_digest"] = state["model_digest"] or [sha256_file(ckpt.path / f) for f in ckpt.shard_files]
-    data = {k: ([sha256_file(Path(v)) if isinstance(v, str) and Path(v).is_file() else v for v in opts[k]]
-                if isinstance(opts[k], list) else sha256_file(Path(opts[k])))
-            for k in _PATH_OPTS if k in opts and (isinstance(opts[k], list) or (isinstance(opts[k], str)
-                                                                                and Path(opts[k]).is_file()))}
+    data = {k: [content(v) for v in opts[k]] if isinstance(opts[k], list) else content(opts[k])
+            for k in _PATH_OPTS if isinstance(opts.get(k), list) or (isinstance(opts.get(k), str)
+                                                                     and Path(opts[k]).is_file())}
     digest = hashlib.sha256(json.dumps({  # data files by content, not by path: a clone elsewhere hits the cache
         "kind": iv.kind, "opts": {k: v for k, v in opts.items() if k not in data}, "model": state["model_digest"],
         "learner": LEARNER_VERSION, "data": data,
