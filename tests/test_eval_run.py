@@ -14,7 +14,7 @@ from bake import api
 from bake.cli import main
 from bake.errors import BakeError
 from bake.evaluation import suites
-from tiny import COMMON, add_tokenizer, build
+from tiny import COMMON, build, steered
 
 # short runs: 2 samples x 6 tokens per toxicity prompt, replies read at 4 and 8 tokens
 FAST = ["--samples", "2", "--tokens", "6", "--lengths", "4,8", "--limit", "6", "-q"]
@@ -25,12 +25,7 @@ OPTS = {"samples": 2, "tokens": 6, "lengths": (4, 8), "limit": 6, "kl_tokens": 8
 def steer(tmp_path_factory):
     """A tiny llama, a steer recipe on it and its bake."""
     d = tmp_path_factory.mktemp("eval")
-    src = add_tokenizer(build("llama", d / "src"))
-    torch.save(torch.randn(COMMON["hidden_size"], generator=torch.Generator().manual_seed(1)) * 4, d / "v.pt")
-    recipe = d / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({"model": str(src), "interventions": [
-        {"kind": "steer", "layers": [1], "vector": str(d / "v.pt"), "scale": 2.0}]}))
-    bake.apply(recipe, output=d / "baked", progress=False)
+    src, recipe = steered(d)
     return d, src, recipe
 
 

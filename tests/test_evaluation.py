@@ -109,18 +109,10 @@ def test_generate_with_hooks_matches_the_baked_folder_and_base_matches_the_sourc
     --base gives the source's; --hooks on a model is refused."""
     import json
 
-    import yaml
-
-    import bake
     from bake.cli import main
-    from tiny import COMMON, add_tokenizer, build
+    from tiny import steered
 
-    src = add_tokenizer(build("llama", tmp_path / "src"))
-    torch.save(torch.randn(COMMON["hidden_size"], generator=torch.Generator().manual_seed(1)) * 4, tmp_path / "v.pt")
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({"model": str(src), "interventions": [
-        {"kind": "steer", "layers": [1], "vector": str(tmp_path / "v.pt"), "scale": 2.0}]}))
-    bake.apply(recipe, output=tmp_path / "baked", progress=False)
+    src, recipe = steered(tmp_path)
 
     def run(*args):
         assert main(["generate", *map(str, args), "--max-new-tokens", "12", "--json", "-q"]) == 0

@@ -77,3 +77,19 @@ def add_tokenizer(dest: Path, vocab_size: int = 97, byte_level: bool = False) ->
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(dest)
     return dest
+
+
+def steered(dest: Path, scale: float = 2.0) -> tuple[Path, Path]:
+    """A tiny llama with a tokenizer, a seeded steering vector and a recipe steering block 1 with it, baked
+    into dest/baked: (source folder, recipe path)."""
+    import yaml
+
+    import bake
+
+    src = add_tokenizer(build("llama", dest / "src"))
+    torch.save(torch.randn(COMMON["hidden_size"], generator=torch.Generator().manual_seed(1)) * 4, dest / "v.pt")
+    recipe = dest / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"model": str(src), "interventions": [
+        {"kind": "steer", "layers": [1], "vector": str(dest / "v.pt"), "scale": scale}]}))
+    bake.apply(recipe, output=dest / "baked", progress=False)
+    return src, recipe
