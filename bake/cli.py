@@ -493,8 +493,8 @@ def _dispatch(args, progress: bool, out) -> int:
                 extra = {"out": str(Path(d) / "a"), **({"statedict": None} if "statedict" in opts else {})}
                 getattr(learners, f"learn_{args.what}")(progress=False, **{**opts, **extra})
             return 0
-        inputs = [Path(v) for k, v in opts.items() if k in ("model", *learners._PATH_OPTS) and isinstance(v, str)
-                  and Path(v).exists()]
+        inputs = [Path(x) for k, v in opts.items() if k in ("model", *learners._PATH_OPTS)
+                  for x in (v if isinstance(v, list) else [v]) if isinstance(x, str) and Path(x).exists()]
         # the artifact is written to a temp sibling and renamed; an existing file is replaced only with --force
         sae = args.what == "sae"  # a folder; --force replaces only an SAE folder (cfg.json + weights, nothing else)
         with staging.staged(opts["out"], folder=sae, force=args.force, protect=inputs, what="--out",

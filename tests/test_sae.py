@@ -333,3 +333,21 @@ def test_eval_hooks_runs_the_gated_formula_and_projects_on_the_features(tiny, tm
     # per position x.s -> x.s + 2 relu(x.s): the change is 2 * mean(relu(x.s)), at least 2 * relu(mean(x.s))
     assert moved >= 2 * max(base, 0.0) - 1e-6 and moved > 0
     assert "the sum of the features' unit decoder rows" in (tmp_path / "e" / "eval_report.md").read_text()
+
+
+def test_learn_sae_refuses_bad_settings_before_training(tiny, tmp_path, capsys):
+    from bake.cli import main
+
+    d, src = tiny
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the cat sat on the mat\n" * 5)
+    for extra, says in ((["--k", "40", "--d-sae", "8"], "1 <= k <= d_sae"), (["--steps", "0"], "steps and batch_size"),
+                        (["--layer", "9"], "out of range")):
+        args = ["learn", "sae", "--model", str(src), "--data", str(corpus), "--layer", "1", *extra,
+                "--out", str(tmp_path / "o"), "-q"]
+        assert main(args) == 2, extra
+        assert says in capsys.readouterr().err
+        assert not (tmp_path / "o").exists()
+    assert main(["learn", "sae", "--model", str(src), "--data", str(corpus), "--layer", "1",
+                 "--out", str(corpus), "-q"]) == 2  # an input is never the output
+    assert corpus.read_text().startswith("the cat")
