@@ -156,13 +156,18 @@ def site(b, sae, where: str):
     return layer, where_site, module, found
 
 
+def _resolve(b, iv, where: str):
+    """(SAE, feature indices, {word: feature}, S, site(...)): what both realizations start from."""
+    sae = load_sae(b, iv, where)
+    feats, from_words = features(b, iv, sae, where)
+    return sae, feats, from_words, sae.directions(feats), site(b, sae, where)
+
+
 def compile_sae(b, idx: int, iv, where: str, kind: str, gate: float, constant, about: str) -> Step:
     """The bake: the constant exactly, the gated term refused or linearized as the recipe declares.
     `constant(S)` -> [d] or None; `about` names the formula for messages."""
-    sae = load_sae(b, iv, where)
-    feats, from_words = features(b, iv, sae, where)
-    s = sae.directions(feats)
-    layer, where_site, _, found = site(b, sae, where)
+    sae, feats, from_words, s, (layer, where_site, _, found) = _resolve(b, iv, where)
+    named = ", ".join(f"{w} -> {c}" for w, c in from_words.items())
     const = constant(s)
     if iv.linearize is None:
         part = (" Its constant part (b * mean(s)) alone would bake exactly as a bias." if const is not None else "")
@@ -187,7 +192,6 @@ def compile_sae(b, idx: int, iv, where: str, kind: str, gate: float, constant, a
         what = f"linearized (ablate): remove the span of {s.shape[1]} feature direction(s) from every residual writer"
     if vec is not None:
         _add(b, idx, vec, layer, found, step)
-    named = ", ".join(f"{w} -> {c}" for w, c in from_words.items())
     step.summary = (f"{what}" + (f" (features {feats}" + (f": {named}" if named else "") + ")")
                     + (" + the constant b * mean(s)" if const is not None else "")
                     + f" at {sae.hook_name} (block {layer}, {where_site}); a different intervention from the hook "
@@ -199,10 +203,7 @@ def compile_sae(b, idx: int, iv, where: str, kind: str, gate: float, constant, a
 
 def hook_sae(b, idx: int, iv, where: str, kind: str, gate: float, constant, about: str) -> Step:
     """The hook realization: X + gate * ReLU(X S) S^T (+ constant) on the hook point's module."""
-    sae = load_sae(b, iv, where)
-    feats, from_words = features(b, iv, sae, where)
-    s = sae.directions(feats)
-    layer, _, module, _ = site(b, sae, where)
+    sae, feats, from_words, s, (layer, _, module, _) = _resolve(b, iv, where)
     named = ", ".join(f"{w} -> {c}" for w, c in from_words.items())
     step = Step(idx, kind, False, f"hook: {about} at {sae.hook_name} ({module}), features {feats}"
                 + (f" ({named})" if named else ""),
