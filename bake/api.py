@@ -55,7 +55,7 @@ def plan_summary(p: Plan) -> dict:
         "exact": p.exact,
         "steps": [{"index": s.index, "kind": s.kind, "exact": s.exact, "summary": s.summary,
                    "tensors": len(s.tensors), **({"details": s.details} if s.details else {})} for s in p.steps],
-        "edits": [{"tensor": e.name, "source": e.source, "shape": list(e.shape), "note": e.note,
+        "edits": [{"tensor": e.name, "source": e.source, "shape": list(e.out_shape), "note": e.note,
                    "ops": [f"#{op.step} {p.steps[op.step].kind}: {op.describe()}" for op in e.ops]}
                   for e in p.edits.values()],
         "config_changes": {k: v for k, v in p.config_updates.items()

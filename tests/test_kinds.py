@@ -57,10 +57,11 @@ def test_registering_a_kind_twice_is_refused():
 
 
 def test_every_op_has_its_fold_and_hook_twin():
-    """An op is fold-only only where another op is its hook twin (shift -> scale with mu, mul -> scale_experts)."""
+    """An op is fold-only only where another op is its hook twin (shift -> scale with mu, mul -> scale_experts,
+    append -> sae_gate, which it approximates)."""
     for name, spec in OPS.items():
         assert spec.fold is not None or spec.attach is not None, name
-    assert {n for n, s in OPS.items() if s.attach is None} == {"shift", "mul"}
+    assert {n for n, s in OPS.items() if s.attach is None} == {"shift", "mul", "append"}
     assert {n for n, s in OPS.items() if s.fold is None} == {"scale_experts", "sae_gate"}  # sae_gate: hook-only
 
 

@@ -219,6 +219,95 @@ def test_the_hook_version_is_the_formula_and_runs_where_the_bake_refuses(tiny, c
     assert "hooks of amp.yaml" in capsys.readouterr().out
 
 
+def _baked(out):
+    return {k: v for f in sorted(out.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+
+
+@pytest.mark.parametrize("kind, extra, coef", [("sae_amplify", {"a": 3.0}, 3.0), ("sae_calibrate", {"b": 2.0}, -1.0)])
+def test_approximate_neurons_adds_one_unit_per_feature_computing_the_gated_term(tiny, kind, extra, coef):
+    """The baked block-1 MLP minus the source's is, on any input, coef * SiLU(gain u) / gain * s_c per feature
+    (u = rms * (x / g) . s_c on the MLP's normalized input x, g the norm's weight), within 0.2785 * |coef| /
+    gain of the ReLU; the other blocks get zero units, the config one intermediate_size for all."""
+    from bake.model.loading import load_model
+
+    d, src = tiny
+    feats, rho, gain = [1, 4], 5.0, 8.0
+    r = _recipe(d, src, f"neurons-{kind}", kind=kind, features=feats, approximate="neurons", gain=gain, rms=rho, **extra)
+    out = d / f"neurons-{kind}-out"
+    rep = bake.apply(r, output=out, progress=False)
+    v = rep.verification
+    assert v["status"] == "approximate" and not v["exact"] and v["failures"] == []
+    assert v["metrics"]["kl_mean"] > 0  # measured, not called equivalent
+    step = rep.steps[0]
+    assert "approximated (neurons)" in step["summary"] and "measures its deviation" in step["summary"]
+    assert step["details"]["neurons"]["gate_error_bound"] == pytest.approx(0.2785 / gain)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["intermediate_size"] == COMMON["intermediate_size"] + 2 and cfg["mlp_bias"] is True
+    t = _baked(out)
+    n = COMMON["intermediate_size"]
+    for i in (0, 2):  # zero units elsewhere: exactly the source MLP
+        assert not t[f"model.layers.{i}.mlp.gate_proj.weight"][n:].any() and not t[f"model.layers.{i}.mlp.down_proj.weight"][:, n:].any()
+    base, baked = (load_model(p, dtype=torch.float64, trust_remote_code=False) for p in (src, out))
+    s = _unit(d, feats)
+    with torch.no_grad():
+        h = torch.randn(1, 9, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 4
+        norm = base.model.layers[1].post_attention_layernorm
+        x = norm(h)
+        const = 2.0 * s.mean(dim=1) if kind == "sae_calibrate" else 0.0  # b * mean(s): the MLP's new output bias
+        added = baked.model.layers[1].mlp(x) - base.model.layers[1].mlp(x) - const
+        u = rho * (x / norm.weight) @ s
+        assert torch.allclose(added, coef * (torch.nn.functional.silu(gain * u) / gain) @ s.T, atol=1e-5)  # float32 weights
+        relu = coef * torch.relu(u) @ s.T
+        assert (added - relu).norm(dim=-1).max() <= 0.2785 * abs(coef) * len(feats) / gain
+        assert (relu.norm(dim=-1) > 1).any() and (u < 0).any()  # the gate opened and closed
+
+
+def test_approximate_neurons_deviation_from_the_hook_shrinks_with_the_gain(tiny):
+    """The end-to-end deviation (KL of the baked model from the hooked one) falls as the gain grows, toward
+    the floor the rms estimate and the reading point (the stream before the MLP, not after it) leave; the
+    rms is measured on a text file when one is given."""
+    d, src = tiny
+    (d / "rms-texts.txt").write_text("the cat sat on the mat\nyou are a lovely person\nwhat a wonderful day\n")
+    kl = []
+    for gain in (0.05, 0.5, 5.0):
+        r = _recipe(d, src, f"gain-{gain}", kind="sae_amplify", features=[1, 4], a=3.0, approximate="neurons",
+                    gain=gain, rms="rms-texts.txt")
+        rep = bake.apply(r, output=d / f"gain-{gain}-out", progress=False)
+        assert rep.verification["status"] == "approximate"
+        kl.append(rep.verification["metrics"]["kl_mean"])
+        rms = rep.steps[0]["details"]["neurons"]["rms"]
+        assert rms["tokens"] >= 3 and rms["p10"] <= rms["median"] <= rms["p90"]
+    assert kl[0] > kl[1] > kl[2] > 0, kl
+
+
+def test_approximate_neurons_is_refused_where_it_cannot_add_units(tiny, tmp_path):
+    d, src = tiny
+    with pytest.raises(BakeError, match="choose one"):
+        bake.apply(_recipe(d, src, "both", kind="sae_amplify", features=[1], a=1.0, linearize="decoder",
+                           approximate="neurons", rms=3.0), output=tmp_path / "o1", progress=False)
+    with pytest.raises(BakeError, match="needs rms"):
+        bake.apply(_recipe(d, src, "norms", kind="sae_amplify", features=[1], a=1.0, approximate="neurons"),
+                   output=tmp_path / "o2", progress=False)
+    gemma = build("gemma3", tmp_path / "gemma")  # a norm after the MLP: units cannot add to the stream as they are
+    sf.write(sf.SAE(torch.eye(D), torch.eye(D), torch.zeros(D), torch.zeros(D), "topk", "blocks.1.hook_resid_post", 2),
+             tmp_path / "gsae")
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({"model": str(gemma), "interventions": [{
+        "kind": "sae_amplify", "sae": str(tmp_path / "gsae"), "features": [1], "a": 1.0, "approximate": "neurons",
+        "rms": 2.0}]}))
+    with pytest.raises(NotBakeable, match="Llama-layout MLP") as e:
+        bake.apply(tmp_path / "g.yaml", output=tmp_path / "o3", progress=False)
+    assert "linearize: decoder" in str(e.value) and not (tmp_path / "o3").exists()
+    # a later step sized for the old units is refused before anything is written
+    aura = tmp_path / "alpha.safetensors"
+    save_file({"model.layers.1.mlp.gate_proj": torch.full((COMMON["intermediate_size"],), 0.5)}, str(aura))
+    (tmp_path / "after.yaml").write_text(yaml.safe_dump({"model": str(src), "interventions": [
+        {"kind": "sae_amplify", "sae": str(d / "sae"), "features": [1], "a": 1.0, "approximate": "neurons", "rms": 3.0},
+        {"kind": "aura", "modules": ["model.layers.1.mlp.gate_proj"], "alphas": str(aura)}]}))
+    with pytest.raises(NotBakeable, match="list the SAE intervention after it"):
+        bake.apply(tmp_path / "after.yaml", output=tmp_path / "o4", progress=False)
+    assert not (tmp_path / "o4").exists()
+
+
 # --- explanation and training -------------------------------------------------------------------------
 
 def test_binary_mutual_information_closed_forms():

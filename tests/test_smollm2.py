@@ -135,3 +135,22 @@ def test_learned_recipes_run(tmp_path, name):
     report = bake.apply(parse(data, str(path), base_dir=path.parent), output=tmp_path / name, progress=False)
     assert report["verification"]["status"] == "passed"
     assert report["verification"]["metrics"]["max_abs_logit"] <= 1e-4
+
+
+def test_the_sae_neurons_recipe_bakes_an_approximation_and_reports_its_deviation(tmp_path):
+    """recipes/smollm2-sae-neurons.yaml: one added unit in block 22's MLP, zero units elsewhere, the rms
+    measured on the shipped corpus; verified as APPROXIMATE with the deviation measured, never as passed."""
+    from bake.recipe.schema import parse
+
+    path = ROOT / "recipes" / "smollm2-sae-neurons.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["verify"] = {**data.get("verify", {}), "generate_tokens": 0}
+    data["export"] = ["hf"]
+    report = bake.apply(parse(data, str(path), base_dir=path.parent), output=tmp_path / "n", progress=False)
+    v = report["verification"]
+    assert v["status"] == "approximate" and v["failures"] == [] and v["local"]["status"] == "passed"
+    assert 0 < v["metrics"]["kl_mean"] and v["metrics"]["top1_agreement"] < 1  # measured, not called equivalent
+    neurons = report["steps"][0]["details"]["neurons"]
+    assert neurons["intermediate_size"] == [1536, 1537] and neurons["block"] == 22
+    assert 5 < neurons["rms"]["median"] < 50 and neurons["rms"]["tokens"] > 500
+    assert json.loads((tmp_path / "n" / "config.json").read_text())["intermediate_size"] == 1537

@@ -38,6 +38,7 @@ class _Builder:
         self.steps: list[Step] = []
         self.artifacts: dict[str, str] = {}
         self._untied = False
+        self._grown: set[str] = set()  # tensors an "append" op grows
         self._also: dict[str, list[tuple[str, int]]] = {}  # writer module -> slot tensors created or used by steer
 
     # -- names -------------------------------------------------------------------------------
@@ -62,7 +63,7 @@ class _Builder:
         return list(self.names) + [n for n in self.edits if n not in self.names]
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.edits[name].shape) if name in self.edits else tuple(self.names[name])
+        return tuple(self.edits[name].out_shape) if name in self.edits else tuple(self.names[name])
 
     def current(self, name: str) -> torch.Tensor:
         """Tensor `name` as the plan so far would write it, in float64 (reads one tensor)."""
@@ -77,6 +78,27 @@ class _Builder:
         if name not in self.edits:
             self.edits[name] = TensorEdit(name, name, tuple(self.names[name]))
         return self.edits[name]
+
+    def append_units(self, name: str, op: Op, step: Step):
+        """Grow tensor `name` by `op` (an "append" op: new units along op.axis)."""
+        self.add_op(name, op, step)
+        self._grown.add(name)
+
+    def _check_grown(self) -> None:
+        """Every op on a grown tensor must fit the shape it meets (a later step sized for the old units
+        would fail while writing): run the ops on meta tensors and refuse a misfit before anything is written."""
+        from .ops import OPS
+
+        for name in sorted(self._grown):
+            e = self.edits[name]
+            t = torch.empty(e.shape, dtype=torch.float64, device="meta")
+            for op in e.ops:
+                try:
+                    t = OPS[op.fn].fold(t, op.vec.to("meta"), op.axis, *op.args)
+                except RuntimeError:
+                    raise NotBakeable(f"interventions[{op.step}] edits {name} after approximate: neurons added units "
+                                      f"to it ({list(t.shape)}), and its edit is sized for the units it had; list "
+                                      "the SAE intervention after it") from None
 
     # -- tied embeddings ---------------------------------------------------------------------
     def touch(self, name: str) -> TensorEdit:
@@ -174,6 +196,7 @@ class _Builder:
             if not self.hooks_only and not step.exact and not iv.approximate:  # defensive: kinds refuse
                 raise NotBakeable(f"{where}: not exact and `approximate` is not set")
             self.steps.append(step)
+        self._check_grown()
         self.config_updates["dtype"] = self.recipe.dtype
         return Plan(self.recipe, self.ckpt, self.family, self.recipe.dtype, self.edits,
                     self.config_updates, self.steps, self.artifacts)

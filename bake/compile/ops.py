@@ -87,6 +87,14 @@ def _own_axis(op, ndim: int) -> set[int]:
     return {op.axis}
 
 
+def _same(op, shape: tuple) -> tuple:
+    return shape
+
+
+def _grown(op, shape: tuple) -> tuple:
+    return tuple(n + op.vec.shape[op.axis] if a == op.axis else n for a, n in enumerate(shape))
+
+
 def _weight(op) -> str:
     w = float(op.args[0]) if op.args else 1.0
     return "" if w == 1.0 else f" x{w:.3g}"
@@ -98,6 +106,7 @@ class OpSpec:
     attach: Callable | None  # (module, hook) -> hook handles; None: a fold-only op (its twin is another op's hook)
     describe: Callable  # (op) -> str
     axes: Callable = _own_axis  # (op, ndim) -> tensor axes the fold couples
+    resize: Callable = _same  # (op, shape) -> the folded tensor's shape
 
 
 OPS: dict[str, OpSpec] = {
@@ -122,6 +131,11 @@ OPS: dict[str, OpSpec] = {
                   lambda op, ndim: {a for a, n in enumerate(op.vec.shape) if n != 1}),
     # fused experts, hook side: unit j of expert e times vec[e, j]
     "scale_experts": OpSpec(None, _on_expert_units, lambda op: "scale expert units"),
+    # new units: vec's rows (axis 0) or columns (axis 1) appended; fold-only, its twin is the SAE kinds'
+    # "sae_gate" (approximate: neurons, bake/sae/neurons.py). The whole tensor is folded at once.
+    "append": OpSpec(lambda t, v, axis: torch.cat([t, v.to(t.dtype)], axis), None,
+                     lambda op: f"append {op.vec.shape[op.axis]} unit(s) on axis {op.axis}",
+                     lambda op, ndim: set(range(ndim)), _grown),
     # SAE features, hook side only: h + coef * ReLU(h S) S^T (args: (coef,)); baking refuses it or linearizes
     "sae_gate": OpSpec(None, _on_output(fold.hook_sae_gate),
                        lambda op: f"gated SAE term on {op.vec.shape[1]} feature(s) x{float(op.args[0]):.3g}"),

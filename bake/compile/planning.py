@@ -47,9 +47,18 @@ class TensorEdit:
 
     name: str
     source: str | None
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # the source's (or the zeros'); ops that add units make `out_shape` larger
     ops: list[Op] = field(default_factory=list)
     note: str = ""
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        from .ops import OPS
+
+        shape = tuple(self.shape)
+        for op in self.ops:
+            shape = OPS[op.fn].resize(op, shape)
+        return shape
 
 
 @dataclass(frozen=True)

@@ -208,13 +208,19 @@ class Runner:
 
     @torch.no_grad()
     def token_states(self, texts: list[str], layer: int, max_length: int = 128, batch_size: int = 16,
-                     progress: bool = True, skip_first: bool = True) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        """Block `layer`'s output at every real token -> ([tokens, hidden] float32, [(text, position)]).
-        The first position of each text is left out with `skip_first` (its state is the attention sink's,
-        orders of magnitude larger than the others: an SAE would spend features on it)."""
-        block = dict(self.model.named_modules())[self.family.block(layer)]
+                     progress: bool = True, skip_first: bool = True, input_of: str | None = None
+                     ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Block `layer`'s output (or the input of module `input_of`) at every real token -> ([tokens, hidden]
+        float32, [(text, position)]). The first position of each text is left out with `skip_first` (its
+        state is the attention sink's, orders of magnitude larger than the others: an SAE would spend
+        features on it)."""
+        table = dict(self.model.named_modules())
         rows, where, current = [], [], {}
-        handle = block.register_forward_hook(lambda m, a, o: current.__setitem__("h", o[0] if isinstance(o, tuple) else o))
+        if input_of is not None:
+            handle = table[input_of].register_forward_pre_hook(lambda m, a: current.__setitem__("h", a[0]))
+        else:
+            handle = table[self.family.block(layer)].register_forward_hook(
+                lambda m, a, o: current.__setitem__("h", o[0] if isinstance(o, tuple) else o))
         side = self.tok.padding_side
         self.tok.padding_side = "right"
         try:

@@ -16,7 +16,12 @@ a different intervention from the hook version:
 - `linearize: decoder`: ReLU(X s_c) is replaced by the constant `activation` (default 1), so the
   gated term becomes the steering vector `gate * activation * sum_c s_c`, added with the constant;
 - `linearize: ablate`: the features' span is removed from every residual-stream writer (the `ablate`
-  kind on S), the constant added after it.
+  kind on S), the constant added after it;
+
+or into an approximation whose deviation the verification measures:
+
+- `approximate: neurons`: one added MLP unit per feature computes the gated term with a steep SiLU
+  gate (`gain`) on the MLP's normalized input, rescaled by an rms estimate (`rms`): bake/sae/neurons.py.
 
 The hook realization (`bake generate --hooks`, `bake eval --hooks`) is the formula itself.
 """
@@ -26,7 +31,7 @@ from __future__ import annotations
 from typing import Literal, Union
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..compile.planning import Hook, Op, Step
 from ..errors import BakeError, NotBakeable
@@ -40,6 +45,22 @@ class SaeFields(StrictModel):
     features: list[Union[Int, str]] = Field(min_length=1)  # indices, or words: the feature each word points to most
     linearize: Literal["decoder", "ablate"] | None = None
     activation: Float = Field(default=1.0, allow_inf_nan=False)  # linearize: decoder, what stands in for ReLU(X s_c)
+    approximate: Literal["neurons"] | None = None  # the gated term as added MLP units (bake/sae/neurons.py)
+    gain: Float = Field(default=16.0, gt=0, allow_inf_nan=False)  # neurons: SiLU(gain u) / gain stands in for ReLU(u)
+    rms: Union[Float, str, None] = None  # neurons: the rms of the MLP's input, or a text file to measure it on
+
+    @model_validator(mode="after")
+    def _one_replacement(self):
+        if self.linearize is not None and self.approximate is not None:
+            raise ValueError(f"linearize: {self.linearize} and approximate: {self.approximate} are two replacements "
+                             "of the gated term; choose one")
+        if self.approximate == "neurons" and self.rms is None:
+            raise ValueError("approximate: neurons needs rms: the typical rms of the residual stream in front of the "
+                             "MLP that gets the units (a number), or a text file (one text per line) bake measures "
+                             "it on (the median over its tokens)")
+        if isinstance(self.rms, float) and not (self.rms > 0 and self.rms < float("inf")):
+            raise ValueError(f"rms: {self.rms} is not a positive number")
+        return self
 
 
 class SaeKind(Kind):
@@ -169,20 +190,35 @@ def compile_sae(b, idx: int, iv, where: str, kind: str, gate: float, constant, a
     sae, feats, from_words, s, (layer, where_site, _, found) = _resolve(b, iv, where)
     named = ", ".join(f"{w} -> {c}" for w, c in from_words.items())
     const = constant(s)
-    if iv.linearize is None:
+    if iv.linearize is None and iv.approximate is None:
         part = (" Its constant part (b * mean(s)) alone would bake exactly as a bias." if const is not None else "")
         raise NotBakeable(
             f"{where}: {kind} computes {about}; its gated term ReLU(X S) S^T is a ReLU of the residual stream, which "
             f"no weight of a stock checkpoint computes, so it cannot be baked.{part} Run it as a hook (`bake generate "
             f"--hooks`, `bake eval --hooks`), or opt into a replacement that bakes exactly for what it is: "
             f"`linearize: decoder` (a steering vector along the features' summed decoder rows) or `linearize: ablate` "
-            f"(remove the features' directions from every residual writer).")
-    if isinstance(found, str):
+            f"(remove the features' directions from every residual writer); or `approximate: neurons` (added MLP "
+            f"units, with the measured deviation in the report).")
+    if isinstance(found, str) and (const is not None or iv.linearize == "decoder"):
         raise NotBakeable(f"{where}: the hook point {sae.hook_name} has no bias slot in a {b.family.name} checkpoint "
                           f"({found}); run {kind} as a hook")
-    step = Step(idx, kind, True, "")
+    step = Step(idx, kind, iv.approximate is None, "")
     vec = const
-    if iv.linearize == "decoder":
+    extra = {}
+    if iv.approximate == "neurons":
+        if where_site != "block_out":
+            raise NotBakeable(f"{where}: approximate: neurons adds MLP units that write at a block's output; the SAE "
+                              f"reads {sae.hook_name} ({where_site}). Use linearize: decoder or ablate, or a hook")
+        from .neurons import compile_neurons
+
+        extra = compile_neurons(b, idx, iv, where, step, s, gate, layer)
+        rho = extra["rho"]
+        what = (f"approximated (neurons): {s.shape[1]} MLP unit(s) in block {layer} compute {gate:g} * SiLU(gain * u) "
+                f"/ gain * s_c, u = {rho:.4g} * (h . s_c) / rms(h) (h: the stream before the MLP; gain {extra['gain']:g}, "
+                f"so the gate is within {extra['gate_error_bound']:.3g} of ReLU; rms {rho:.4g} "
+                + ("given" if "given" in extra["rms"] else f"the median over {extra['rms']['tokens']} tokens of "
+                   f"{extra['rms']['data']}, p10-p90 {extra['rms']['p10']:.4g}-{extra['rms']['p90']:.4g}") + ")")
+    elif iv.linearize == "decoder":
         lin = gate * iv.activation * s.sum(dim=1)
         vec = lin if vec is None else vec + lin
         what = (f"linearized (decoder): ReLU(X s_c) replaced by {iv.activation:g}, i.e. add "
@@ -192,12 +228,16 @@ def compile_sae(b, idx: int, iv, where: str, kind: str, gate: float, constant, a
         what = f"linearized (ablate): remove the span of {s.shape[1]} feature direction(s) from every residual writer"
     if vec is not None:
         _add(b, idx, vec, layer, found, step)
+    if extra:  # what the verification measures the units against: the hook version itself
+        step.hooks = _formula(idx, b.family.block(layer), s, gate, const)
     step.summary = (f"{what}" + (f" (features {feats}" + (f": {named}" if named else "") + ")")
                     + (" + the constant b * mean(s)" if const is not None else "")
-                    + f" at {sae.hook_name} (block {layer}, {where_site}); a different intervention from the hook "
-                      f"version {about}, which `bake eval --hooks` measures")
+                    + f" at {sae.hook_name} (block {layer}, {where_site}); "
+                    + ("the verification measures its deviation from the hook version " + about if extra else
+                       f"a different intervention from the hook version {about}, which `bake eval --hooks` measures"))
     step.details = {"features": feats, "hook_name": sae.hook_name, "linearize": iv.linearize,
-                    "hook_version": about, **({"from_words": from_words} if from_words else {})}
+                    "approximate": iv.approximate, "hook_version": about, **({"neurons": extra} if extra else {}),
+                    **({"from_words": from_words} if from_words else {})}
     return step
 
 
@@ -208,11 +248,14 @@ def hook_sae(b, idx: int, iv, where: str, kind: str, gate: float, constant, abou
     step = Step(idx, kind, False, f"hook: {about} at {sae.hook_name} ({module}), features {feats}"
                 + (f" ({named})" if named else ""),
                 details={"features": feats, "hook_name": sae.hook_name, "block": layer})
-    step.hooks.append(Hook(idx, module, "sae_gate", s, (torch.tensor(float(gate), dtype=torch.float64),)))
-    const = constant(s)
-    if const is not None:
-        step.hooks.append(Hook(idx, module, "add", const))
+    step.hooks = _formula(idx, module, s, gate, constant(s))
     return step
+
+
+def _formula(idx: int, module: str, s, gate: float, const) -> list[Hook]:
+    """X + gate * ReLU(X S) S^T (+ const) on `module`'s output."""
+    hooks = [Hook(idx, module, "sae_gate", s, (torch.tensor(float(gate), dtype=torch.float64),))]
+    return hooks + ([Hook(idx, module, "add", const)] if const is not None else [])
 
 
 def _add(b, idx, vec, layer, found, step):

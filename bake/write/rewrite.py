@@ -47,7 +47,7 @@ def compute(edit: TensorEdit, read, out_dtype: torch.dtype) -> tuple[torch.Tenso
     uses (every fold acts independently along the others), so memory stays near one tensor."""
     work = torch.float64 if out_dtype == torch.float32 else torch.float32
     src = read(edit.source) if edit.source is not None else torch.zeros(edit.shape, dtype=out_dtype)
-    out = torch.empty(edit.shape, dtype=out_dtype)
+    out = torch.empty(edit.out_shape, dtype=out_dtype)
     used = {a for op in edit.ops for a in op.axes(len(edit.shape))}
     free = [a for a in range(len(edit.shape)) if a not in used]
     if not free or src.numel() <= CHUNK:
