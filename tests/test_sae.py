@@ -278,6 +278,11 @@ def test_approximate_neurons_deviation_from_the_hook_shrinks_with_the_gain(tiny)
         rms = rep.steps[0]["details"]["neurons"]["rms"]
         assert rms["tokens"] >= 3 and rms["p10"] <= rms["median"] <= rms["p90"]
     assert kl[0] > kl[1] > kl[2] > 0, kl
+    ran = yaml.safe_load((d / "gain-5.0-out" / "recipe.yaml").read_text())["interventions"][0]
+    assert ran["rms"] == str((d / "rms-texts.txt").resolve())  # the recipe as run names the file absolutely
+    from bake.cli import main
+
+    assert main(["verify", str(d / "gain-5.0-out"), "-q"]) == 0  # re-checked from the output folder alone
 
 
 def test_approximate_neurons_is_refused_where_it_cannot_add_units(tiny, tmp_path):

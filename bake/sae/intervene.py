@@ -68,7 +68,7 @@ class SaeKind(Kind):
     of the ReLU term and the constant (None, or a function of S)."""
 
     tag = "sae-steering"
-    artifacts = {"sae": "SAE"}
+    artifacts = {"sae": "SAE", "rms": "texts the rms is measured on"}  # rms: a number, or a file (its path is resolved)
     learners = {"sae": ("learn_sae", "")}  # sae: {learn: {data: ..., layer: L}} trains one while baking
     coverage = False  # linearized, it bakes where steer (decoder) or ablate (ablate) does: their columns say where
     about = ""

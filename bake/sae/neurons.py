@@ -73,7 +73,7 @@ def measure_rms(b, layer: int, norm: str, data: str, where: str) -> dict:
     path = b.recipe.path(data)
     if not path.is_file():
         raise BakeError(f"{where}.rms: {data!r} is neither a number nor a file ({path} does not exist)")
-    b.note_artifact(data, "texts the rms was measured on")
+    b.note_artifact(data, "texts the rms is measured on")
     texts = load(path).texts
     try:
         runner = Runner(b.ckpt, trust_remote_code=b.recipe.trust_remote_code)
