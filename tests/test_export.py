@@ -265,6 +265,41 @@ def test_gguf_patch_keeps_everything_else(tmp_path):
     assert "blk.1.ffn_down.bias" in tb
 
 
+def test_gguf_patch_of_a_bake_that_added_mlp_units_updates_the_mlp_width(tmp_path):
+    """approximate: neurons grows intermediate_size: the patched GGUF says so, and llama.cpp loads and runs it."""
+    import gguf
+
+    from bake.sae import format as sf
+
+    src = add_tokenizer(build("llama", tmp_path / "src"), byte_level=True)
+    base = tmp_path / "base.F32.gguf"
+    export_gguf.convert(src, base, "f32", progress=False)
+    w_dec = torch.randn(8, 32, generator=torch.Generator().manual_seed(2))
+    sf.write(sf.SAE(w_dec.T.contiguous(), w_dec, torch.zeros(8), torch.zeros(32), "topk", "blocks.1.hook_resid_post", 2),
+             tmp_path / "sae")
+    recipe = {"model": str(base), "verify": {"generate_tokens": 4}, "interventions": [{
+        "kind": "sae_amplify", "sae": str(tmp_path / "sae"), "features": [0, 3], "a": 0.5, "approximate": "neurons",
+        "rms": 4.0}]}
+    bake.apply(recipe, output=tmp_path / "out", progress=False)
+    try:
+        result = bake.export(tmp_path / "out", "gguf", progress=False)
+    except bake.VerificationFailed as e:  # on this tiny model llama.cpp's own noise is near the f32 tolerance
+        result = e.report["export"]
+    assert result["mode"] == "patch"
+    # llama.cpp runs the grown MLP as PyTorch does, within the noise it shows on the unbaked source GGUF
+    # (its f16 KV cache): measured here on the same prompts
+    from bake.model.loading import load_model, load_tokenizer, probe_inputs
+
+    tok = load_tokenizer(src, trust_remote_code=False)
+    model = load_model(src, trust_remote_code=False)
+    noise = export_gguf.verify_gguf(base, model, probe_inputs(tok, None, 97), "f32", True)["metrics"]
+    assert result["metrics"]["max_abs_logit_relative"] <= 3 * noise["max_abs_logit_relative"], (result["metrics"], noise)
+    assert result["metrics"]["top1_agreement"] >= 0.98
+    r = gguf.GGUFReader(tmp_path / "out" / result["path"])
+    assert r.fields["llama.feed_forward_length"].contents() == 48 + 2
+    assert {t.name: tuple(t.shape) for t in r.tensors}["blk.1.ffn_gate.weight"] == (32, 50)
+
+
 def test_gguf_runs_without_bake(tmp_path):
     src, out = _bake(tmp_path, "llama-untied", ("steer", "ablate"), byte_level=True, export=("hf", "gguf"))
     report = json.loads((out / "bake_report.json").read_text())

@@ -11,7 +11,8 @@ Two ways in:
   llama.cpp's own quantizer (`llama_model_quantize`, through llama-cpp-python).
 - `patch`: bake into the GGUF the model came from (llama architecture). Only the tensors the bake
   edited are replaced (taken from the baked folder, stored as F32/F16 or requantized when asked);
-  every other tensor is copied byte for byte, every metadata key unchanged.
+  every other tensor is copied byte for byte, every metadata key unchanged but the MLP width when a
+  bake added units (`approximate: neurons`).
 
 Verification (`verify_gguf`): llama-cpp-python runs greedy generation on the probe prompts (token
 ids, so the GGUF tokenizer is not in the loop) and is compared with the baked PyTorch model on the
@@ -322,7 +323,11 @@ def patch(source_gguf: str | Path, baked_dir: str | Path, edits: list[dict], out
     by_name = {t.name: t for t in reader.tensors}
     replace = {gguf_name(e["tensor"]): e for e in edits}
     w = gguf.GGUFWriter(str(out), "llama")
+    # a bake that adds MLP units (approximate: neurons) grows intermediate_size: the one metadata key it changes
+    ff = json.loads((baked_dir / "config.json").read_text()).get("intermediate_size")
     for key, val, vtype, sub in _source_fields(reader):
+        if key == "llama.feed_forward_length" and isinstance(ff, int):
+            val = ff
         if key != "general.architecture":  # the writer adds it
             w.add_key_value(key, val, vtype, sub_type=sub)
     items, types = [], {}
