@@ -167,7 +167,8 @@ def exactness_table(progress: bool = True) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bake", description="Compile AURA, steering and ablation into checkpoints.")
+    p = argparse.ArgumentParser(prog="bake", description="Compile AURA, steering, ablation and SAE-feature "
+                                "interventions into checkpoints.")
     p.add_argument("--version", action="version", version=f"bake {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -251,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="push even if the report records a failed verification or the files changed since the bake")
     sp.add_argument("--message", help="commit message")
     common(sp, trust=False)
-    _learn_parsers(sub.add_parser("learn", help="learn an artifact from data: aura | steer | refusal"), common)
+    _learn_parsers(sub.add_parser("learn", help="learn an artifact from data: aura | steer | refusal | sae"), common)
     return p
 
 

@@ -285,6 +285,26 @@ def test_approximate_neurons_deviation_from_the_hook_shrinks_with_the_gain(tiny)
     assert main(["verify", str(d / "gain-5.0-out"), "-q"]) == 0  # re-checked from the output folder alone
 
 
+@pytest.mark.parametrize("family, bakes", [("mistral", True), ("qwen2", True), ("qwen3", False), ("mixtral", False)])
+def test_approximate_neurons_bakes_where_a_stock_llama_mlp_can_hold_the_units(tmp_path, family, bakes):
+    """Mistral and Qwen2 bake through their re-declaration as Llama with mlp_bias; Qwen3 (q/k norms: no
+    re-declaration, no MLP bias flag) and routed experts are refused before anything is written."""
+    src = build(family, tmp_path / "src")
+    sf.write(sf.SAE(torch.eye(D), torch.eye(D), torch.zeros(D), torch.zeros(D), "topk", "blocks.1.hook_resid_post", 2),
+             tmp_path / "sae")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"model": str(src), "interventions": [{
+        "kind": "sae_amplify", "sae": str(tmp_path / "sae"), "features": [0, 3], "a": 1.0, "approximate": "neurons",
+        "rms": 4.0}]}))
+    if bakes:
+        rep = bake.apply(tmp_path / "r.yaml", output=tmp_path / "out", progress=False)
+        assert rep.verification["status"] == "approximate" and rep.verification["local"]["status"] == "passed"
+        assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "llama"
+    else:
+        with pytest.raises(NotBakeable, match="Llama-layout MLP"):
+            bake.apply(tmp_path / "r.yaml", output=tmp_path / "out", progress=False)
+        assert not (tmp_path / "out").exists()
+
+
 def test_approximate_neurons_is_refused_where_it_cannot_add_units(tiny, tmp_path):
     d, src = tiny
     with pytest.raises(BakeError, match="choose one"):
