@@ -58,7 +58,7 @@ class SaeFields(StrictModel):
             raise ValueError("approximate: neurons needs rms: the typical rms of the residual stream in front of the "
                              "MLP that gets the units (a number), or a text file (one text per line) bake measures "
                              "it on (the median over its tokens)")
-        if isinstance(self.rms, float) and not (self.rms > 0 and self.rms < float("inf")):
+        if isinstance(self.rms, (int, float)) and not 0 < self.rms < float("inf"):
             raise ValueError(f"rms: {self.rms} is not a positive number")
         return self
 
