@@ -98,7 +98,8 @@ def status(fam, extra: str = "") -> tuple[str, str]:
     steer, why = block_out_status(fam)
     if steer != "exact":
         return "refused", why
-    return "linearized", f"the gated term runs as a hook{extra}; linearize: decoder or ablate bakes exactly"
+    return "linearized", (f"the gated term runs as a hook{extra}; linearize: decoder or ablate bakes exactly; "
+                          "approximate: neurons approximates it in a Llama-layout MLP")
 
 
 def load_sae(b, iv, where: str):
