@@ -1,6 +1,7 @@
 """SAEs: the SAELens reader on files written in its layouts (v6, v5, older), encode/decode on
 hand-made weights, hook names, and the SAE kinds: the compile-time split (gated term refused,
-linearized as declared, constant baked exactly) and the hook realization."""
+linearized or approximated by added MLP units as declared, constant baked exactly) and the hook
+realization."""
 
 from __future__ import annotations
 
