@@ -134,7 +134,7 @@ OPS: dict[str, OpSpec] = {
     # new units: vec's rows (axis 0) or columns (axis 1) appended; fold-only, its twin is the SAE kinds'
     # "sae_gate" (approximate: neurons, bake/sae/neurons.py). The whole tensor is folded at once.
     "append": OpSpec(lambda t, v, axis: torch.cat([t, v.to(t.dtype)], axis), None,
-                     lambda op: f"append {op.vec.shape[op.axis]} unit(s) on axis {op.axis}",
+                     lambda op: f"append {op.vec.shape[op.axis]} {'' if op.vec.any() else 'zero '}unit(s) on axis {op.axis}",
                      lambda op, ndim: set(range(ndim)), _grown),
     # SAE features, hook side only: h + coef * ReLU(h S) S^T (args: (coef,)); baking refuses it or linearizes
     "sae_gate": OpSpec(None, _on_output(fold.hook_sae_gate),
