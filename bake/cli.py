@@ -66,7 +66,10 @@ def format_verification(v: dict) -> str:
                  + (", the models do not fit in memory for the end-to-end pass" if v.get("mode_asked") == "auto" else "")
                  + "; no end-to-end logits compared)", *format_local(v)]
         if not v["exact"]:
-            lines.append("  APPROXIMATE bake: the figures above are the measured deviation from the hooks")
+            measured = any(not r["exact"] for r in v["local"]["modules"])
+            lines.append("  APPROXIMATE bake: " + ("the module-local figures above are the measured deviation from the "
+                                                   "hooks" if measured else "no module-local check measures its "
+                                                   "deviation; --verify full or streamed measures it end to end"))
         return "\n".join(lines + [f"  FAIL: {f}" for f in v["failures"]])
     m, t = v["metrics"], v["tolerance"]
     first = m["first_divergent_hidden_state"]

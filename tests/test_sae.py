@@ -263,7 +263,7 @@ def test_approximate_neurons_adds_one_unit_per_feature_computing_the_gated_term(
         assert (relu.norm(dim=-1) > 1).any() and (u < 0).any()  # the gate opened and closed
 
 
-def test_approximate_neurons_deviation_from_the_hook_shrinks_with_the_gain(tiny):
+def test_approximate_neurons_deviation_from_the_hook_shrinks_with_the_gain(tiny, capsys):
     """The end-to-end deviation (KL of the baked model from the hooked one) falls as the gain grows, toward
     the floor the rms estimate and the reading point (the stream before the MLP, not after it) leave; the
     rms is measured on a text file when one is given."""
@@ -284,6 +284,11 @@ def test_approximate_neurons_deviation_from_the_hook_shrinks_with_the_gain(tiny)
     from bake.cli import main
 
     assert main(["verify", str(d / "gain-5.0-out"), "-q"]) == 0  # re-checked from the output folder alone
+    capsys.readouterr()
+    assert main(["apply", str(d / "gain-5.0.yaml"), "--output", str(d / "local-out"), "--verify", "local", "-q"]) == 0
+    out = capsys.readouterr().out  # local checks alone cannot measure the units: said, not implied
+    assert "verification: APPROXIMATE" in out and "no module-local check measures its deviation" in out
+    assert "model.layers.1: its hook (sae_gate) is approximated inside the module" in out
 
 
 @pytest.mark.parametrize("family, bakes", [("mistral", True), ("qwen2", True), ("qwen3", False), ("mixtral", False)])
