@@ -370,6 +370,14 @@ def test_mutual_information_recovers_a_planted_word_feature_association():
     assert sorted(c for c, _ in ranked) == list(range(10)) and ranked[0][1] >= ranked[-1][1]
     with pytest.raises(KeyError):
         ex.feature_for_word(p_c_w, words, "nope")
+    # computed in blocks (here 64 elements: 6 words or 1 feature at a time), p(c|w) is the full softmax
+    full = torch.softmax(torch.nn.functional.normalize(e, dim=-1) @ torch.nn.functional.normalize(w, dim=-1).T / 0.05, -1)
+    small = ex.Conditionals(e, w, 0.05, chunk=64)
+    assert torch.allclose(small.columns(range(10)).double(), full, atol=1e-5)
+    assert torch.allclose(small.row(7).double(), full[7], atol=1e-5)
+    again = ex.rank_features(small, p_w, 10)
+    assert [c for c, _ in again] == [c for c, _ in ranked]
+    assert [m for _, m in again] == pytest.approx([m for _, m in ranked], rel=1e-5)
 
 
 def test_topk_training_reconstructs_sparse_data_and_reports_its_figures():

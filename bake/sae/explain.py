@@ -91,11 +91,45 @@ def prior(ids: list[list[int]], counts: torch.Tensor | None) -> torch.Tensor:
     return c / c.sum()
 
 
-def conditionals(e: torch.Tensor, w: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
-    """p(c | w) [|V|, n_features] from (centred) word vectors e [|V|, d] and feature vectors w [n, d],
-    through their cosines. Float32 ([|V|, n] can be large)."""
-    a = torch.nn.functional.normalize(e.double(), dim=-1).float() @ torch.nn.functional.normalize(w.double(), dim=-1).float().T
-    return torch.softmax(a / temperature, dim=-1)
+CHUNK = 1 << 24  # elements of a [words, features] block computed at a time (64 MB in float32)
+
+
+class Conditionals:
+    """p(c | w) for |V| words and n features, from (centred) word vectors e [|V|, d] and feature vectors
+    w [n, d] through their cosines, without holding the [|V|, n] matrix (30k words x 65k features would
+    be 8 GB): each word's softmax normalizer is computed once, in blocks of `chunk` elements, and
+    columns (features) or rows (words) are made on demand. Float32."""
+
+    def __init__(self, e: torch.Tensor, w: torch.Tensor, temperature: float = 0.05, chunk: int = CHUNK):
+        self.e = torch.nn.functional.normalize(e.double(), dim=-1).float()
+        self.w = torch.nn.functional.normalize(w.double(), dim=-1).float()
+        self.t, self.chunk = temperature, chunk
+        rows = max(1, chunk // max(1, len(self.w)))
+        self.lse = torch.cat([torch.logsumexp(self.e[i:i + rows] @ self.w.T / self.t, dim=-1)
+                              for i in range(0, len(self.e), rows)])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.e), len(self.w)
+
+    def columns(self, features) -> torch.Tensor:
+        """p(c | w) [|V|, len(features)] for the given features (indices, a range or a slice)."""
+        return torch.exp(self.e @ self.w[features].T / self.t - self.lse.unsqueeze(1))
+
+    def row(self, word: int) -> torch.Tensor:
+        """p(. | w) [n] of one word."""
+        return torch.softmax(self.e[word] @ self.w.T / self.t, dim=-1)
+
+    def blocks(self):
+        """(first feature, columns) over all features, `chunk` elements at a time."""
+        step = max(1, self.chunk // max(1, len(self.e)))
+        for a in range(0, len(self.w), step):
+            yield a, self.columns(slice(a, a + step))
+
+
+def conditionals(e: torch.Tensor, w: torch.Tensor, temperature: float = 0.05) -> Conditionals:
+    """p(c | w) of word vectors e [|V|, d] and feature vectors w [n, d] (see `Conditionals`)."""
+    return Conditionals(e, w, temperature)
 
 
 def binary_mi(p11: torch.Tensor, p1_: torch.Tensor, p_1: torch.Tensor) -> torch.Tensor:
@@ -109,9 +143,13 @@ def binary_mi(p11: torch.Tensor, p1_: torch.Tensor, p_1: torch.Tensor) -> torch.
     return out
 
 
-def explain(p_c_w: torch.Tensor, p_w: torch.Tensor, feature: int, max_words: int = 20) -> dict:
+def explain(p_c_w: Conditionals, p_w: torch.Tensor, feature: int, max_words: int = 20) -> dict:
     """The explanation I_c of one feature: {words (indices into V, by p(c|w)), mi, p_c}."""
-    col = p_c_w[:, feature].double()
+    return _explain(p_c_w.columns([feature])[:, 0], p_w, max_words)
+
+
+def _explain(col: torch.Tensor, p_w: torch.Tensor, max_words: int) -> dict:
+    col = col.double()
     p_c = float((p_w * col).sum())
     order = torch.argsort(col, descending=True)[:max(1, max_words)]
     p11 = torch.cumsum(p_w[order] * col[order], 0)
@@ -122,18 +160,19 @@ def explain(p_c_w: torch.Tensor, p_w: torch.Tensor, feature: int, max_words: int
             "p_c_given_w": [float(col[i]) for i in order[:best + 1]]}
 
 
-def rank_features(p_c_w: torch.Tensor, p_w: torch.Tensor, max_words: int = 20) -> list[tuple[int, float]]:
+def rank_features(p_c_w: Conditionals, p_w: torch.Tensor, max_words: int = 20) -> list[tuple[int, float]]:
     """Every feature's best explanation MI, highest first: [(feature, mi)]."""
-    scores = [(c, explain(p_c_w, p_w, c, max_words)["mi"]) for c in range(p_c_w.shape[1])]
+    scores = [(a + j, _explain(cols[:, j], p_w, max_words)["mi"]) for a, cols in p_c_w.blocks()
+              for j in range(cols.shape[1])]
     return sorted(scores, key=lambda t: -t[1])
 
 
-def feature_for_word(p_c_w: torch.Tensor, words: list[str], word: str) -> int:
+def feature_for_word(p_c_w: Conditionals, words: list[str], word: str) -> int:
     """The feature a word points to most: argmax_c p(c | w) (case-insensitive)."""
     low = [w.lower() for w in words]
     if word.lower() not in low:
         raise KeyError(word)
-    return int(torch.argmax(p_c_w[low.index(word.lower())]))
+    return int(torch.argmax(p_c_w.row(low.index(word.lower()))))
 
 
 def top_contexts(acts: torch.Tensor, where: list[tuple[int, int]], token_ids: list[list[int]], tokenizer,

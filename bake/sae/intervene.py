@@ -154,7 +154,7 @@ def _word_features(b, sae, words: list[str], where: str) -> dict[str, int]:
         ids = tok.encode(" " + w.strip(), add_special_tokens=False)
         if not w.strip() or not ids:
             raise BakeError(f"{where}.features: {w!r} is not a word")
-        out[w] = int(torch.argmax(ex.conditionals(ex.word_vectors(emb, [ids]), fvecs)[0]))
+        out[w] = int(torch.argmax(ex.conditionals(ex.word_vectors(emb, [ids]), fvecs).row(0)))
     return out
 
 
