@@ -352,7 +352,7 @@ def explain(sae: str, model: str, features: list[int] | None = None, top: int = 
     if not vocab:
         raise BakeError("the vocabulary is empty: give --words FILE with one word per line")
     try:
-        emb, fvecs = ex.feature_vectors(runner.model, s.W_dec, space)
+        emb, fvecs = ex.feature_vectors(runner.ckpt, runner.family, s.W_dec, space, trust_remote_code)
     except ValueError as e:
         raise BakeError(f"bake explain: {e}") from None
     p_c_w = ex.conditionals(ex.word_vectors(emb, vocab_ids), fvecs, temperature)

@@ -380,6 +380,29 @@ def test_mutual_information_recovers_a_planted_word_feature_association():
     assert [m for _, m in again] == pytest.approx([m for _, m in ranked], rel=1e-5)
 
 
+@pytest.mark.parametrize("family", ["llama-untied", "gemma3", "gpt2"])
+def test_feature_vectors_come_from_the_checkpoint_as_the_loaded_model_has_them(tmp_path, family):
+    """The output (or input) embedding and the final norm's gain (Gemma's 1 + w, GPT-2's LayerNorm) read
+    from the checkpoint alone, without loading the model, equal the loaded model's."""
+    from bake.families import resolve
+    from bake.model.loading import load_model
+    from bake.model.source import open_checkpoint
+    from bake.sae import explain as ex
+
+    src = build(family, tmp_path / "m")
+    ckpt = open_checkpoint(src)
+    fam = resolve(ckpt.config, ckpt.shapes)
+    model = load_model(src, trust_remote_code=False)
+    w_dec = torch.randn(5, fam.d, generator=torch.Generator().manual_seed(0))
+    emb, fvecs = ex.feature_vectors(ckpt, fam, w_dec, "output")
+    assert torch.equal(emb, model.get_output_embeddings().weight.detach())
+    gain = ex.norm_gain(ex.final_norm(model), fam.d)
+    assert not torch.allclose(gain, torch.ones_like(gain))  # (the tiny models' norms are not plain ones)
+    assert torch.allclose(fvecs, w_dec.double() * gain.double())
+    emb_in, same = ex.feature_vectors(ckpt, fam, w_dec, "input")
+    assert torch.equal(emb_in, model.get_input_embeddings().weight.detach()) and same is w_dec
+
+
 def test_topk_training_reconstructs_sparse_data_and_reports_its_figures():
     from bake.sae.train import train
 

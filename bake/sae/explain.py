@@ -57,25 +57,55 @@ def word_vectors(embedding: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:
     return torch.stack([embedding[i].double().mean(0) - center for i in ids])
 
 
-def feature_vectors(model, w_dec: torch.Tensor, space: str = "output") -> tuple[torch.Tensor, torch.Tensor]:
+def feature_vectors(ckpt, family, w_dec: torch.Tensor, space: str = "output",
+                    trust_remote_code: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(word embedding matrix, feature vectors) for `space`: output (the output embedding, and W_dec
-    times the final norm's gain) or input (the input embedding, W_dec as it is)."""
+    times the final norm's gain) or input (the input embedding, W_dec as it is). Read from the
+    checkpoint (`source.Checkpoint`, its `families.Adapter`): the one matrix and the final norm alone,
+    never the whole model."""
+    from ..errors import BakeError
+    from ..families.keys import KeyMap
+    from ..verification.localcheck import assemble, load, release, skeleton
+
+    skel = skeleton(ckpt.path, trust_remote_code, family.moe)
+    names = {id(m): n for n, m in skel.named_modules()}
+    keymap = KeyMap(family.key_rules, ckpt.shapes)
+
+    def matrix(module) -> torch.Tensor:
+        name = names[id(module)] + ".weight"
+        return assemble(keymap, name, tuple(module.weight.shape), ckpt.read, torch.float32)
+
+    emb = skel.get_input_embeddings()
     if space == "input":
-        return model.get_input_embeddings().weight.detach(), w_dec
-    head = model.get_output_embeddings()
+        return matrix(emb), w_dec
+    head = skel.get_output_embeddings()
     if head is None:
         raise ValueError("the model has no output embedding; use space input")
-    return head.weight.detach(), w_dec.double() * final_gain(model, w_dec.shape[1]).double()
+    try:
+        out = matrix(head)
+    except BakeError:  # tied: the head is the input embedding
+        out = matrix(emb)
+    norm = final_norm(skel)
+    gain = torch.ones(w_dec.shape[1])
+    if norm is not None:
+        name = names[id(norm)]
+        try:
+            gain = norm_gain(load(skel, name, ckpt, keymap, torch.float32), w_dec.shape[1])
+        finally:
+            release(skel.get_submodule(name))
+    return out, w_dec.double() * gain.double()
 
 
-def final_gain(model, d: int) -> torch.Tensor:
-    """The per-channel gain of the final norm: a LayerNorm's weight, or an RMS norm applied to a
-    vector of ones (its rms is 1, so what comes out is the gain, an offset such as Gemma's 1 + w
-    included); ones when the model has no final norm bake can find."""
+def final_norm(model):
+    """The final norm module of a causal LM (None when bake finds none)."""
     base = model.base_model
-    norm = next((getattr(base, n) for n in ("norm", "final_layernorm", "ln_f", "final_norm") if hasattr(base, n)), None)
-    if norm is None:
-        return torch.ones(d)
+    return next((getattr(base, n) for n in ("norm", "final_layernorm", "ln_f", "final_norm") if hasattr(base, n)), None)
+
+
+def norm_gain(norm, d: int) -> torch.Tensor:
+    """The per-channel gain of a final norm: a LayerNorm's weight, or an RMS norm applied to a
+    vector of ones (its rms is 1, so what comes out is the gain, an offset such as Gemma's 1 + w
+    included)."""
     if isinstance(norm, torch.nn.LayerNorm):
         return norm.weight.detach() if norm.weight is not None else torch.ones(d)
     with torch.no_grad():

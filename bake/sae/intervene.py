@@ -136,19 +136,16 @@ def features(b, iv, sae, where: str) -> tuple[list[int], dict]:
 
 
 def _word_features(b, sae, words: list[str], where: str) -> dict[str, int]:
-    from ..learn.collect import streams
-    from ..model.loading import load_model, load_tokenizer
+    from ..model.loading import load_tokenizer
     from . import explain as ex
 
-    if streams(b.ckpt, None):
-        raise BakeError(f"{where}.features: words ({', '.join(words)}) are resolved with the model's embeddings and "
-                        "final norm in memory, and this model does not fit; give feature indices (`bake explain` "
-                        "lists them)")
     tok = load_tokenizer(b.ckpt.path, trust_remote_code=b.recipe.trust_remote_code)
     if tok is None:
         raise BakeError(f"{where}.features: words need the model's tokenizer; the checkpoint has none")
-    model = load_model(b.ckpt.path, trust_remote_code=b.recipe.trust_remote_code)
-    emb, fvecs = ex.feature_vectors(model, sae.W_dec, "output")
+    try:  # the output embedding and the final norm, read from the checkpoint: not the whole model
+        emb, fvecs = ex.feature_vectors(b.ckpt, b.family, sae.W_dec, "output", b.recipe.trust_remote_code)
+    except ValueError as e:
+        raise BakeError(f"{where}.features: {e}; give feature indices") from None
     out = {}
     for w in words:
         ids = tok.encode(" " + w.strip(), add_special_tokens=False)
