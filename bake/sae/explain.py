@@ -20,7 +20,8 @@ a word list):
   scored and the best kept (at most `max_words`). Frequent words carry little information about
   any one feature (their p(c | w) is spread), so topic words rank above surface patterns.
 
-Pure functions of tensors; `bake explain` (bake/api.py) loads the model, SAE and corpus.
+Functions of tensors, but `feature_vectors`, which reads the embedding and the final norm from a
+checkpoint (never the whole model); `bake explain` (bake/api.py) loads the SAE and the corpus.
 """
 
 from __future__ import annotations
