@@ -66,7 +66,8 @@ def layout(b, layer: int, where: str) -> dict:
 
 def measure_rms(b, layer: int, norm: str, data: str, where: str) -> dict:
     """The rms of the MLP norm's input at block `layer` over the real tokens of `data` (texts, one per
-    line or a data file `bake learn` reads), the first token of each left out: {median, p10, p90, tokens}."""
+    line or a data file `bake learn` reads), the first token of each left out: {median, p10, p90, tokens}.
+    Measured on the source model: interventions listed before this one are not applied."""
     from ..learn.collect import Runner
     from ..learn.data import load
 
