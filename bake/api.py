@@ -329,16 +329,21 @@ def explain(sae: str, model: str, features: list[int] | None = None, top: int = 
     carries the most information."""
     from collections import Counter
 
+    from .families import resolve as resolve_family
     from .learn import collect, data as data_mod
+    from .model.loading import load_tokenizer
     from .sae import explain as ex
     from .sae import format as sae_format
 
     started = time.time()
     s = sae_format.load(sae)
-    runner = collect.Runner(model, trust_remote_code)
-    if s.d_in != runner.family.d:
-        raise BakeError(f"SAE {sae}: reads {s.d_in}-wide activations; {model} has hidden size {runner.family.d}")
-    tok = runner.tok
+    ckpt = resolve_model(model)  # the model itself is loaded only for the top contexts
+    family = resolve_family(ckpt.config, ckpt.shapes, trust_remote_code)
+    if s.d_in != family.d:
+        raise BakeError(f"SAE {sae}: reads {s.d_in}-wide activations; {model} has hidden size {family.d}")
+    tok = load_tokenizer(ckpt.path, trust_remote_code=trust_remote_code)
+    if tok is None:
+        raise BakeError(f"{ckpt.spec}: bake explain needs a tokenizer in the model folder")
     texts = [t for spec in (data or []) for t in data_mod.load(spec).texts]
     ids = [tok(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
     counts = Counter(i for row in ids for i in row) if texts else None
@@ -352,7 +357,7 @@ def explain(sae: str, model: str, features: list[int] | None = None, top: int = 
     if not vocab:
         raise BakeError("the vocabulary is empty: give --words FILE with one word per line")
     try:
-        emb, fvecs = ex.feature_vectors(runner.ckpt, runner.family, s.W_dec, space, trust_remote_code)
+        emb, fvecs = ex.feature_vectors(ckpt, family, s.W_dec, space, trust_remote_code)
     except ValueError as e:
         raise BakeError(f"bake explain: {e}") from None
     p_c_w = ex.conditionals(ex.word_vectors(emb, vocab_ids), fvecs, temperature)
@@ -366,7 +371,8 @@ def explain(sae: str, model: str, features: list[int] | None = None, top: int = 
         chosen = [c for c, _ in ex.rank_features(p_c_w, p_w, max_words)[:top]]
     acts = where = None
     if texts and contexts:
-        layer, _ = sae_format.hook_site(s.hook_name, runner.n_layers)
+        runner = collect.Runner(ckpt, trust_remote_code)
+        layer, _ = sae_format.hook_site(s.hook_name, family.n_layers)
         x, where = runner.token_states(texts, layer, max_length=max_length, progress=progress)
         acts = s.encode(x)
     rows = []

@@ -174,9 +174,8 @@ def steer_directions(recipe_path: Path, trust: bool = False, progress: bool = Tr
         r = materialize(r, ckpt, progress)
         steers = [(i, r.interventions[i]) for i, _ in steers]
     found, about = {}, {}
-    if saes:  # the SAE kinds steer along the sum of their features' unit decoder rows (the hook plan says which)
+    if saes:  # the SAE kinds steer along the sum of their features' unit decoder rows (their sae_gate hook's S)
         from ..compile.builder import compile_plan
-        from ..sae.format import load as load_sae
 
         try:
             steps = compile_plan(r, ckpt, hooks_only=True).steps
@@ -185,7 +184,7 @@ def steer_directions(recipe_path: Path, trust: bool = False, progress: bool = Tr
             about["SAE features"] = f"no projection: {e}"
         for i in saes:
             d = steps[i].details
-            v = load_sae(r.interventions[i].sae, r.base_dir).directions(d["features"]).sum(dim=1)
+            v = next(h.vec for h in steps[i].hooks if h.fn == "sae_gate").sum(dim=1)
             name = f"block {d['block']} (SAE features {d['features']})"
             found[name] = (int(d["block"]), v / v.norm())
             about[name] = f"interventions[{i}]: the sum of the features' unit decoder rows at {d['hook_name']}"

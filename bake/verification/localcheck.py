@@ -317,27 +317,22 @@ def _copies(plan: Plan, baked: Checkpoint, hooked_modules: list[str]) -> list[di
     end-to-end pass."""
     out = []
     for name, edit in plan.edits.items():
-        if edit.ops and all(op.fn == "append" and not op.vec.any() for op in edit.ops):
-            got = baked.read(name)
-            old = tuple(slice(0, n) for n in edit.shape)
-            src = plan.checkpoint.read(edit.source).to(got.dtype) if edit.source is not None else torch.zeros_like(got[old])
-            rest = got.clone()
-            rest[old] = 0
-            same = tuple(got.shape) == edit.out_shape and torch.equal(src, got[old]) and not rest.any().item()
-            out.append({"tensor": name, "status": "passed" if same else "failed",
-                        "why": (f"a copy of {edit.source}" if edit.source else "created as zeros")
-                        + ", with zero units added" + ("" if same else ", but its values differ")})
-            continue
-        if edit.ops:
+        if not all(op.fn == "append" and not op.vec.any() for op in edit.ops):  # folded (not only zero units)
             if not any(name.startswith(m + ".") for m in hooked_modules):
                 out.append({"tensor": name, "status": "unchecked",
                             "why": "folded outside every hooked module; only the end-to-end pass checks it"})
             continue
         got = baked.read(name)
-        if edit.source is None:
-            same, what = not got.any().item(), "created as zeros"
-        else:
-            same, what = torch.equal(plan.checkpoint.read(edit.source).to(got.dtype), got), f"a copy of {edit.source}"
+        old = tuple(slice(0, n) for n in edit.shape)
+        src = (plan.checkpoint.read(edit.source).to(got.dtype) if edit.source is not None
+               else torch.zeros(edit.shape, dtype=got.dtype))
+        same = tuple(got.shape) == edit.out_shape and torch.equal(src, got[old])
+        if same and edit.ops:  # the units added after the source's: zeros
+            rest = got.clone()
+            rest[old] = 0
+            same = not rest.any().item()
+        what = (f"a copy of {edit.source}" if edit.source is not None else "created as zeros") + (
+            ", with zero units added" if edit.ops else "")
         out.append({"tensor": name, "status": "passed" if same else "failed",
                     "why": what + ("" if same else ", but its values differ")})
     return out
