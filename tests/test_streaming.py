@@ -97,3 +97,46 @@ def test_streamed_bake_and_verification_stay_within_a_shard_bound(tmp_path):
     assert (res["status"], res["mode"]) == ("passed", "streamed")
     assert total > bound  # the bfloat16 weights alone exceed the bound; loading them in float32 takes twice that
     assert res["peak"] - res["base"] <= bound, (res, bound)
+
+
+def test_streamed_verification_survives_its_progress_bar(tmp_path, monkeypatch):
+    """Issue 27: `bake apply --verify streamed` (progress shown) failed with "'bool' object has no
+    attribute 'dtype'" in a block's input_layernorm. The bar counted blocks with a forward hook that
+    returned `bar.update(1)`, and tqdm's update returns True whenever it redraws: the hook's return
+    value replaced the block's output. Tests and eval/out_of_core.py ran without the bar (progress=False),
+    whose update returns None. A bfloat16 Llama (untied, 6 shards, no tokenizer) with the issue's recipe
+    (aura on every up_proj, steer at a middle block, ablate on all layers); the bar redraws at every
+    block here, as it does on the command line whenever a block ends 0.1 s after the last redraw."""
+    import functools
+
+    import torch
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, str(ROOT / "eval"))
+    import synthetic
+
+    hidden, layers, inter = 256, 4, 512
+    synthetic.write_llama(tmp_path / "model", hidden=hidden, layers=layers, inter=inter, vocab=1000, shard_mb=1)
+    assert len(list((tmp_path / "model").glob("*.safetensors"))) > 1
+    g = torch.Generator().manual_seed(0)
+    save_file({f"model.layers.{i}.mlp.up_proj": torch.rand(inter, generator=g) * 1.5 for i in range(layers)},
+              str(tmp_path / "alphas.safetensors"))
+    torch.save(torch.randn(hidden, generator=g), tmp_path / "v.pt")
+    torch.save(torch.randn(hidden, generator=g), tmp_path / "r.pt")
+    rec = {"model": str(tmp_path / "model"), "dtype": "bfloat16", "verify": {"min_top1": 0.9},
+           "interventions": [
+               {"kind": "aura", "modules": ["model.layers.*.mlp.up_proj"],
+                "alphas": str(tmp_path / "alphas.safetensors")},
+               {"kind": "steer", "layers": [layers // 2], "vector": str(tmp_path / "v.pt"), "scale": 3.0},
+               {"kind": "ablate", "layers": "all", "direction": str(tmp_path / "r.pt")}]}
+    redraws = []
+
+    class Bar(verifier.tqdm):
+        def update(self, n=1):
+            redraws.append(super().update(n))
+            return redraws[-1]
+
+    monkeypatch.setattr(verifier, "tqdm", functools.partial(Bar, mininterval=0))
+    v = bake.apply(rec, output=tmp_path / "out", progress=True, verify_mode="streamed")["verification"]
+    assert redraws and all(redraws)  # every block redrew the bar: its update returned True each time
+    assert (v["mode"], v["status"], v["local"]["status"]) == ("streamed", "passed", "passed"), v["failures"]

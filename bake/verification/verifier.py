@@ -212,7 +212,11 @@ def _end_to_end(plan: Plan, baked_dir: Path, progress: bool, recorded: dict, dty
         n = plan.family.n_layers
         bar = tqdm(total=2 * n, desc="verifying (streamed)", unit="block", disable=not progress)
         blocks = [dict(m.named_modules()).get(plan.family.block(i)) for m in models for i in range(n)]
-        ticks = [b.register_forward_hook(lambda *_: bar.update(1)) for b in blocks if b is not None]
+
+        def tick(*_):  # returns None: what a forward hook returns replaces the block's output, and
+            bar.update(1)  # tqdm's update returns True whenever it redraws the bar
+
+        ticks = [b.register_forward_hook(tick) for b in blocks if b is not None]
         try:
             with hooked(ref_model, plan.hooks), record(ref_model, names, recorded):
                 refs = _run_batch(ref_model, [ids for _, ids in inputs], pad)
