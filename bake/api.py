@@ -102,9 +102,10 @@ def _output_dir(r: Recipe, output: str | Path | None) -> Path:
 
 
 def _inputs(r: Recipe, p: Plan) -> list[Path]:
-    """Everything this run reads, which no output may replace or hold: the recipe's folder, the
-    model (and the GGUF it came from), the artifacts and the data that inline learning read."""
-    paths = [r.base_dir, p.checkpoint.path, *map(Path, p.artifacts)]
+    """Everything this run reads, which no output may replace, hold or lie inside: the model (and the
+    GGUF it came from), the artifacts and the data that inline learning read (the recipe's folder,
+    which may hold outputs, is protected apart)."""
+    paths = [p.checkpoint.path, *map(Path, p.artifacts)]
     if p.checkpoint.origin.get("gguf"):
         paths.append(Path(p.checkpoint.origin["gguf"]))
     for entry in ((p.recipe.provenance or {}).get("learned") or {}).values():
@@ -123,7 +124,8 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
     (full | streamed | local | auto) overrides the recipe's `verify.mode`."""
     r = _recipe(recipe)
     out = _output_dir(r, output)
-    staging.check_target(out, folder=True, force=force, protect=[r.base_dir])  # fail fast, before learning
+    refuse = staging.own_output("bake apply")
+    staging.check_target(out, folder=True, force=force, around=[r.base_dir], refuse=refuse)  # fail fast, before learning
     started = time.time()
     p = plan(r, progress, trust_remote_code=trust_remote_code)
     src = p.checkpoint.path
@@ -135,7 +137,8 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
     for fmt in (f for f in r.export if f != "hf"):  # refuse an export that cannot work before baking anything
         exporters.get(fmt).check(out_config, src, p.checkpoint.origin, gguf_type=r.gguf_type)
     staging.preflight_space(out, sum((src / f).stat().st_size for f in p.checkpoint.shard_files))
-    with staging.staged(out, folder=True, force=force, protect=_inputs(r, p)) as tmp:
+    with staging.staged(out, folder=True, force=force, protect=_inputs(r, p), around=[r.base_dir],
+                        refuse=refuse) as tmp:
         stats = rewrite(p, tmp, progress=progress)
         verification = run_verify(p, tmp, progress=progress, mode=verify_mode)
         report = Report(**plan_summary(p), bake_version=__version__, output=str(out), verification=verification)
@@ -172,9 +175,10 @@ def _export(folder: Path, fmt: str, out, given: dict, progress, prompts, report:
     name = name or folder.name
     opts = ex.options(folder, report, **given)
     out = staging.resolve_path(out, "--out") if out else ex.default_output(folder, name, opts)
-    refuse = staging.bake_folder_refusal if ex.folder else (lambda o: _not_own_export(folder, fmt, o, report))
-    with staging.staged(out, folder=ex.folder, force=force, refuse=refuse, protect=[folder, *ex.reads(opts)],
-                        what=f"{fmt.upper()} export") as tmp:
+    refuse = staging.own_output(f"bake export {fmt}") if ex.folder else (
+        lambda o: _not_own_export(folder, fmt, o, report))
+    with staging.staged(out, folder=ex.folder, force=force, refuse=refuse, protect=ex.reads(opts), around=[folder],
+                        what=f"{fmt.upper()} export", recorded_in=folder) as tmp:
         written = ex.write(folder, tmp, opts, progress, name, trust_remote_code)
         checked = ex.verify(folder, tmp, opts, written, progress, prompts, trust_remote_code)
         if ex.folder:
@@ -286,9 +290,9 @@ def evaluate(target: str | Path, against: str | None = None, suites: str = "toxi
     report (eval_report.json, .md, plots) goes into `out`; without `out`, into a baked folder that is
     the target (recorded in its report and model card), else into out/eval/NAME."""
     import shutil
-    import tempfile
 
     from .evaluation import report as ereport
+    from .write.tempdirs import temp_dir
     from .evaluation import run, suites as esuites
 
     opts = esuites.Options(**(options or {}), progress=progress)
@@ -299,16 +303,25 @@ def evaluate(target: str | Path, against: str | None = None, suites: str = "toxi
         integrity.require_unchanged(folder, report, "eval")
     else:
         out = staging.resolve_path(out or Path("out") / "eval" / folder.stem, "--out")
-        staging.check_target(out, folder=True, force=force, protect=[folder])
+        inputs = [Path(x) for x in (folder, against, *opts.data.values()) if x and Path(x).exists()]
+        if folder.is_file():  # a recipe: its folder may hold the report, never be replaced by it; its model is an input
+            r = _recipe(folder)
+            model = Path(r.path(r.model)) if not str(r.model).startswith("builtin:") else None
+            inputs, around = [*inputs, *([model] if model is not None and model.exists() else [])], [folder.parent]
+        else:
+            around = []
+        policy = dict(folder=True, force=force, protect=inputs, around=around, what="eval output",
+                      refuse=staging.own_output("bake eval"))
+        staging.check_target(out, **policy)
     rep = run.evaluate(target, against, suites, opts, sweep=sweep, max_ppl_increase=max_ppl_increase, hooks=hooks,
                        trust_remote_code=trust_remote_code)
     if not into_folder:
-        with staging.staged(out, folder=True, force=force, protect=[folder], what="eval output") as tmp:
+        with staging.staged(out, **policy) as tmp:
             rep["files"] = ereport.write(rep, tmp)
             staging.write_marker(tmp, "bake eval")
         rep["output"] = str(out)
         return rep
-    with staging.locked(folder, "folder"), tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+    with staging.locked(folder, "folder"), temp_dir("eval-report") as tmp:
         rep["files"] = ereport.write(rep, Path(tmp))
         for f in rep["files"]:  # each file replaced atomically; the report and card follow
             with staging.replacing(folder / f) as dest:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 from . import __version__
 from .exporters.base import FORMATS
 from .errors import BakeError, VerificationFailed, first_line
-from .write import interrupt  # light: torch and transformers load only once a command runs
+from .write import interrupt, redact  # light: torch and transformers load only once a command runs
 
 
 def _fmt(x, spec=".3g"):
@@ -229,6 +230,7 @@ def _parser() -> argparse.ArgumentParser:
                          "input: input embeddings and W_dec as it is")
     sp.add_argument("--contexts", type=int, default=5, help="top activating contexts per feature (with --data)")
     sp.add_argument("--out", help="also write the explanation as JSON here")
+    sp.add_argument("--force", action="store_true", help="replace an --out file that bake explain wrote earlier")
     common(sp)
     sp = sub.add_parser("arch", help="what the adapter resolves for a model")
     sp.add_argument("model", nargs="?", help="local folder, .gguf, Hub id or builtin:NAME")
@@ -491,23 +493,29 @@ def _dispatch(args, progress: bool, out) -> int:
         from .learn.collect import is_main_process
 
         if not is_main_process():  # one of several `accelerate launch` processes: it shares the work, the first writes
-            import tempfile
+            from .write.tempdirs import temp_dir
 
-            with tempfile.TemporaryDirectory() as d:
+            with temp_dir("learn") as d:
                 extra = {"out": str(Path(d) / "a"), **({"statedict": None} if "statedict" in opts else {})}
                 getattr(learners, f"learn_{args.what}")(progress=False, **{**opts, **extra})
             return 0
         inputs = [Path(x) for k, v in opts.items() if k in ("model", *learners._PATH_OPTS)
                   for x in (v if isinstance(v, list) else [v]) if isinstance(x, str) and Path(x).exists()]
-        # the artifact is written to a temp sibling and renamed; an existing file is replaced only with --force
-        sae = args.what == "sae"  # a folder; --force replaces only an SAE folder (cfg.json + weights, nothing else)
-        with staging.staged(opts["out"], folder=sae, force=args.force, protect=inputs, what="--out",
-                            refuse=(lambda o: None if {f.name for f in o.iterdir()} <= {"cfg.json", "sae_weights.safetensors"}
-                                    else "it holds more than an SAE's cfg.json and sae_weights.safetensors")
-                            if sae else (lambda o: None)) as tmp:
+        # the artifact is written to a temp sibling and renamed; an existing one is replaced only with --force,
+        # and only when `bake learn` wrote it; never an input, nor anything inside an input folder
+        sae = args.what == "sae"  # a folder (SAELens layout)
+        with contextlib.ExitStack() as stack:
+            if opts.get("statedict"):  # ml-aura's folder of .statedict files: staged like every output
+                opts["statedict"] = str(stack.enter_context(staging.staged(
+                    opts["statedict"], folder=True, force=args.force, protect=inputs, what="--statedict",
+                    refuse=staging.own_output("bake learn aura --statedict"))))
+            tmp = stack.enter_context(staging.staged(opts["out"], folder=sae, force=args.force, protect=inputs,
+                                                     what="--out", refuse=learners.own_artifact(args.what)))
             final, opts["out"] = opts["out"], str(tmp)
             res = getattr(learners, f"learn_{args.what}")(progress=progress, **opts)
             res["out"] = str(staging.resolve_path(final))
+            if opts.get("statedict"):
+                staging.write_marker(Path(opts["statedict"]), "bake learn aura --statedict")
         print(json.dumps(res, indent=2, default=str) if args.json else format_learn(args.what, res), file=out)
     elif args.cmd == "generate":
         from .evaluation.generate import generate, subject
@@ -550,13 +558,18 @@ def _dispatch(args, progress: bool, out) -> int:
             raise BakeError(f"--features {args.features}: expected comma-separated integers") from None
         if args.top < 1 or args.max_words < 1 or args.temperature <= 0 or args.contexts < 0:
             raise BakeError("bake explain: --top and --max-words must be >= 1, --temperature > 0, --contexts >= 0")
+        if args.out:  # refused before any work
+            from .write import staging
+
+            inputs = [Path(x) for x in (args.sae.removeprefix("hf:"), args.model, args.words, *(args.data or []))
+                      if x and Path(x).exists()]
+            policy = dict(folder=False, force=args.force, protect=inputs, what="--out", refuse=_own_explanation)
+            staging.check_target(staging.resolve_path(args.out, "--out"), **policy)
         res = api.explain(args.sae, args.model, feats, args.top, args.data, args.words, args.max_words,
                           args.temperature, args.contexts, space=args.space, progress=progress, trust_remote_code=trust)
         if args.out:
-            from .write import staging
-
-            with staging.replacing(staging.resolve_path(args.out, "--out")) as tmp:
-                tmp.write_text(json.dumps(res, indent=2) + "\n")
+            with staging.staged(args.out, **policy) as tmp:
+                tmp.write_text(json.dumps({"written_by": "bake explain", **res}, indent=2) + "\n")
         print(json.dumps(res, indent=2) if args.json else format_explain(res), file=out)
     elif args.cmd == "arch":
         if args.table:
@@ -569,6 +582,18 @@ def _dispatch(args, progress: bool, out) -> int:
     return 0
 
 
+def _own_explanation(path: Path) -> str | None:
+    """None when `path` is a JSON file that `bake explain` wrote (the only file its --force replaces)."""
+    try:
+        ok = json.loads(path.read_text()).get("written_by") == "bake explain"
+    except (OSError, ValueError, AttributeError):
+        ok = False
+    return None if ok else "it is not an explanation it wrote"
+
+
+_own_explanation.command = "bake explain"
+
+
 def format_integrity(c: dict) -> str:
     from .write.integrity import describe
 
@@ -579,10 +604,14 @@ def main(argv=None) -> int:
     """The `bake` command. Run as the program (argv None), the signal handlers stay installed until
     the process exits, so no signal can end it with a traceback."""
     previous = interrupt.install()  # SIGTERM/SIGINT/SIGHUP unwind through the staging, which removes temp files
+    streams = redact.install()  # no token or URL password reaches the terminal, tracebacks included
     out = sys.stdout
     args = None
     try:
         args = _parser().parse_args(argv)
+        from .write import tempdirs
+
+        tempdirs.sweep()  # what a killed run left in bake's temp root
         return _dispatch(args, not (args.quiet or args.json), out)
     except BaseException as e:
         if interrupt.received is not None:  # whatever the signal turned into on its way out
@@ -620,3 +649,7 @@ def main(argv=None) -> int:
     finally:
         if argv is not None:
             interrupt.uninstall(previous)
+            redact.uninstall(streams)
+        else:
+            sys.stdout.flush()
+            sys.stderr.flush()

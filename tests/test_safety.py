@@ -557,6 +557,11 @@ def test_learn_out_needs_force_and_never_replaces_an_input(tmp_path, model):
     clean_error(cli(*args, "--out", out), 2, "exists; pass --force")
     assert out.read_text() == "my file"
     clean_error(cli(*args, "--out", tmp_path / "cv.gguf", "--force"), 2, "an input of this run")
+    # --force replaces only what `bake learn steer` wrote (issue 27): never the user's own file
+    clean_error(cli(*args, "--out", out, "--force"), 2, "was not written by bake learn steer")
+    assert out.read_text() == "my file"
+    out = tmp_path / "v2.safetensors"
+    assert cli(*args, "--out", out).returncode == 0
     p = cli(*args, "--out", out, "--force")
     assert p.returncode == 0, p.stderr[-2000:]
     assert load_file(str(out))["vector"].shape == (COMMON["num_hidden_layers"], D)

@@ -8,7 +8,6 @@ prompts, batches and seeds on every subject, so base, hooked and baked differ on
 
 from __future__ import annotations
 
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +79,9 @@ def baked_subject(plan, trust: bool = False, progress: bool = True):
     loaded; the folder is removed afterwards."""
     from ..write.rewrite import rewrite
 
-    with tempfile.TemporaryDirectory(prefix="bake-eval-") as tmp:
+    from ..write.tempdirs import temp_dir
+
+    with temp_dir("eval") as tmp:  # under bake's temp root: what a killed run leaves, the next one sweeps
         rewrite(plan, Path(tmp), progress=progress)
         yield _load(Path(tmp), "baked", [], f"{plan.checkpoint.spec} baked with the recipe", trust)
 
@@ -91,6 +92,23 @@ def _eos(model, tok) -> set[int]:
     if tok.eos_token_id is not None:
         ids.add(tok.eos_token_id)
     return ids
+
+
+def check_generation_memory(model, rows: int, length: int, k: int) -> None:
+    """Refuse, before generating, a batch whose logits and KV cache cannot fit in the memory available
+    (rows sequences of `length` tokens at once; `k` replies per prompt)."""
+    from ..model.loading import available_memory
+
+    cfg = model.config.get_text_config()
+    width = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 4
+    per_row = 3 * 4 * int(getattr(cfg, "vocab_size", 0) or 0) + 2 * width * length * int(
+        getattr(cfg, "num_hidden_layers", 0) or 0) * int(getattr(cfg, "hidden_size", 0) or 0)
+    need, have = rows * per_row, available_memory()
+    if need > have:
+        what = f"--samples {k}: " if k > 1 else ""
+        raise BakeError(f"{what}generating {rows:,} sequences of {length:,} tokens at once needs about "
+                        f"{need / 2**30:,.1f} GiB (logits and KV cache), {have / 2**30:,.1f} GiB available; "
+                        "ask for fewer samples or tokens")
 
 
 def generate(s: Subject, prompts: list[str], *, chat: bool, max_new_tokens: int, k: int = 1, sample: bool = False,
@@ -111,6 +129,8 @@ def generate(s: Subject, prompts: list[str], *, chat: bool, max_new_tokens: int,
     ids = [prompt_ids(tok, p, chat)[0] for p in prompts]
     out: list[list[list[int]]] = []
     batches = range(0, len(ids), batch_size)
+    if ids:
+        check_generation_memory(model, min(batch_size, len(ids)) * k, max(map(len, ids)) + max_new_tokens, k)
     with s.context(), torch.no_grad():
         for b, start in enumerate(tqdm(batches, desc=f"{desc} ({s.role})", unit="batch", disable=not progress)):
             chunk = ids[start:start + batch_size]

@@ -52,6 +52,8 @@ class Options:
 
     def path(self, key: str, default: str) -> Path:
         p = Path(self.data.get(key) or DATA / default)
+        if p.is_dir():
+            raise BakeError(f"--data {key}={p} is a folder; give a data file")
         if not p.is_file():
             raise BakeError(f"--data {key}={p}: no such file")
         return p
@@ -192,12 +194,13 @@ def _quality(s: Subject, opts: Options, base, memo) -> dict:
 
 
 def _mc_items(opts: Options) -> list[dict]:
-    import json
+    from ..learn.data import json_lines
 
     path = opts.path("mc", "multiple_choice.jsonl")
-    items = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    items = json_lines(path)
     for i, it in enumerate(items):
-        if not ({"question", "choices", "answer"} <= set(it)) or not 0 <= int(it["answer"]) < len(it["choices"]):
+        if not (isinstance(it, dict) and {"question", "choices", "answer"} <= set(it) and isinstance(it["answer"], int)
+                and isinstance(it["choices"], list) and 0 <= it["answer"] < len(it["choices"])):
             raise BakeError(f"{path}: item {i + 1} needs question, choices and answer (an index into choices)")
     return items[:opts.limit] if opts.limit else items
 

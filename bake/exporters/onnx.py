@@ -88,7 +88,10 @@ def trial(cfg: dict, run: bool = True) -> str | None:
     cache = cache_dir() / "onnx-trial"
     hit = cache / f"{hashlib.sha256(tag.encode()).hexdigest()[:24]}.json"
     if hit.is_file():
-        return json.loads(hit.read_text())["why"]
+        try:
+            return json.loads(hit.read_text())["why"]
+        except (OSError, ValueError, KeyError, TypeError):  # a truncated entry: tried again
+            pass
     if not run:
         return None
     why = _trial(cfg, tiny, ort)
@@ -117,16 +120,15 @@ def _trace_failure(e: BaseException) -> str:
 
 
 def _trial(cfg: dict, tiny, ort) -> str:
-    import tempfile
-
     from ..errors import first_line
+    from ..write.tempdirs import temp_dir
 
     try:
         model = tiny.build(tiny.tiny_config(cfg), dtype=torch.float32)
     except Exception as e:  # noqa: BLE001 - a config whose tiny instance does not build
         return f"no tiny instance of its config builds to try the export on ({type(e).__name__}: {first_line(e)})"
     model.config._attn_implementation = "eager"
-    with tempfile.TemporaryDirectory(prefix="bake-onnx-trial-") as tmp:
+    with temp_dir("onnx-trial") as tmp:
         try:
             _export_graph(model, Path(tmp) / MODEL_FILE)
         except Exception as e:  # noqa: BLE001 - whatever the tracer says is the reason

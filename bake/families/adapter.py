@@ -127,8 +127,8 @@ def _derive(config_json: str) -> probemod.Probe:
     return probemod.derive(json.loads(config_json))
 
 
-def derive(config: dict) -> probemod.Probe:
-    """The probe of a config (cached per config)."""
+def check_known(config: dict) -> None:
+    """Refuse a model type that the installed transformers does not ship, or that bake refuses by hand."""
     from transformers import CONFIG_MAPPING
     from transformers import __version__ as tv
 
@@ -140,6 +140,11 @@ def derive(config: dict) -> probemod.Probe:
     reason = overrides.refused(config)
     if reason:
         raise BakeError(reason)
+
+
+def derive(config: dict) -> probemod.Probe:
+    """The probe of a config (cached per config)."""
+    check_known(config)
     clean = {k: v for k, v in config.items() if k not in ("transformers_version", "_name_or_path", "dtype", "torch_dtype")}
     try:
         return _derive(json.dumps(clean, sort_keys=True, default=str))
@@ -162,14 +167,23 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
         raise BakeError(f"the checkpoint is quantized (quantization_config: quant_method={method!r}, e.g. gpt-oss's "
                         "MXFP4 experts); bake folds float weights. Dequantize it first (load it with transformers, "
                         "e.g. Mxfp4Config(dequantize=True), and save_pretrained in bfloat16) and bake that folder")
-    pr = derive(config)
+    arch.check_layers(config, checkpoint_keys)  # before a model is built from it
+    check_known(config)
     try:
         model = meta_model(config, trust_remote_code)
-    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError, ZeroDivisionError, OverflowError) as e:
-        raise BakeError(f"config.json: transformers cannot build a model from this config "
-                        f"({type(e).__name__}: {first_line(e)})") from None
-    km = keymod.KeyMap(pr.key_rules, checkpoint_keys)
+    except BakeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - transformers' own validation (e.g. heads that do not divide the width)
+        said = " ".join(str(e).split())[:400]
+        raise BakeError(f"config.json: transformers cannot build a model from this config ({type(e).__name__}: "
+                        f"{said})") from None
     params = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    for n, shape in params.items():  # the same name in the checkpoint: the config's sizes must give its shape
+        stored = checkpoint_keys.get(n)  # (a permuted layout may be converted at load, as fused experts are)
+        if stored is not None and sorted(stored) != sorted(shape):
+            raise BakeError(arch.mismatch_message(config, n, shape, tuple(stored)))
+    pr = derive(config)
+    km = keymod.KeyMap(pr.key_rules, checkpoint_keys)
     modules = {n: _kind(m) for n, m in model.named_modules() if n}
     mods = dict(model.named_modules())
     blocks_list = mods.get(pr.blocks_path)

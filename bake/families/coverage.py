@@ -84,7 +84,6 @@ def status(model_type: str, config: dict | None = None) -> Row:
     """Classify, then resolve the adapter of a tiny checkpoint of the type's default config, saved
     with transformers as a user's would be: one status per kind (what `eval/coverage.py` then
     bakes to prove)."""
-    import tempfile
     from pathlib import Path
 
     from ..errors import BakeError, first_line
@@ -92,6 +91,7 @@ def status(model_type: str, config: dict | None = None) -> Row:
     from . import tiny
     from .adapter import resolve
     from .overrides import refused
+    from ..write.tempdirs import temp_dir
 
     why = refused({"model_type": model_type})
     if why:  # a decoder-only LM bake refuses by hand (overrides.REFUSED), whether or not a tiny one builds
@@ -99,7 +99,7 @@ def status(model_type: str, config: dict | None = None) -> Row:
     row = classify(model_type)
     if not row.decoder:
         return row
-    with tempfile.TemporaryDirectory() as tmp:
+    with temp_dir("coverage") as tmp:
         try:
             tiny.save(config or default_config(model_type), Path(tmp))
         except Exception as e:  # noqa: BLE001 - a model class that cannot save its own tiny instance

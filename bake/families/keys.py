@@ -11,7 +11,7 @@ real model's parameter names (from a meta-device instance) and to the real check
 from __future__ import annotations
 
 import re
-import tempfile
+from ..write.tempdirs import temp_dir
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +63,7 @@ def derive(model) -> dict[str, list[tuple[str, Piece]]]:
     where = _fill(model)
     starts = sorted((b, n) for n, (b, _) in where.items())
     rules: dict[str, list[tuple[str, Piece]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with temp_dir("keys") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         for f in sorted(Path(tmp).glob("*.safetensors")):
             with safe_open(str(f), "pt") as st:

@@ -33,20 +33,64 @@ class Dataset:
     source: str
 
 
+MAX_ITEM_CHARS = 1_000_000  # one example (a line, a CSV field): far beyond any context window
+DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".txt", ".parquet", ".arrow")
+
+
+def lines(path: Path, keep_ends: bool = False):
+    """(line number, line) of a UTF-8 text file, read in bounded pieces: a line longer than
+    MAX_ITEM_CHARS is refused when its first MAX_ITEM_CHARS characters are read, never read whole."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            n = 0
+            while True:
+                line = f.readline(MAX_ITEM_CHARS + 1)
+                if not line:
+                    return
+                n += 1
+                if len(line) > MAX_ITEM_CHARS and not line.endswith("\n"):
+                    raise BakeError(f"{path}: line {n} is longer than {MAX_ITEM_CHARS:,} characters; one example a "
+                                    "line is expected (is this a data file?)")
+                yield n, line if keep_ends else line.rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise BakeError(f"{path}: not UTF-8 text (byte {e.start} cannot be decoded); save it as UTF-8") from None
+    except OSError as e:
+        raise BakeError(f"{path}: cannot read the data file: {e.strerror or e}") from None
+
+
+def json_lines(path: Path) -> list:
+    """The objects of a JSONL file, one a line; a malformed line is an error naming it."""
+    rows = []
+    for n, line in lines(path):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise BakeError(f"{path}: line {n} is not valid JSON ({e.msg}, column {e.colno})") from None
+    return rows
+
+
 def _rows(path: Path) -> list:
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+        try:  # bounded lines, checked encoding; quoted fields may span lines
+            csv.field_size_limit(MAX_ITEM_CHARS)
+            return list(csv.DictReader((line for _, line in lines(path, keep_ends=True)),
+                                       delimiter="\t" if suffix == ".tsv" else ","))
+        except csv.Error as e:
+            raise BakeError(f"{path}: malformed {suffix[1:].upper()} ({e})") from None
     if suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return json_lines(path)
     if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads("".join(line for _, line in lines(path, keep_ends=True)))
+        except json.JSONDecodeError as e:
+            raise BakeError(f"{path}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
         if not isinstance(data, list):
             raise BakeError(f"{path}: a JSON data file is a list of strings or of objects")
         return data
     if suffix in (".txt", ""):
-        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [line for _, line in lines(path) if line.strip()]
     raise BakeError(f"{path}: unsupported data file {suffix!r}; use .csv, .tsv, .jsonl, .json or .txt")
 
 
@@ -79,6 +123,12 @@ def load(spec: str | Path, text_column: str | None = None, label_column: str | N
          seed: int = 0) -> Dataset:
     """Read texts (and labels). `limit` keeps a seeded sample, stratified by label when there are labels."""
     path = Path(spec)
+    if limit is not None and limit < 1:
+        raise BakeError(f"--limit {limit}: give at least 1 example")
+    if path.is_dir() and not any(p.suffix.lower() in DATA_SUFFIXES or p.name == "dataset_info.json"
+                                 for p in path.rglob("*") if p.is_file()):
+        raise BakeError(f"data {spec}: a folder with no data files in it ({', '.join(DATA_SUFFIXES)}); give a data "
+                        "file, or a folder holding a dataset")
     # a file is read here; a Hub dataset id (or a local dataset folder) goes through `datasets`
     rows = _rows(path) if path.is_file() else _hub_rows(str(spec))
     source = str(spec)

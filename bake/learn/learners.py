@@ -6,6 +6,7 @@ recipe can use directly, and returns a JSON-able summary.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -48,13 +49,50 @@ def parse_size(size: str | int | None) -> int | None:
     return int(float(m.group(1)) * unit ** "_KMGT".index(m.group(2).upper() or "_"))
 
 
+def own_artifact(what: str):
+    """The `refuse` rule of `bake learn WHAT --out X --force`: X may be replaced only when `bake learn`
+    wrote it (an SAE folder whose cfg.json says so; a .safetensors file whose metadata names the
+    format `learn WHAT` writes)."""
+    formats = {"aura": "bake-aura", "steer": "bake-steer", "refusal": "bake-refusal"}
+
+    def refuse(path: Path) -> str | None:
+        if what == "sae":
+            try:
+                cfg = json.loads((path / "cfg.json").read_text())
+                by = (cfg.get("metadata") or {}).get("trained_by")
+            except (OSError, ValueError, AttributeError):
+                by = None
+            extra = {f.name for f in path.iterdir()} - {"cfg.json", "sae_weights.safetensors"}
+            if by != "bake learn sae" or extra:
+                return "its cfg.json does not say it trained it" if by != "bake learn sae" else \
+                    f"it holds more than an SAE: {', '.join(sorted(extra)[:3])}"
+            return None
+        try:
+            from ..model.source import read_metadata  # noqa: I001
+
+            fmt = read_metadata(path).get("format")
+        except BakeError:
+            fmt = None
+        if fmt == formats[what]:
+            return None
+        return f"its metadata says format {fmt!r}, not {formats[what]!r}" if fmt else "it holds no bake metadata"
+    refuse.command = f"bake learn {what}"
+    return refuse
+
+
 def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_column=None, label_column=None,
                layout=None, pooling="max", max_length=128, batch_size=32, score="auroc", rule="aura", top_k=None,
                top_fraction=None, per_layer=False, value=0.5, strength=1.0, zscore=False, limit=None,
                statedict=None, dtype="float64", means=False, progress=True, runner=None, trust_remote_code=False,
                max_memory=None) -> dict:
     t0 = time.time()
+    for name, v in (("--batch-size", batch_size), ("--max-length", max_length)):
+        if not isinstance(v, int) or v < 1:
+            raise BakeError(f"learn aura: {name} {v!r}: give a positive integer")
     ds = data_mod.load(data, text_column, label_column, layout, need_labels=True, limit=limit)
+    if len(set(ds.labels)) < 2:
+        raise BakeError(f"{ds.source}: all {len(ds.labels)} examples have label {ds.labels[0]} (one class); AURA ranks "
+                        "units by how well they separate the two classes, so it needs examples of both")
     runner = runner or learn.Runner(model, trust_remote_code, parse_size(max_memory))
     mods = runner.modules(list(modules))
     t1 = time.time()
@@ -246,17 +284,19 @@ def _learn_one(recipe, ckpt, kind, iv, spec, fn, suffix: str, where: str, state:
     folder = getattr(fn, "folder", False)
     out = cache_dir() / "learned" / f"{iv.kind}-{digest}{'' if folder else '.safetensors'}"
     summary_path = out.with_name(out.name.removesuffix(".safetensors") + ".json")
-    if not (out.is_dir() if folder else out.is_file()):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from ..write.staging import cache_hit, caching
+
+    if not (cache_hit(out) and cache_hit(summary_path)):  # a truncated or changed entry is learned again
         if state["runner"] is None and not any(k.startswith("from_") for k in opts):
             state["runner"] = learn.Runner(ckpt, recipe.trust_remote_code)
-        from ..write.staging import replacing
-
-        with replacing(out) as tmp:
+        with caching(out) as tmp:
             res = fn(model=ckpt, out=tmp, progress=progress, runner=state["runner"], **opts)
             res.pop("candidates", None)
             res["out"] = str(out)
-            summary_path.write_text(json.dumps(res, indent=2, default=str))
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        with caching(summary_path) as tmp:
+            tmp.write_text(json.dumps(res, indent=2, default=str))
+    summary = json.loads(summary_path.read_text())
     suffix = "#" + spec.key if spec.key else suffix
     return str(out) + suffix, {"learn": spec.learn, "file": str(out) + suffix, "summary": summary}
 

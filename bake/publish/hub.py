@@ -45,6 +45,19 @@ def check_repo_id(repo: str) -> None:
                         "(letters, digits, '-', '_', '.'; at most 96 characters)") from None
 
 
+def check_revision(revision: str | None) -> None:
+    """A branch name the Hub (git) accepts: no `..`, no leading or trailing `/`, no control characters,
+    spaces or `~^:?*[\\`, not ending in `.lock`."""
+    if revision is None:
+        return
+    import re
+
+    if (not revision or ".." in revision or revision.startswith(("/", "-", ".")) or revision.endswith(("/", ".lock", "."))
+            or "//" in revision or "@{" in revision or re.search(r"[\x00-\x20~^:?*\[\\\x7f]", revision)):
+        raise BakeError(f"--revision {revision!r} is not a valid branch name (no '..', spaces, '~^:?*[\\', "
+                        "leading or trailing '/'); use a name such as v1 or experiments/steer")
+
+
 def push(folder: str | Path, repo: str, private: bool = False, revision: str | None = None,
          dry_run: bool = False, force: bool = False, token: str | None = None,
          message: str | None = None) -> dict:
@@ -53,6 +66,7 @@ def push(folder: str | Path, repo: str, private: bool = False, revision: str | N
     files differ from the sha256 manifest bake wrote, unless `force`. The local card is rewritten
     only after the upload succeeded."""
     check_repo_id(repo)
+    check_revision(revision)
     folder = resolve_path(folder, "folder")
     if not (folder / REPORT).is_file():
         raise BakeError(f"{folder}: no {REPORT}; `bake push` uploads folders written by `bake apply`")

@@ -226,7 +226,9 @@ def load(path: str | Path) -> Recipe:
         raise RecipeError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); is it a recipe?") from None
     except OSError as e:
         raise RecipeError(f"{path}: cannot read the recipe: {e.strerror or e}") from None
-    return parse(load_yaml(text, str(path)), str(path), path.parent)
+    # relative paths are read beside the recipe file itself: a recipe reached through a symlink reads the files
+    # beside its target, as it does when run directly
+    return parse(load_yaml(text, str(path)), str(path), path.resolve().parent)
 
 
 def dump(recipe: Recipe) -> dict:

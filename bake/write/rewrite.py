@@ -103,17 +103,24 @@ def rewrite(plan: Plan, out_dir: Path, progress: bool = True) -> list[dict]:
     total_size = 0
     bar = tqdm(total=sum(len(v) for v in by_shard.values()), desc="baking tensors", unit="tensor",
                disable=not progress)
+    def read(name: str) -> torch.Tensor:  # every input tensor passes here once: a corrupt one is refused by name
+        t = ckpt.read(name)
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise BakeError(f"{ckpt.path / ckpt.files[name]}: input weight {name} holds non-finite values (NaN or "
+                            "inf); the checkpoint is corrupt (re-download or re-save it); nothing was written")
+        return t
+
     for fname, names in by_shard.items():
         shard: dict[str, torch.Tensor] = {}
         for name in names:
             if name in plan.edits:
                 edit = plan.edits[name]
-                shard[name], err = compute(edit, ckpt.read, out_dtype)
+                shard[name], err = compute(edit, read, out_dtype)
                 stats.append({"tensor": name, "source": edit.source, "note": edit.note,
                               "ops": [f"#{op.step} {plan.steps[op.step].kind}: {op.describe()}" for op in edit.ops],
                               "rounding_max_abs": err})
             else:
-                t = ckpt.read(name)
+                t = read(name)
                 shard[name] = t if t.dtype == out_dtype or not t.is_floating_point() else t.to(out_dtype)
             weight_map[name] = fname
             total_size += shard[name].numel() * shard[name].element_size()

@@ -46,15 +46,48 @@ def resolve_path(path: str | Path, what: str = "path") -> Path:
 
 
 def write_marker(folder: Path, what: str) -> None:
-    """Mark `folder` as written by bake, so that a later `--force` may replace it."""
+    """Mark `folder` as written by bake's command `what` ("bake apply", "bake eval", ...), so that a
+    later `--force` of the same command may replace it."""
     from .. import __version__
 
     (folder / MARKER).write_text(json.dumps({"written_by": f"bake {__version__}", "what": what}) + "\n")
 
 
+def marker_of(path: Path) -> str | None:
+    """The command that wrote folder `path` (its marker's `what`), "" for an unreadable marker, None
+    when it holds none."""
+    try:
+        data = json.loads((path / MARKER).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return ""
+    return str(data.get("what", "")) if isinstance(data, dict) else ""
+
+
 def bake_folder_refusal(path: Path) -> str | None:
     """None when `path` is a folder bake wrote (it holds the marker), else why it is not."""
     return None if (path / MARKER).is_file() else f"it has no {MARKER} marker"
+
+
+def own_output(what: str) -> Callable[[Path], str | None]:
+    """The `refuse` rule of a command that writes folders: only a folder that the same command wrote
+    may be replaced (`bake eval --force` never deletes a baked checkpoint)."""
+    def refuse(path: Path) -> str | None:
+        by = marker_of(path)
+        if by is None:
+            return f"it has no {MARKER} marker"
+        return None if by == what else f"it was written by {by or 'an unknown command'}"
+    refuse.command = what
+    return refuse
+
+
+def baked_folder_around(out: Path) -> Path | None:
+    """The folder written by `bake apply` that `out` lies inside, if any."""
+    for a in out.parents:
+        if marker_of(a) == "bake apply":
+            return a
+    return None
 
 
 def _fingerprint(path: Path):
@@ -67,16 +100,33 @@ def _fingerprint(path: Path):
             marker.stat().st_mtime_ns if path.is_dir() and marker.is_file() else None)
 
 
-def check_target(out: Path, *, folder: bool, force: bool, protect: Iterable[Path] = (),
-                 refuse: Callable[[Path], str | None] = bake_folder_refusal, what: str = "output"):
+def check_target(out: Path, *, folder: bool, force: bool, protect: Iterable[Path] = (), around: Iterable[Path] = (),
+                 refuse: Callable[[Path], str | None] = bake_folder_refusal, what: str = "output",
+                 recorded_in: Path | None = None):
     """Refuse an output path whose writing would lose something bake did not write; returns a
-    fingerprint of what is there now (None when nothing is)."""
+    fingerprint of what is there now (None when nothing is).
+
+    The run's protected set: `protect` holds its inputs (a file, or a folder and everything inside
+    it: the model, data, artifacts), `around` the folders that may hold outputs but must never be
+    replaced (the recipe's folder). No output may be, hold, or (for `protect`) lie inside one of them.
+    No output may lie inside a folder that `bake apply` wrote, except in `recorded_in` (the folder whose
+    manifest records it: an export): that folder's manifest would no longer match its files."""
     for p in protect:
+        p = resolve_path(p)
+        if out == p or out in p.parents or (p.is_dir() and p in out.parents):
+            held = "is" if out == p else "holds" if out in p.parents else "is inside"
+            raise BakeError(f"{what} {out} {held} {p}, an input of this run; bake never writes into its inputs "
+                            "or replaces a folder holding them: choose another output path")
+    for p in around:
         p = resolve_path(p)
         if out == p or out in p.parents:
             held = "is" if out == p else "holds"
             raise BakeError(f"{what} {out} {held} {p}, an input of this run; bake never replaces its inputs "
                             "or a folder holding them: choose another output path")
+    baked = baked_folder_around(out)
+    if baked is not None and baked != recorded_in:
+        raise BakeError(f"{what} {out} is inside the baked folder {baked}, whose manifest would no longer match "
+                        "its files (`bake verify` would fail): choose a path outside it")
     for a in [out.parent, *out.parent.parents]:
         if a.exists() or a.is_symlink():
             if not a.is_dir():
@@ -96,8 +146,8 @@ def check_target(out: Path, *, folder: bool, force: bool, protect: Iterable[Path
                         "(bake replaces only what it wrote)")
     reason = refuse(out)
     if reason:
-        raise BakeError(f"{what} {out} was not written by bake ({reason}); --force replaces only bake's own "
-                        "outputs: choose another path, or remove it yourself")
+        raise BakeError(f"{what} {out} was not written by {getattr(refuse, 'command', 'bake')} ({reason}); --force "
+                        "replaces only an earlier output of the same command: choose another path, or remove it yourself")
     return _fingerprint(out)
 
 
@@ -136,6 +186,52 @@ def replacing(dest: Path):
         _swap(tmp, dest)
     finally:
         _remove(tmp)
+
+
+def _digests(entry: Path) -> dict[str, str]:
+    import hashlib
+
+    files = [entry] if entry.is_file() else sorted(p for p in entry.rglob("*") if p.is_file())
+    out = {}
+    for f in files:
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+        out["." if f == entry else str(f.relative_to(entry))] = h.hexdigest()
+    return out
+
+
+def _seal_path(entry: Path) -> Path:
+    return entry.parent / f".{entry.name}.sha256"
+
+
+def cache_hit(entry: Path) -> bool:
+    """True when the cache entry `entry` (a file or a folder) is there and every file in it matches the
+    sha256 recorded when it was written; a truncated, changed or unsealed entry is removed (so the
+    caller makes it again) and False returned."""
+    if not (entry.exists() or entry.is_symlink()):
+        return False
+    try:
+        if json.loads(_seal_path(entry).read_text()) == _digests(entry):
+            return True
+    except (OSError, ValueError):
+        pass
+    _remove(entry)
+    _remove(_seal_path(entry))
+    return False
+
+
+@contextmanager
+def caching(entry: Path):
+    """`replacing` for a cache entry: the temp is renamed into place with the sha256 of its files
+    recorded beside it (written first: a reader never sees a new entry without its seal)."""
+    with replacing(entry) as tmp:
+        yield tmp
+        seal = _seal_path(entry)
+        side = seal.parent / f"{seal.name}{TMP_TAG}{os.getpid()}"
+        side.write_text(json.dumps(_digests(tmp)))
+        os.replace(side, seal)
 
 
 def clean_stale(out: Path) -> None:
@@ -221,15 +317,17 @@ def write_error(e: OSError, out: Path, what: str) -> BakeError:
 
 @contextmanager
 def staged(out: str | Path, *, folder: bool = True, force: bool = False, protect: Iterable[Path] = (),
-           refuse: Callable[[Path], str | None] = bake_folder_refusal, what: str = "output"):
+           around: Iterable[Path] = (), refuse: Callable[[Path], str | None] = bake_folder_refusal,
+           what: str = "output", recorded_in: Path | None = None):
     """Yield a temp sibling of `out` (an empty folder, or a file path when not `folder`) to write
     into; on a normal exit, re-check `out` and rename the temp into place. See the module docstring."""
     out = resolve_path(out, what)
-    protect = list(protect)
-    check_target(out, folder=folder, force=force, protect=protect, refuse=refuse, what=what)  # before any write
+    protect, around = list(protect), list(around)
+    kw = dict(folder=folder, force=force, protect=protect, around=around, refuse=refuse, what=what, recorded_in=recorded_in)
+    check_target(out, **kw)  # before any write
     _mkparent(out, what)
     with locked(out, what):
-        before = check_target(out, folder=folder, force=force, protect=protect, refuse=refuse, what=what)
+        before = check_target(out, **kw)
         clean_stale(out)
         tmp = out.parent / f".{out.name}{TMP_TAG}{os.getpid()}"
         _remove(tmp)
