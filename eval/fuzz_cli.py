@@ -1,9 +1,11 @@
-"""Fuzz `bake apply` with many generated malformed inputs (the suite runs 3 fixed ones per target).
+"""Fuzz bake's commands with many generated malformed inputs (the suite runs 3 fixed ones per target).
 
-Each example is a fresh `bake apply` process on a tiny random Llama: a spoiled recipe, config.json,
-shard index or artifact file (tests/fuzzing.py). The contract is checked for every input (exit 0 or
-2, no traceback, nothing left at the output, inputs unchanged); the first violation stops the run
-and is printed with hypothesis's shrunk example.
+Each example is a fresh process on a tiny random Llama (tests/fuzzing.py): `bake apply` with a
+spoiled recipe, config.json, shard index, artifact file, config sizes or header dtypes; `bake learn
+aura` and `bake eval` with spoiled data files and counts; `bake push` with bad revisions, repo ids
+and an endpoint holding credentials. The contract is checked for every input (exit 0 or 2 with one
+line, no traceback, no secret printed, nothing left at the output, inputs unchanged); the first
+violation stops the run and is printed with hypothesis's shrunk example.
 
     .venv/bin/python eval/fuzz_cli.py --examples 50            # per target
     .venv/bin/python eval/fuzz_cli.py --examples 20 --targets recipe artifact --seed 7
@@ -25,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import torch  # noqa: E402
 from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
 
+import bake  # noqa: E402
 import fuzzing  # noqa: E402
-from tiny import COMMON, build  # noqa: E402
+from tiny import COMMON, add_tokenizer, build  # noqa: E402
 
 TARGETS = fuzzing.TARGETS
 
@@ -40,15 +43,17 @@ def main() -> int:
     args = ap.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="bake-fuzz-eval-"))
-    model = build("llama", base / "model")
+    model = add_tokenizer(build("llama", base / "model"))
     torch.save(torch.randn(COMMON["hidden_size"], generator=torch.Generator().manual_seed(0)), base / "v.pt")
+    baked = base / "baked"  # what the push target uploads
+    bake.apply(fuzzing.valid_recipe(model, base / "v.pt"), output=baked, progress=False)
     counts: dict[str, Counter] = {t: Counter() for t in args.targets}
     seconds: dict[str, float] = {}
 
     def one(target, draw):
         root, recipe, m, out = fuzzing.workspace(model, base / "v.pt", parent=base)
         try:
-            counts[target][fuzzing.check(recipe, m, out, fuzzing.prepare(target, draw, recipe, m))] += 1
+            counts[target][fuzzing.check(recipe, m, out, fuzzing.prepare(target, draw, recipe, m), target, baked)] += 1
         finally:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -1,11 +1,15 @@
-"""Generated malformed inputs for `bake apply`, run through the CLI in a fresh process each.
+"""Generated malformed inputs for bake's commands, run through the CLI in a fresh process each.
 
 Shared by tests/test_fuzz.py (a fixed, bounded set of examples) and eval/fuzz_cli.py (as many
-random ones as asked). Four targets: the recipe (YAML text and values), config.json, the shard
-index, and the artifact file. For every input the contract is the same (`check`): exit 0 (the
-input was valid, and the output then holds a passed bake) or 2; never a traceback or an internal
-error; on failure nothing at the output path and no temp or lock file beside it; the input model
-folder and the recipe's folder unchanged.
+random ones as asked). Targets of `bake apply`: the recipe (YAML text and values), config.json,
+the shard index, the artifact file, config sizes the weights disagree with, and header dtypes
+relabelled. Of the commands after it (issue 27): `bake learn aura` and `bake eval` with spoiled
+data files and counts, and `bake push` with bad revisions, repo ids and an endpoint holding
+credentials. For every input the contract is the same (`check`): exit 0 (the input was valid, and
+the output then holds a passed bake, a learned file or a report) or 2 with one line; never a
+traceback or an internal error; no secret (HF_TOKEN, a URL password) printed; on failure nothing at
+the output path and no temp or lock file beside it; the input model folder, the recipe's folder and
+the baked folder unchanged.
 """
 
 from __future__ import annotations
@@ -168,7 +172,70 @@ def artifact_files(draw):
     return ".safetensors", data
 
 
-TARGETS = ("recipe", "config", "index", "artifact")
+@st.composite
+def size_edits(draw):
+    """A function that sets config sizes the weights disagree with (small, off by one, huge)."""
+    key = draw(st.sampled_from(["hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size",
+                                "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings"]))
+    value = draw(st.sampled_from([1, 2, 3, 5, 7, 31, 33, 47, 49, 64, 96, 98, 1000, 10**6, 10**9, 2**31 - 1]))
+
+    def apply(folder: Path):
+        p = folder / "config.json"
+        cfg = json.loads(p.read_text())
+        cfg[key] = value
+        p.write_text(json.dumps(cfg))
+    apply.label = f"size {key}={value}"
+    return apply
+
+
+@st.composite
+def dtype_edits(draw):
+    """A function that relabels one tensor's dtype in its shard's header (the bytes stay)."""
+    pick = draw(st.integers(0, 10_000))
+    dtype = draw(st.sampled_from(["I32", "U32", "I64", "I16", "U8", "BOOL", "F16", "BF16", "F64", "I8"]))
+
+    def apply(folder: Path):
+        import struct
+
+        shards = sorted(folder.glob("*.safetensors"))
+        shard = shards[pick % len(shards)]
+        raw = shard.read_bytes()
+        (n,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8:8 + n])
+        names = sorted(k for k in header if k != "__metadata__")
+        header[names[pick % len(names)]]["dtype"] = dtype
+        text = json.dumps(header).encode()
+        text += b" " * ((8 - len(text) % 8) % 8)
+        shard.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    apply.label = f"dtype #{pick} -> {dtype}"
+    return apply
+
+
+@st.composite
+def data_files(draw):
+    """(suffix, bytes) of a data file: random bytes, cut or malformed JSONL, one class, one huge line,
+    a CSV with a broken quote, an empty file."""
+    how = draw(st.sampled_from(["bytes", "jsonl-cut", "one-class", "huge-line", "csv-quote", "empty", "valid"]))
+    rows = [{"text": t, "label": i % 2} for i, t in enumerate(["you are lovely", "I hate you", "what a day",
+                                                               "this is stupid", "thank you", "you idiot"])]
+    jsonl = "\n".join(json.dumps(r) for r in rows) + "\n"
+    if how == "bytes":
+        return draw(st.sampled_from([".jsonl", ".csv", ".txt", ".json"])), draw(st.binary(max_size=200))
+    if how == "jsonl-cut":
+        return ".jsonl", jsonl.encode()[: draw(st.integers(1, len(jsonl) - 2))]
+    if how == "one-class":
+        return ".jsonl", "\n".join(json.dumps({**r, "label": 1}) for r in rows).encode()
+    if how == "huge-line":
+        return ".txt", ("word " * 250_000).encode()
+    if how == "csv-quote":
+        return ".csv", b'text,label\n"unclosed,1\nok,0\n'
+    if how == "empty":
+        return draw(st.sampled_from([".jsonl", ".csv", ".txt", ".json"])), b""
+    return ".jsonl", jsonl.encode()
+
+
+SECRET = "hf_" + "Fz9" * 12  # set as HF_TOKEN for every command: it must never be printed
+TARGETS = ("recipe", "config", "index", "artifact", "sizes", "dtypes", "learn", "eval", "push")
 
 
 def workspace(model: Path, vector: Path, parent: Path | None = None) -> tuple[Path, Path, Path, Path]:
@@ -183,8 +250,32 @@ def workspace(model: Path, vector: Path, parent: Path | None = None) -> tuple[Pa
 
 
 def prepare(target: str, draw, recipe: Path, model: Path) -> str:
-    """Write one generated malformed input for `target` into a workspace; returns its label."""
+    """Write one generated malformed input for `target` into a workspace; returns its label. The
+    command it is for is `command(target, ...)`."""
     vector = recipe.parent / "v.pt"
+    if target in ("sizes", "dtypes"):
+        edit = draw(size_edits() if target == "sizes" else dtype_edits())
+        edit(model)
+        recipe.write_text(yaml.safe_dump(valid_recipe(model, vector)))
+        return edit.label
+    if target in ("learn", "eval"):
+        suffix, blob = draw(data_files())
+        (recipe.parent / f"data{suffix}").write_bytes(blob)
+        opts = draw(st.lists(st.sampled_from(["--limit", "--batch-size", "--max-length", "--samples", "--tokens"]),
+                             max_size=2, unique=True))
+        values = [str(draw(st.sampled_from([0, -1, 1, 2, 10**9]))) for _ in opts]
+        (recipe.parent / "args.json").write_text(json.dumps([x for o, v in zip(opts, values) for x in (o, v)]))
+        return f"{target} data{suffix} ({len(blob)} bytes) {' '.join(x for o, v in zip(opts, values) for x in (o, v))}"
+    if target == "push":
+        revision = draw(st.sampled_from(["main", "v1", "../main", "a..b", "/x", "x/", "a b", "-x", "a~1", "x.lock"]))
+        repo = draw(st.sampled_from(["me/x", "me/../x", "x" * 120, "me/x y", "a/b/c"]))
+        endpoint = draw(st.sampled_from(["http://127.0.0.1:9", f"http://me:{SECRET}@127.0.0.1:9",
+                                         "http://user:pw-Fz9Fz9@127.0.0.1:9"]))
+        dry = draw(st.booleans())
+        (recipe.parent / "args.json").write_text(json.dumps(
+            ["--repo", repo, "--revision", revision, *(["--dry-run"] if dry else [])]))
+        (recipe.parent / "env.json").write_text(json.dumps({"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0"}))
+        return f"push --repo {repo} --revision {revision} endpoint {endpoint}{' --dry-run' if dry else ''}"
     if target == "recipe":
         recipe.write_text(draw(recipe_texts(model, vector)))
         return "recipe"
@@ -211,19 +302,56 @@ def cli(*args, cwd=None, env=None, stdin=None, timeout=600) -> subprocess.Comple
                           capture_output=True, input=stdin, timeout=timeout)
 
 
-def check(recipe: Path, model: Path, out: Path, label: str) -> int:
-    """Run `bake apply recipe -o out` and assert the contract (see the module docstring); returns the exit code."""
-    before = {"model": digest(model), "recipe": digest(recipe.parent)}
-    p = cli("apply", recipe, "-o", out, "-q", cwd=recipe.parent)
-    where = f"[{label}] rc {p.returncode}\nstderr:\n{p.stderr[-2500:]}\nrecipe:\n{recipe.read_text(errors='replace')[:1500]}"
+def command(target: str, recipe: Path, model: Path, out: Path, baked: Path | None = None) -> tuple[list, dict]:
+    """The command line and environment a prepared workspace is run with."""
+    ws = recipe.parent
+    extra = json.loads((ws / "args.json").read_text()) if (ws / "args.json").is_file() else []
+    env = json.loads((ws / "env.json").read_text()) if (ws / "env.json").is_file() else {}
+    data = next(iter(sorted(ws.glob("data.*"))), None)
+    def without(*names):  # the generated options that this command has
+        return [x for o, v in zip(extra[::2], extra[1::2]) if o not in names for x in (o, v)]
+
+    if target == "learn":
+        extra = without("--samples", "--tokens")
+        return ["learn", "aura", "--model", model, "--data", data, "--out", out, "-q", *extra], env
+    if target == "eval":
+        extra = without("--batch-size", "--max-length")
+        suite, key = ("toxicity", "toxicity") if data.suffix in (".jsonl", ".csv", ".json") else ("quality", "text")
+        return ["eval", model, "--against", model, "--suite", suite, "--data", f"{key}={data}", "--out", out,
+                "--lengths", "2", *(["--limit", "2"] if "--limit" not in extra else []),
+                *(["--samples", "1"] if "--samples" not in extra else []),
+                *(["--tokens", "2"] if "--tokens" not in extra else []), "-q", *extra], env
+    if target == "push":
+        return ["push", baked, *extra], env
+    return ["apply", recipe, "-o", out, "-q"], env
+
+
+def check(recipe: Path, model: Path, out: Path, label: str, target: str = "recipe", baked: Path | None = None) -> int:
+    """Run the target's command (`bake apply recipe -o out` for the first six) and assert the contract
+    (see the module docstring); returns the exit code."""
+    before = {"model": digest(model), "recipe": digest(recipe.parent), **({"baked": digest(baked)} if baked else {})}
+    args, env = command(target, recipe, model, out, baked)
+    p = cli(*args, cwd=recipe.parent, env={"HF_TOKEN": SECRET, **env})
+    shown = recipe.read_text(errors="replace")[:1500] if recipe.is_file() else " ".join(map(str, args))
+    where = f"[{label}] rc {p.returncode}\nstderr:\n{p.stderr[-2500:]}\nrecipe or command:\n{shown}"
     assert p.returncode in (0, 2), where
     assert "Traceback" not in p.stderr + p.stdout and "internal error" not in p.stderr, where
+    assert SECRET not in p.stderr + p.stdout and "pw-Fz9Fz9" not in p.stderr + p.stdout, where
     if p.returncode == 2:
         assert p.stderr.startswith("bake: error:"), where
+        if target != "recipe":  # (a recipe's validation lists each of its errors on a line of its own)
+            assert len(p.stderr.strip().splitlines()) == 1, where
         assert not out.exists(), where
-    else:
+    elif target == "learn":
+        assert out.is_file(), where
+        out.unlink()
+    elif target == "eval":
+        assert (out / "eval_report.json").is_file(), where
+        shutil.rmtree(out)
+    elif target != "push":
         assert json.loads((out / "bake_report.json").read_text())["verification"]["status"] in ("passed", "approximate")
         shutil.rmtree(out)
     assert [x.name for x in out.parent.iterdir() if x.name.startswith(f".{out.name}.")] == [], where
-    assert {"model": digest(model), "recipe": digest(recipe.parent)} == before, where
+    assert {"model": digest(model), "recipe": digest(recipe.parent),
+            **({"baked": digest(baked)} if baked else {})} == before, where
     return p.returncode
