@@ -209,8 +209,10 @@ def learn_sae(model, out, data, layer, d_sae=1024, k=16, continue_tokens=0, max_
         raise BakeError(f"learn sae: layer {layer} is out of range; the model has {runner.n_layers} blocks")
     if not (isinstance(d_sae, int) and isinstance(k, int) and 1 <= k <= d_sae):
         raise BakeError(f"learn sae: need integers 1 <= k <= d_sae, got k={k!r}, d_sae={d_sae!r}")
-    if not (int(steps) >= 1 and int(batch_size) >= 1 and float(lr) > 0 and int(continue_tokens) >= 0):
-        raise BakeError("learn sae: steps and batch_size must be >= 1, lr > 0, continue_tokens >= 0")
+    if not (int(steps) >= 1 and int(batch_size) >= 1 and float(lr) > 0 and int(continue_tokens) >= 0
+            and int(max_length) >= 1):
+        raise BakeError("learn sae: --steps, --batch-size and --max-length must be >= 1, --lr > 0, "
+                        "--continue-tokens >= 0")
     texts = [t for spec in ([data] if isinstance(data, str) else data)
              for t in data_mod.load(spec, text_column=text_column).texts]
     if continue_tokens:
