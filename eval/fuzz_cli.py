@@ -84,8 +84,15 @@ def main() -> int:
     print(f"reproduce: .venv/bin/python eval/fuzz_cli.py --examples {args.examples} --seed {args.seed} "
           f"--targets {' '.join(args.targets)}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"counts": {t: dict(c) for t, c in counts.items()},
-                                               "seconds": seconds, "failed": failed}, indent=2))
+        import datetime
+        import os
+        import platform
+
+        Path(args.json).write_text(json.dumps({
+            "date": datetime.date.today().isoformat(), "hardware": f"{platform.machine()}, {os.cpu_count()} cores",
+            "command": f".venv/bin/python eval/fuzz_cli.py --examples {args.examples} --seed {args.seed} "
+                       f"--targets {' '.join(args.targets)} --json {args.json}",
+            "counts": {t: dict(c) for t, c in counts.items()}, "seconds": seconds, "failed": failed}, indent=2))
     return 1 if failed else 0
 
 
