@@ -158,7 +158,7 @@ def format_arch(info: dict) -> str:
 def exactness_table(progress: bool = True) -> str:
     """Markdown table: every causal-LM type of the installed transformers, its status per kind (the
     adapter of a tiny checkpoint of it) and per export. `eval/coverage.py` prints the same table with
-    each status proven by baking; the README carries that one."""
+    each status proven by baking; docs/families.md carries that one."""
     from tqdm.auto import tqdm
 
     from .families import coverage
@@ -179,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     def common(sp, trust=True):
         sp.add_argument("--json", action="store_true", help="print the result as JSON")
         sp.add_argument("--quiet", "-q", action="store_true", help="no progress bars, only the result")
+        sp.add_argument("--progress", action="store_true",
+                        help="show progress bars even when stderr is not a terminal (default: only on a terminal)")
         if trust:
             sp.add_argument("--trust-remote-code", action="store_true",
                             help="let transformers run Python code shipped with the model (never the default; "
@@ -612,7 +614,8 @@ def main(argv=None) -> int:
         from .write import tempdirs
 
         tempdirs.sweep()  # what a killed run left in bake's temp root
-        return _dispatch(args, not (args.quiet or args.json), out)
+        # progress bars only on a terminal (a log or CI sees no redraws), unless asked for
+        return _dispatch(args, not (args.quiet or args.json) and (args.progress or sys.stderr.isatty()), out)
     except BaseException as e:
         if interrupt.received is not None:  # whatever the signal turned into on its way out
             print(f"bake: stopped by {interrupt.name(interrupt.received)}; unfinished output was removed",

@@ -12,7 +12,8 @@ verified against the hooks in float64; `approximate` kinds are baked with `appro
 their measured deviation is shown. A status counts only when the bake verified. Each decoder-only
 type also gets the ONNX trial `bake export onnx` runs before baking (a tiny model exported with
 torch.onnx, its logits compared in onnxruntime): `onnx` is "" or the reason it fails. Prints the
-Markdown table the README carries, the counts, and writes the rows as JSON.
+Markdown table that docs/families.md carries (paste it between its coverage-table markers), the
+counts, and writes the rows as JSON.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ def write(args, rows, merge: bool) -> int:
           f"(or undecided), {len(rows) - len(dec)} not decoder-only\n")
     print(coverage.table(rows))
     save(args, rows)
-    print(f"\nwritten: {args.json}\nreproduce: .venv/bin/python eval/coverage.py  (ONNX column only: --onnx-only)")
+    print(f"\nwritten: {args.json}\npaste the table above into docs/families.md, between its coverage-table markers"
+          "\nreproduce: .venv/bin/python eval/coverage.py  (ONNX column only: --onnx-only)")
     return 0
 
 

@@ -149,7 +149,7 @@ def _proven() -> dict:
 
 
 def test_every_causal_lm_type_has_a_status_or_a_reason():
-    """No type transformers ships is silently unknown: eval/coverage.py's table (the README's) has
+    """No type transformers ships is silently unknown: eval/coverage.py's table (docs/families.md's) has
     every one, each with a status and its reason per kind, or the reason it has none."""
     proven, seen = _proven(), 0
     for mt in coverage.causal_lm_types():

@@ -166,6 +166,11 @@ def _export_graph(model, path: Path):
                torch.arange(p, p + s)[None], *[torch.zeros(b, kvh, p, hd) for _ in range(2 * n)])
     batch, seq, past, total = (torch.export.Dim(x) for x in ("batch", "sequence", "past_sequence", "total_sequence"))
     shapes = ({0: batch, 1: seq}, {0: batch, 1: total}, {0: batch, 1: seq}, tuple({0: batch, 2: past} for _ in range(2 * n)))
+    # the exporter's registry logs one warning per torchvision operator it skips when torchvision is not
+    # installed ("torchvision is not installed. Skipping torchvision::nms"): harmless for a language model
+    import logging
+
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(_WithCache(model, n), example, str(path), dynamo=True, dynamic_shapes=shapes,

@@ -143,7 +143,7 @@ def artifacts(model_dir, dest) -> dict[str, dict]:
     return {name: ex for name, ex in examples.items() if ex is not None}
 
 
-# --- the README table, from eval/coverage.py's rows (JSON) --------------------------------------
+# --- the docs/families.md table, from eval/coverage.py's rows (JSON) --------------------------------------
 
 
 def counts(rows) -> str:
