@@ -254,6 +254,8 @@ def test_debug_tracebacks_are_redacted_too(ws, tmp_path):
 
     assert TOKEN not in redact(f"Authorization: Bearer {TOKEN} at https://u:pw@host/x")
     assert ":pw@" not in redact("https://u:pw@host/x") and "host/x" in redact("https://u:pw@host/x")
+    for plain in ("the first token position of each text", "Basic arithmetic, bearer bonds", "token ids 0-9"):
+        assert redact(plain) == plain  # ordinary words are not taken for secrets
     with echo_server() as url:
         p = cli("eval", ws / "B", "--suite", "refusal", "--judge", "hf:someone/classifier", "--limit", "2",
                 "--lengths", "2", "--out", tmp_path / "e", "-q",

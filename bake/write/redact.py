@@ -17,10 +17,14 @@ import re
 MASK = "***"
 _PATTERNS = [
     (re.compile(r"\bhf_[A-Za-z0-9]{8,}"), MASK),                          # Hugging Face tokens
-    (re.compile(r"(?i)\b(bearer|basic|token)(\s+|=|:\s*)[A-Za-z0-9._~+/=-]{8,}"), r"\1\2" + MASK),
+    # Authorization values (a credential has a digit or base64 padding: "Basic arithmetic" stays)
+    (re.compile(r"\b(Bearer|Basic|bearer)(\s+)(?=[A-Za-z0-9._~+/=-]*[0-9=])[A-Za-z0-9._~+/=-]{8,}"), r"\1\2" + MASK),
+    (re.compile(r"(?i)\b((?:access_|auth_|api_)?token|password|secret|api_?key)(=|:\s*)[A-Za-z0-9._~+/=-]{8,}"),
+     r"\1\2" + MASK),                                                    # token=..., "password": ...
     (re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s:]*:[^/@\s]*@"), r"\1" + MASK + "@"),  # scheme://user:pw@
 ]
-_SECRET_NAME = re.compile(r"(?i)(token|secret|passw(or)?d|api_?key|credential|auth)")
+# a variable named by one of these words (HF_TOKEN, AWS_SECRET_ACCESS_KEY, DB_PASSWORD; not TOKENIZERS_PARALLELISM)
+_SECRET_NAME = re.compile(r"(?i)(^|_)(token|secret|passw(or)?d|api_?key|apikey|credentials?|auth)(_|$)")
 
 
 def _secret_values() -> list[str]:
