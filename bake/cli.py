@@ -29,7 +29,7 @@ def format_plan(summary: dict, tensors: bool = True) -> str:
              "interventions:"]
     for s in summary["steps"]:
         lines.append(f"  #{s['index']} {s['kind']:<6} {'exact' if s['exact'] else 'APPROXIMATE'}: {s['summary']} "
-                     f"[{s['tensors']} tensors]")
+                     f"[{s['tensors']} tensor{'s' if s['tensors'] != 1 else ''}]")
     edits = summary["edits"]
     width = max((len(e["tensor"]) for e in edits), default=10)
     lines.append(f"tensor edits ({len(edits)}):" if tensors else
@@ -491,7 +491,7 @@ def _dispatch(args, progress: bool, out) -> int:
         from .learn import learners
         from .write import staging
 
-        opts = {k: v for k, v in vars(args).items() if k not in ("cmd", "what", "json", "quiet", "force")}
+        opts = {k: v for k, v in vars(args).items() if k not in ("cmd", "what", "json", "quiet", "force", "progress")}
         from .learn.collect import is_main_process
 
         if not is_main_process():  # one of several `accelerate launch` processes: it shares the work, the first writes

@@ -492,7 +492,7 @@ def test_learn_sae_refuses_bad_settings_before_training(tiny, tmp_path, capsys):
     d, src = tiny
     corpus = tmp_path / "c.txt"
     corpus.write_text("the cat sat on the mat\n" * 5)
-    for extra, says in ((["--k", "40", "--d-sae", "8"], "1 <= k <= d_sae"), (["--steps", "0"], "steps and batch_size"),
+    for extra, says in ((["--k", "40", "--d-sae", "8"], "1 <= k <= d_sae"), (["--steps", "0"], "--steps, --batch-size and --max-length"),
                         (["--layer", "9"], "out of range")):
         args = ["learn", "sae", "--model", str(src), "--data", str(corpus), "--layer", "1", *extra,
                 "--out", str(tmp_path / "o"), "-q"]

@@ -50,8 +50,9 @@ def subject(source: str | Path, hooks: bool | None = None, trust_remote_code: bo
     path = Path(source)
     is_recipe = path.suffix.lower() in (".yaml", ".yml", ".json") and path.is_file()
     if not is_recipe:
-        if hooks:
-            raise BakeError(f"--hooks needs a recipe (recipe.yaml) to take the hooks from; {source} is a model")
+        if hooks is not None:  # --hooks or --base: both are about a recipe's hooks
+            raise BakeError(f"--{'hooks' if hooks else 'base'} needs a recipe (recipe.yaml) to take the hooks from; "
+                            f"{source} is a model, which runs as it is: drop the option")
         ckpt = resolve_model(str(source), Path.cwd())
         hook_list, what = [], f"{ckpt.spec} as it is"
     elif hooks is False:

@@ -408,7 +408,9 @@ def verify_gguf(path: Path, model, inputs, qtype: str, exact: bool, n_steps: int
 
     eos, context = eos_ids(model), context_length(model)
     n_ctx = min(context, max(ids.shape[1] for _, ids in inputs) + n_steps + 1)
-    kv = KV_CACHE.get(qtype, "f16")
+    # an exact (all-float) f32 file: f32 cache; a file patched into a quantized GGUF is compared with its
+    # baseline (the unbaked file) under llama.cpp's default cache, as before
+    kv = KV_CACHE.get(qtype, "f16") if exact else "f16"
     base["kv_cache"] = kv
     try:
         llm = _llama(path, n_ctx, kv)

@@ -207,8 +207,11 @@ def load_yaml(text: str, source: str):
             raise RecipeError(f"{source}: the YAML expands to more than {MAX_NODES:,} values (aliases "
                               "referencing aliases?); a recipe is small: write it out")
         return loader.construct_document(node)
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{source}: not valid YAML: {e}") from None
+    except yaml.YAMLError as e:  # one line naming the file and the place, not PyYAML's "<unicode string>"
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise RecipeError(f"{source}{where}: not valid YAML ({what})") from None
     finally:
         loader.dispose()
 
