@@ -292,8 +292,9 @@ def evaluate(target: str | Path, against: str | None = None, suites: str = "toxi
     import shutil
 
     from .evaluation import report as ereport
-    from .write.tempdirs import temp_dir
     from .evaluation import run, suites as esuites
+    from .evaluation.subjects import is_recipe
+    from .write.tempdirs import temp_dir
 
     opts = esuites.Options(**(options or {}), progress=progress)
     folder = staging.resolve_path(target, "target")
@@ -304,7 +305,7 @@ def evaluate(target: str | Path, against: str | None = None, suites: str = "toxi
     else:
         out = staging.resolve_path(out or Path("out") / "eval" / folder.stem, "--out")
         inputs = [Path(x) for x in (folder, against, *opts.data.values()) if x and Path(x).exists()]
-        if folder.is_file():  # a recipe: its folder may hold the report, never be replaced by it; its model is an input
+        if is_recipe(folder):  # a recipe: its folder may hold the report, never be replaced by it; its model is an input
             r = _recipe(folder)
             model = Path(r.path(r.model)) if not str(r.model).startswith("builtin:") else None
             inputs, around = [*inputs, *([model] if model is not None and model.exists() else [])], [folder.parent]
