@@ -443,7 +443,8 @@ def test_output_exists_and_not_empty(tmp_path, llama, art):
     before = tree_digest(out)
     with pytest.raises(BakeError) as ei:
         bake.apply(steer(llama, str(art / "v.pt")), output=out, progress=False)
-    assert "exists and is not empty" in str(ei.value) and "--force" in str(ei.value)
+    # the right fix the first time (issue 28): --force would not replace a folder bake did not write
+    assert "was not written by bake apply" in str(ei.value) and "choose another path" in str(ei.value)
     assert tree_digest(out) == before
     assert list(tmp_path.glob(".out.bake-tmp-*")) == []
 

@@ -408,7 +408,7 @@ def test_onnx_out_never_replaces_other_things(tmp_path):
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    with pytest.raises(BakeError, match="exists and is not empty; pass --force"):
+    with pytest.raises(BakeError, match="was not written by bake export onnx .*choose another path"):
         bake.export(out, "onnx", out=other, progress=False)
     with pytest.raises(BakeError, match="was not written by bake"):
         bake.export(out, "onnx", out=other, progress=False, force=True)

@@ -50,3 +50,25 @@ def test_plan_wording_counts_in_the_singular_and_kl_is_never_negative(ws):
     same = torch.randn(1, 4, 7, dtype=torch.float64)
     m = compare((same, [], []), (same + 1e-17, [], []))
     assert m["kl_mean"] >= 0 and m["kl_max"] >= 0
+
+
+def test_a_folder_bake_did_not_write_gets_the_right_fix_the_first_time(ws, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    recipe = {"model": str(ws / "model"),
+              "interventions": [{"kind": "steer", "layers": [1], "vector": str(ws / "v.pt")}]}
+    with pytest.raises(bake.BakeError) as e:  # not "pass --force", which would then be refused too
+        bake.apply(recipe, output=mine, progress=False)
+    assert "was not written by bake apply" in str(e.value) and "pass --force" not in str(e.value)
+
+
+def test_a_typo_of_a_local_folder_says_so_offline(ws, monkeypatch, tmp_path):
+    import huggingface_hub.constants as c
+
+    from bake.model.source import resolve_model
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    with pytest.raises(bake.BakeError, match="tiny-qwen-3.*no local folder.*fetched offline"):
+        resolve_model("tiny-qwen-3")

@@ -37,7 +37,7 @@ def test_unreachable_hub_id_is_a_clear_error(tmp_path, monkeypatch):
     import huggingface_hub.constants as c
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "empty"))
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
-    with pytest.raises(bake.BakeError, match="cannot fetch from the Hugging Face Hub"):
+    with pytest.raises(bake.BakeError, match="no local folder or file .*could not be fetched offline"):
         resolve_model("acme/does-not-exist")
 
 

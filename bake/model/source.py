@@ -302,8 +302,13 @@ def _from_hub(repo_id: str, revision: str | None, spec: str) -> Checkpoint:
             repo_id, revision=revision,
             allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*", "README.md"])
     except (RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as e:
-        raise BakeError(f"model {spec!r}: cannot fetch from the Hugging Face Hub ({type(e).__name__}: "
-                        f"{first_line(e)}); pass a local folder, a .gguf file or a builtin") from None
+        offline = isinstance(e, LocalEntryNotFoundError) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true")
+        if offline:  # a typo of a local folder reads as a Hub id: say both
+            raise BakeError(f"model {spec!r}: no local folder or file {Path(spec).resolve()}; as a Hub id it could not "
+                            "be fetched offline (no cached snapshot; unset HF_HUB_OFFLINE or download it first)") from None
+        raise BakeError(f"model {spec!r}: no local folder or file of that name, and the Hugging Face Hub could not "
+                        f"provide it ({type(e).__name__}: {first_line(e)}); pass a local folder, a .gguf file or a "
+                        "builtin") from None
     return open_checkpoint(Path(local), spec, {"hub": repo_id, "revision": revision or "main",
                                                 "snapshot": Path(local).name})
 

@@ -141,11 +141,11 @@ def check_target(out: Path, *, folder: bool, force: bool, protect: Iterable[Path
         raise BakeError(f"{what} {out} is a folder; give a file path")
     if folder and not any(out.iterdir()):
         return _fingerprint(out)  # an empty folder: nothing to lose
-    if not force:
+    reason = refuse(out)
+    if not force and not reason:
         raise BakeError(f"{what} {out} exists{' and is not empty' if folder else ''}; pass --force to replace it "
                         "(bake replaces only what it wrote)")
-    reason = refuse(out)
-    if reason:
+    if reason:  # said the first time: --force would not help
         raise BakeError(f"{what} {out} was not written by {getattr(refuse, 'command', 'bake')} ({reason}); --force "
                         "replaces only an earlier output of the same command: choose another path, or remove it yourself")
     return _fingerprint(out)
