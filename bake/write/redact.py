@@ -80,6 +80,9 @@ class RedactingStream(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
+    def __getattr__(self, name):  # anything else a library asks of a standard stream (buffer, errors, ...)
+        return getattr(self.raw, name)
+
 
 def install():
     """Route sys.stdout and sys.stderr through `RedactingStream`; returns what to pass to `uninstall`."""
