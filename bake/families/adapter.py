@@ -167,8 +167,7 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
         raise BakeError(f"the checkpoint is quantized (quantization_config: quant_method={method!r}, e.g. gpt-oss's "
                         "MXFP4 experts); bake folds float weights. Dequantize it first (load it with transformers, "
                         "e.g. Mxfp4Config(dequantize=True), and save_pretrained in bfloat16) and bake that folder")
-    arch.check_layers(config, checkpoint_keys)  # before a model is built from it
-    check_known(config)
+    check_known(config)  # (open_checkpoint already refused a layer count the weights cannot hold)
     try:
         model = meta_model(config, trust_remote_code)
     except BakeError:

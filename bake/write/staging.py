@@ -189,17 +189,10 @@ def replacing(dest: Path):
 
 
 def _digests(entry: Path) -> dict[str, str]:
-    import hashlib
+    from ..model.source import sha256_file  # (source imports this module at its top)
 
     files = [entry] if entry.is_file() else sorted(p for p in entry.rglob("*") if p.is_file())
-    out = {}
-    for f in files:
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 22):
-                h.update(block)
-        out["." if f == entry else str(f.relative_to(entry))] = h.hexdigest()
-    return out
+    return {"." if f == entry else str(f.relative_to(entry)): sha256_file(f) for f in files}
 
 
 def _seal_path(entry: Path) -> Path:
