@@ -63,12 +63,11 @@ def own_artifact(what: str):
             except (OSError, ValueError, AttributeError):
                 by = None
             extra = {f.name for f in path.iterdir()} - {"cfg.json", "sae_weights.safetensors"}
-            if by != "bake learn sae" or extra:
-                return "its cfg.json does not say it trained it" if by != "bake learn sae" else \
-                    f"it holds more than an SAE: {', '.join(sorted(extra)[:3])}"
-            return None
+            if by != "bake learn sae":
+                return "its cfg.json does not say it trained it"
+            return f"it holds more than an SAE: {', '.join(sorted(extra)[:3])}" if extra else None
         try:
-            from ..model.source import read_metadata  # noqa: I001
+            from ..model.source import read_metadata
 
             fmt = read_metadata(path).get("format")
         except BakeError:
