@@ -26,7 +26,7 @@ for _s in _NAMES:
 def run() -> int:
     started = False
     try:
-        from .write import interrupt
+        from .files import interrupt
 
         interrupt.install()
         from .cli import main
@@ -34,7 +34,7 @@ def run() -> int:
         started = True
         return main()
     except BaseException:
-        received = sys.modules["bake.write.interrupt"].received if "bake.write.interrupt" in sys.modules else None
+        received = sys.modules["bake.files.interrupt"].received if "bake.files.interrupt" in sys.modules else None
         if not started and not _early and received is not None:
             print(f"bake: stopped by {interrupt.name(received)} while starting up", file=sys.stderr)
             raise SystemExit(128 + received) from None

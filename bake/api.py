@@ -10,7 +10,8 @@ import yaml
 
 from . import __version__, kinds
 from .exporters import base as exporters
-from .compile.builder import compile_plan, merge_config
+from .planner import plan, recipe_of as _recipe  # noqa: F401  (bake.api.plan is the public name)
+from .compile.planning import merge_config
 from .compile.planning import Plan
 from .errors import BakeError, VerificationFailed
 from .model.source import Checkpoint, resolve_model, sha256_file
@@ -18,30 +19,10 @@ from .publish import card
 from .recipe import schema as recipe_mod
 from .recipe.schema import Recipe
 from .verification.verifier import verify as run_verify
-from .write import integrity, staging
+from .write import integrity
+from .files import staging
 from .write.report import Report
 from .write.rewrite import rewrite
-
-
-def _recipe(r: Recipe | str | Path | dict) -> Recipe:
-    if isinstance(r, Recipe):
-        return r
-    if isinstance(r, dict):
-        return recipe_mod.parse(r)
-    return recipe_mod.load(r)
-
-
-def plan(recipe: Recipe | str | Path | dict, progress: bool = True, trust_remote_code: bool = False,
-         hooks_only: bool = False) -> Plan:
-    """Resolve the model, learn inline artifacts, compile; writes nothing but caches
-    (the dequantized GGUF, learned artifacts). Code shipped with a model runs only when
-    `trust_remote_code` is given here: a recipe cannot ask for it. `hooks_only`: the plan of the
-    recipe's hook realization (what `--hooks` runs), which may hold interventions no bake computes."""
-    from .learn.learners import materialize
-
-    r = _recipe(recipe).with_trust(trust_remote_code)
-    ckpt = resolve_model(r.model, r.base_dir)
-    return compile_plan(materialize(r, ckpt, progress), ckpt, hooks_only)
 
 
 def plan_summary(p: Plan) -> dict:
@@ -293,8 +274,8 @@ def evaluate(target: str | Path, against: str | None = None, suites: str = "toxi
 
     from .evaluation import report as ereport
     from .evaluation import run, suites as esuites
-    from .evaluation.subjects import is_recipe
-    from .write.tempdirs import temp_dir
+    from .recipe.schema import is_recipe
+    from .files.tempdirs import temp_dir
 
     opts = esuites.Options(**(options or {}), progress=progress)
     folder = staging.resolve_path(target, "target")
@@ -338,7 +319,7 @@ def evaluate(target: str | Path, against: str | None = None, suites: str = "toxi
 def explain(sae: str, model: str, features: list[int] | None = None, top: int = 8, data: list[str] | None = None,
             words: str | None = None, max_words: int = 12, temperature: float = 0.05, contexts: int = 5,
             max_length: int = 128, space: str = "output", progress: bool = True, trust_remote_code: bool = False) -> dict:
-    """`bake explain`: each feature's mutual-information explanation over a fixed vocabulary (bake/sae/explain.py)
+    """`bake explain`: each feature's mutual-information explanation over a fixed vocabulary (bake/learn/explain.py)
     and, with `data`, its top activating contexts. `features` None: the `top` features whose explanation
     carries the most information."""
     from collections import Counter
@@ -346,8 +327,8 @@ def explain(sae: str, model: str, features: list[int] | None = None, top: int = 
     from .families import resolve as resolve_family
     from .learn import collect, data as data_mod
     from .model.loading import load_tokenizer
-    from .sae import explain as ex
-    from .sae import format as sae_format
+    from .learn import explain as ex
+    from .artifacts import sae as sae_format
 
     started = time.time()
     s = sae_format.load(sae)

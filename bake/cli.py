@@ -12,11 +12,28 @@ from pathlib import Path
 from . import __version__
 from .exporters.base import FORMATS
 from .errors import BakeError, VerificationFailed, first_line
-from .write import interrupt, redact  # light: torch and transformers load only once a command runs
+from .files import interrupt, redact  # light: torch and transformers load only once a command runs
 
 
 def _fmt(x, spec=".3g"):
     return "-" if x is None else format(x, spec)
+
+
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
+
+
+def edit_counts(edits: list[dict]) -> str:
+    """'1 tensor changed, 88 zero biases created, 1 copy': what the tensor edits are, by what they do."""
+    changed = sum(bool(e["ops"]) for e in edits)
+    zeros = sum(not e["ops"] and e["source"] is None for e in edits)
+    copies = sum(not e["ops"] and e["source"] is not None for e in edits)
+    parts = [f"{_n(changed, 'tensor')} changed"]
+    if zeros:
+        parts.append(f"{_n(zeros, 'zero bias')} created".replace("biass", "biases"))
+    if copies:
+        parts.append(_n(copies, "unchanged copy").replace("copys", "copies"))
+    return ", ".join(parts)
 
 
 def format_plan(summary: dict, tensors: bool = True) -> str:
@@ -32,8 +49,8 @@ def format_plan(summary: dict, tensors: bool = True) -> str:
                      f"[{s['tensors']} tensor{'s' if s['tensors'] != 1 else ''}]")
     edits = summary["edits"]
     width = max((len(e["tensor"]) for e in edits), default=10)
-    lines.append(f"tensor edits ({len(edits)}):" if tensors else
-                 f"tensor edits: {len(edits)} (listed by --verbose, in bake_report.json and in the model card)")
+    lines.append(f"tensor edits ({edit_counts(edits)}):" if tensors else
+                 f"tensor edits: {edit_counts(edits)} (listed by --verbose, in bake_report.json and in the model card)")
     for e in edits if tensors else ():
         src = "new zeros" if e["source"] is None else ("" if e["source"] == e["tensor"] else f"from {e['source']}")
         what = "; ".join(e["ops"]) or "copy"
@@ -161,7 +178,7 @@ def exactness_table(progress: bool = True) -> str:
     each status proven by baking; docs/families.md carries that one."""
     from tqdm.auto import tqdm
 
-    from .families import coverage
+    from .evaluation import coverage
 
     rows = []
     for mt in tqdm(coverage.causal_lm_types(), desc="probing model types", disable=not progress):
@@ -349,6 +366,8 @@ def _learn_parsers(lp, common):
     s.add_argument("--positive")
     s.add_argument("--negative")
     s.add_argument("--layers", default="all", help="8:16, 3,5 or all")
+    s.add_argument("--site", choices=["block_out", "attn_out", "mlp_out"], default="block_out",
+                   help="where the recipe's steer adds it (its `site:`): learned on the residual stream there")
     s.add_argument("--method", choices=["mean-diff", "pca"], default="mean-diff")
     s.add_argument("--position", default="last", help="last | mean")
     s.add_argument("--normalize", choices=["unit", "resid"])
@@ -430,7 +449,8 @@ def format_learn(what: str, res: dict) -> str:
         lines += [f"  {t['unit']:<40} {t['auroc']:.4f}" for t in res["top10"]]
         return "\n".join(lines)
     if what == "steer":
-        return f"wrote {res['out']}: vector[num_layers, hidden], nonzero at blocks {res['layers']} (norms {res['norms']})"
+        return (f"wrote {res['out']}: vector[num_layers, hidden] for site {res.get('site', 'block_out')}, nonzero at "
+                f"blocks {res['layers']} (norms {res['norms']})")
     if what == "sae":
         return (f"wrote {res['out']}: TopK SAE on {res['hook_name']}, {res['d_sae']} features, k = {res['k']}, "
                 f"trained on {res['tokens']} tokens of {res['texts']} texts ({res['steps']} steps, {res['seconds']} s)\n"
@@ -489,19 +509,19 @@ def _dispatch(args, progress: bool, out) -> int:
         print(json.dumps(res, indent=2) if args.json else format_push(res), file=out)
     elif args.cmd == "learn":
         from .learn import learners
-        from .write import staging
+        from .files import staging
 
         opts = {k: v for k, v in vars(args).items() if k not in ("cmd", "what", "json", "quiet", "force", "progress")}
         from .learn.collect import is_main_process
 
         if not is_main_process():  # one of several `accelerate launch` processes: it shares the work, the first writes
-            from .write.tempdirs import temp_dir
+            from .files.tempdirs import temp_dir
 
             with temp_dir("learn") as d:
                 extra = {"out": str(Path(d) / "a"), **({"statedict": None} if "statedict" in opts else {})}
                 getattr(learners, f"learn_{args.what}")(progress=False, **{**opts, **extra})
             return 0
-        inputs = [Path(x) for k, v in opts.items() if k in ("model", *learners._PATH_OPTS)
+        inputs = [Path(x) for k, v in opts.items() if k in ("model", *learners.PATH_OPTS)
                   for x in (v if isinstance(v, list) else [v]) if isinstance(x, str) and Path(x).exists()]
         # the artifact is written to a temp sibling and renamed; an existing one is replaced only with --force,
         # and only when `bake learn` wrote it; never an input, nor anything inside an input folder
@@ -561,7 +581,7 @@ def _dispatch(args, progress: bool, out) -> int:
         if args.top < 1 or args.max_words < 1 or args.temperature <= 0 or args.contexts < 0:
             raise BakeError("bake explain: --top and --max-words must be >= 1, --temperature > 0, --contexts >= 0")
         if args.out:  # refused before any work
-            from .write import staging
+            from .files import staging
 
             inputs = [Path(x) for x in (args.sae.removeprefix("hf:"), args.model, args.words, *(args.data or []))
                       if x and Path(x).exists()]
@@ -611,7 +631,7 @@ def main(argv=None) -> int:
     args = None
     try:
         args = _parser().parse_args(argv)
-        from .write import tempdirs
+        from .files import tempdirs
 
         tempdirs.sweep()  # what a killed run left in bake's temp root
         # progress bars only on a terminal (a log or CI sees no redraws), unless asked for

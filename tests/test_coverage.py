@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import bake
-from bake.families import coverage, tiny
+from bake.evaluation import coverage
+from bake.model import tiny
 
 TOL = 1e-5  # the same tolerance as tests/test_families.py
 

@@ -63,9 +63,9 @@ def test_refusal_markers_and_rates_by_length():
     def dec(ids):
         return decode(words[i] for i in ids)
 
-    rates = metrics.refusal_rates(replies, dec, lengths=[5, 100])
-    assert rates == {5: 0.0, 100: 0.5}  # the refusal comes after token 5 in half the replies
-    assert metrics.refusal_rates(replies, dec, [100], markers=["step one"]) == {100: 0.5}  # markers are data
+    flags = metrics.refusals(replies, dec, lengths=[5, 100])
+    assert flags == {5: [0.0] * 4, 100: [1.0, 1.0, 0.0, 0.0]}  # the refusal comes after token 5 in half the replies
+    assert metrics.refusals(replies, dec, [100], markers=["step one"]) == {100: [1.0, 1.0, 0.0, 0.0]}  # markers are data
 
 
 def test_pareto_front():

@@ -296,7 +296,7 @@ def test_gguf_patch_of_a_bake_that_added_mlp_units_updates_the_mlp_width(tmp_pat
     """approximate: neurons grows intermediate_size: the patched GGUF says so, and llama.cpp loads and runs it."""
     import gguf
 
-    from bake.sae import format as sf
+    from bake.artifacts import sae as sf
 
     src = add_tokenizer(build("llama", tmp_path / "src"), byte_level=True)
     base = tmp_path / "base.F32.gguf"

@@ -16,7 +16,7 @@ from bake.errors import BakeError
 from bake.families import resolve
 from bake.kinds.ablate import Kernel, kernel_weights
 from bake.model.source import open_checkpoint
-from bake.recipe.artifacts import load_tensor
+from bake.artifacts.tensors import load_tensor
 from bake.recipe.schema import parse
 from tiny import TINY, build
 
@@ -35,7 +35,7 @@ def test_every_kind_is_wired_from_the_registry():
     """The recipe union, the card's tags, `bake arch`'s exactness and coverage all come from KINDS."""
     from typing import get_args
 
-    from bake.families import coverage
+    from bake.evaluation import coverage
     from bake.recipe.schema import Intervention
 
     assert set(get_args(get_args(Intervention)[0])) == {k.schema for k in kinds.KINDS.values()}
@@ -280,11 +280,14 @@ def test_steer_sites(models, tmp_path, name, site):
 
 
 def test_qwen3_attn_out_site_sets_attention_bias(models, tmp_path):
-    """Qwen3 has no MLP bias, so block_out is refused, naming the attention site that bakes exactly."""
+    """Qwen3 has no MLP bias, so block_out is refused; the attention site bakes, but it is a different
+    intervention (before the block's MLP), and the refusal says so rather than offering it as the fix."""
     _files(models["qwen3"], tmp_path)
     iv = {"kind": "steer", "layers": [1], "vector": str(tmp_path / "v.safetensors")}
-    with pytest.raises(bake.NotBakeable, match=r"site: attn_out would bake"):
+    with pytest.raises(bake.NotBakeable, match=r"No other site computes the same thing.*site: attn_out bakes, but "
+                       r"adds the vector at another point.*bake learn steer --site attn_out") as e:
         bake.plan({"model": str(models["qwen3"]), "interventions": [iv]})
+    assert "would bake" not in str(e.value) and "aura" not in str(e.value)
     out = tmp_path / "out"
     rep = _passed(_apply(models["qwen3"], [dict(iv, site="attn_out")], out))
     assert rep["config_changes"]["attention_bias"] is True

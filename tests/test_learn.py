@@ -13,7 +13,7 @@ import bake
 from bake.cli import main
 from bake.learn import collect as learn
 from bake.learn import learners, stats
-from bake.recipe import imports
+from bake.artifacts import imports
 from tiny import CORPUS, add_tokenizer, build
 
 # --- statistics equal scikit-learn ---------------------------------------------------------

@@ -72,3 +72,139 @@ def test_a_typo_of_a_local_folder_says_so_offline(ws, monkeypatch, tmp_path):
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     with pytest.raises(bake.BakeError, match="tiny-qwen-3.*no local folder.*fetched offline"):
         resolve_model("tiny-qwen-3")
+
+
+def _texts(ws, name, lines):
+    path = ws / name
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_a_vector_that_is_zero_at_the_chosen_layer_is_refused_by_name(ws, capsys):
+    """Learned with --layers 1 and used at layers [0]: the row is zero, and the bake would be a no-op."""
+    pos = _texts(ws, "pos.txt", ["you are a lovely person", "thank you so much", "what a wonderful day"])
+    neg = _texts(ws, "neg.txt", ["I hate you, you idiot", "this is stupid and ugly", "Sorry, I can't"])
+    vec = ws / "learned-1.safetensors"
+    assert main(["learn", "steer", "--model", str(ws / "model"), "--positive", pos, "--negative", neg,
+                 "--layers", "1", "--out", str(vec), "-q"]) == 0
+    recipe = {"model": str(ws / "model"), "interventions": [{"kind": "steer", "layers": [0], "vector": str(vec)}]}
+    with pytest.raises(bake.BakeError, match=r"zero at layer\(s\) \[0\] \(it was learned at blocks 1\)"):
+        bake.plan(recipe, progress=False)
+    bake.plan({**recipe, "interventions": [{**recipe["interventions"][0], "layers": [1]}]}, progress=False)  # fine
+
+
+def test_learn_steer_learns_at_the_attention_site_and_a_vector_is_used_where_it_was_learned(ws):
+    """`bake learn steer --site attn_out` learns on the stream right after the attention write (checked
+    against an independent computation: the block's input plus its o_proj output), and a recipe that
+    adds it at another site is refused instead of silently steering elsewhere."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pos = ["you are a lovely person", "thank you so much"]
+    neg = ["I hate you, you idiot", "this is stupid and ugly"]
+    out = ws / "attn.safetensors"
+    assert main(["learn", "steer", "--model", str(ws / "model"), "--positive", _texts(ws, "p2.txt", pos),
+                 "--negative", _texts(ws, "n2.txt", neg), "--layers", "1", "--site", "attn_out", "--out", str(out),
+                 "-q"]) == 0
+    v = load_file(str(out))["vector"].double()[1]
+    model = AutoModelForCausalLM.from_pretrained(str(ws / "model"), dtype=torch.float64).eval()
+    tok = AutoTokenizer.from_pretrained(str(ws / "model"))
+    got = {}
+    model.model.layers[1].self_attn.o_proj.register_forward_hook(lambda m, a, o: got.__setitem__("o", o))
+
+    def state(text):
+        ids = tok(text, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            h = model(input_ids=ids, output_hidden_states=True).hidden_states[1]  # block 1's input
+        return (h + got["o"])[0, -1]
+
+    ref = torch.stack([state(t) for t in pos]).mean(0) - torch.stack([state(t) for t in neg]).mean(0)
+    assert torch.allclose(v, ref.float().double(), rtol=1e-4, atol=1e-5), (v - ref).abs().max()
+    block = ws / "block.safetensors"
+    assert main(["learn", "steer", "--model", str(ws / "model"), "--positive", _texts(ws, "p2.txt", pos),
+                 "--negative", _texts(ws, "n2.txt", neg), "--layers", "1", "--out", str(block), "-q"]) == 0
+    assert not torch.allclose(load_file(str(block))["vector"][1].double(), v)  # a different place in the block
+    recipe = {"model": str(ws / "model"), "interventions": [{"kind": "steer", "layers": [1], "vector": str(out)}]}
+    with pytest.raises(bake.BakeError, match=r"learned on the residual stream at site attn_out.*adds it at site "
+                       r"block_out.*set `site: attn_out`"):
+        bake.plan(recipe, progress=False)
+
+
+def test_recipe_files_are_checked_before_the_family_probe(ws, monkeypatch, tmp_path):
+    """A missing vector (with the near name it meant) and a vector of the wrong length are refused from
+    the recipe, its files and config.json alone: the family probe never runs."""
+    from bake.families import adapter
+
+    monkeypatch.setenv("BAKE_CACHE", str(tmp_path / "cache"))
+    adapter._derive.cache_clear()
+
+    def no_probe(*a, **k):
+        raise AssertionError("the family was probed before the recipe's files were checked")
+
+    monkeypatch.setattr(adapter.probemod, "derive", no_probe)
+    recipe = {"model": str(ws / "model"), "interventions": [{"kind": "steer", "layers": [1], "vector": str(ws / "v.ptt")}]}
+    with pytest.raises(bake.BakeError, match=r"interventions\[0\]\.vector: no such file .*v\.ptt \(did you mean .*v\.pt'\?\)"):
+        bake.plan(recipe, progress=False)
+    torch.save(torch.zeros(D + 1), tmp_path / "long.pt")
+    recipe["interventions"][0]["vector"] = str(tmp_path / "long.pt")
+    with pytest.raises(bake.BakeError, match=rf"vector: shape \[{D + 1}\]; expected \[{D}\]"):
+        bake.plan(recipe, progress=False)
+    adapter._derive.cache_clear()
+
+
+def test_the_family_probe_is_derived_once_and_cached_on_disk(ws, monkeypatch, tmp_path):
+    """The adapter's probe is kept in bake's cache (keyed by the config, transformers, bake and the probe's
+    code): a second process plans without building or probing the tiny model."""
+    import time
+
+    from bake.families import adapter
+
+    monkeypatch.setenv("BAKE_CACHE", str(tmp_path / "cache"))
+    recipe = {"model": str(ws / "model"), "interventions": [{"kind": "steer", "layers": [1], "vector": str(ws / "v.pt")}]}
+    adapter._derive.cache_clear()
+    t0 = time.perf_counter()
+    first = bake.plan(recipe, progress=False)
+    cold = time.perf_counter() - t0
+    entries = list((tmp_path / "cache" / "families").glob("llama-*.json"))
+    assert len(entries) == 1, entries
+    adapter._derive.cache_clear()  # as a new process would start
+
+    def no_probe(*a, **k):
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr(adapter.probemod, "derive", no_probe)
+    t0 = time.perf_counter()
+    second = bake.plan(recipe, progress=False)
+    warm = time.perf_counter() - t0
+    assert bake.api.plan_summary(first) == bake.api.plan_summary(second)
+    assert warm < cold, (warm, cold)
+    entries[0].write_text(entries[0].read_text()[:-20])  # a damaged entry is not read: probed again
+    adapter._derive.cache_clear()
+    with pytest.raises(bake.BakeError, match="probed again"):  # (bake wraps a failing probe in its own error)
+        bake.plan(recipe, progress=False)
+    adapter._derive.cache_clear()
+
+
+def test_an_unknown_key_gets_a_did_you_mean(ws, capsys):
+    bad = ws / "typo.yaml"
+    bad.write_text(f"model: {ws / 'model'}\ninterventions:\n  - kind: steer\n    layers: [1]\n"
+                   f"    vector: {ws / 'v.pt'}\n    scael: 2\n")
+    assert main(["plan", str(bad), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "scael: unknown key (did you mean 'scale'?)" in err, err
+
+
+def test_plan_counts_what_the_tensor_edits_do_and_hooks_by_intervention(ws):
+    """One steering vector on tied Llama: one bias changed; the rest are created zero biases (the
+    mlp_bias flag creates gate/up/down biases in every block), not '90 tensor edits'."""
+    from bake.cli import edit_counts
+
+    recipe = {"model": str(ws / "model"),
+              "interventions": [{"kind": "steer", "layers": [1], "vector": str(ws / "v.pt"), "scale": 2.0}]}
+    p = bake.plan(recipe, progress=False)
+    summary = bake.api.plan_summary(p)
+    text = edit_counts(summary["edits"])
+    changed = sum(bool(e["ops"]) for e in summary["edits"])
+    assert text.startswith(f"{changed} tensor changed, ") and "zero biases created" in text, text
+    assert changed == 1
+    assert p.hook_count() == "1 intervention as 1 module hook"

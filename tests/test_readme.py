@@ -7,7 +7,7 @@ from pathlib import Path
 
 import transformers
 
-from bake.families import coverage
+from bake.evaluation import coverage
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

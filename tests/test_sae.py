@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 import bake
 from bake.errors import BakeError, NotBakeable
-from bake.sae import format as sf
+from bake.artifacts import sae as sf
 from tiny import COMMON, add_tokenizer, build
 
 D = COMMON["hidden_size"]
@@ -342,7 +342,7 @@ def test_approximate_neurons_is_refused_where_it_cannot_add_units(tiny, tmp_path
 # --- explanation and training -------------------------------------------------------------------------
 
 def test_binary_mutual_information_closed_forms():
-    from bake.sae.explain import binary_mi
+    from bake.learn.explain import binary_mi
 
     t = torch.tensor
     assert float(binary_mi(t(0.25, dtype=torch.float64), t(0.5, dtype=torch.float64), t(0.5, dtype=torch.float64))) \
@@ -352,7 +352,7 @@ def test_binary_mutual_information_closed_forms():
 
 
 def test_mutual_information_recovers_a_planted_word_feature_association():
-    from bake.sae import explain as ex
+    from bake.learn import explain as ex
 
     g = torch.Generator().manual_seed(0)
     e = torch.randn(200, 24, generator=g, dtype=torch.float64)
@@ -387,7 +387,7 @@ def test_feature_vectors_come_from_the_checkpoint_as_the_loaded_model_has_them(t
     from bake.families import resolve
     from bake.model.loading import load_model
     from bake.model.source import open_checkpoint
-    from bake.sae import explain as ex
+    from bake.learn import explain as ex
 
     src = build(family, tmp_path / "m")
     ckpt = open_checkpoint(src)
@@ -404,7 +404,7 @@ def test_feature_vectors_come_from_the_checkpoint_as_the_loaded_model_has_them(t
 
 
 def test_topk_training_reconstructs_sparse_data_and_reports_its_figures():
-    from bake.sae.train import train
+    from bake.learn.sae import train
 
     g = torch.Generator().manual_seed(0)
     atoms = torch.nn.functional.normalize(torch.randn(24, 16, generator=g), dim=-1)

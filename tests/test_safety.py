@@ -26,7 +26,8 @@ from safetensors.torch import load_file, save_file
 import bake
 import bake.write.rewrite
 from bake.errors import BakeError
-from bake.write import integrity, staging
+from bake.write import integrity
+from bake.files import staging
 from fuzzing import cli
 from tiny import COMMON, add_tokenizer, build
 
@@ -414,7 +415,7 @@ def test_malicious_and_malformed_vector_files(tmp_path, model):
 
     from gguf import GGUFWriter
 
-    from bake.recipe.imports import write_control_vector
+    from bake.artifacts.imports import write_control_vector
 
     write_control_vector(tmp_path / "wide.gguf", {1: torch.ones(D + 1)})
     clean_error(cli("learn", "steer", "--model", model, "--from-gguf", tmp_path / "wide.gguf",
@@ -549,7 +550,7 @@ def test_failed_push_leaves_the_card_alone(tmp_path, baked):
 
 
 def test_learn_out_needs_force_and_never_replaces_an_input(tmp_path, model):
-    from bake.recipe.imports import write_control_vector
+    from bake.artifacts.imports import write_control_vector
 
     write_control_vector(tmp_path / "cv.gguf", {1: torch.ones(D)})
     out = tmp_path / "v.safetensors"

@@ -169,7 +169,7 @@ def test_eval_out_inside_a_baked_folder_is_refused_and_its_manifest_holds(ws, ca
 
 
 def test_explain_out_never_replaces_an_input(ws, tmp_path, capsys):
-    from bake.sae import format as sae_format
+    from bake.artifacts import sae as sae_format
 
     g = torch.Generator().manual_seed(0)
     sae = sae_format.SAE(W_enc=torch.randn(D, 8, generator=g), b_enc=torch.zeros(8), W_dec=torch.randn(8, D, generator=g),
@@ -251,7 +251,7 @@ def test_push_never_prints_endpoint_credentials(ws):
 
 
 def test_debug_tracebacks_are_redacted_too(ws, tmp_path):
-    from bake.write.redact import redact
+    from bake.files.redact import redact
 
     assert TOKEN not in redact(f"Authorization: Bearer {TOKEN} at https://u:pw@host/x")
     assert ":pw@" not in redact("https://u:pw@host/x") and "host/x" in redact("https://u:pw@host/x")
@@ -356,7 +356,7 @@ def test_non_finite_input_weights_are_refused_by_name(ws, tmp_path, capsys, valu
 
 
 def test_a_gguf_cut_inside_its_header_is_refused(ws, tmp_path, capsys):
-    from bake.recipe import imports
+    from bake.artifacts import imports
 
     imports.write_control_vector(tmp_path / "cv.gguf", {1: torch.randn(D)})
     (tmp_path / "cut.gguf").write_bytes((tmp_path / "cv.gguf").read_bytes()[:40])

@@ -12,8 +12,9 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 import bake
-from bake.compile.builder import compile_plan
-from bake.families import coverage, tiny
+from bake.planner.builder import compile_plan
+from bake.evaluation import coverage
+from bake.model import tiny
 from bake.model.source import open_checkpoint
 from bake.recipe import schema as recipe_mod
 from bake.verification import verifier

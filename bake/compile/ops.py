@@ -132,7 +132,7 @@ OPS: dict[str, OpSpec] = {
     # fused experts, hook side: unit j of expert e times vec[e, j]
     "scale_experts": OpSpec(None, _on_expert_units, lambda op: "scale expert units"),
     # new units: vec's rows (axis 0) or columns (axis 1) appended; fold-only, its twin is the SAE kinds'
-    # "sae_gate" (approximate: neurons, bake/sae/neurons.py). The whole tensor is folded at once.
+    # "sae_gate" (approximate: neurons, bake/kinds/sae_neurons.py). The whole tensor is folded at once.
     "append": OpSpec(lambda t, v, axis: torch.cat([t, v.to(t.dtype)], axis), None,
                      lambda op: f"append {op.vec.shape[op.axis]} {'' if op.vec.any() else 'zero '}unit(s) on axis {op.axis}",
                      lambda op, ndim: set(range(ndim)), _grown),

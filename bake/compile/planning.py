@@ -101,3 +101,17 @@ class Plan:
     @property
     def hooks(self) -> list[Hook]:
         return [h for s in self.steps for h in s.hooks]
+
+    def hook_count(self) -> str:
+        """'3 interventions as 8 module hooks': what a hooked run attaches."""
+        n, h = len(self.steps), len(self.hooks)
+        return f"{n} intervention{'' if n == 1 else 's'} as {h} module hook{'' if h == 1 else 's'}"
+
+
+def merge_config(into: dict, upd: dict) -> None:
+    """Deep-merge config updates (a flag may live in a sub-config such as text_config)."""
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            merge_config(into[k], v)
+        else:
+            into[k] = v

@@ -10,6 +10,7 @@ import torch
 
 from ..compile.hooks import hooked
 from ..model.loading import load_model, load_tokenizer
+from ..recipe.schema import is_recipe
 
 
 def prompt_ids(tokenizer, text: str, chat: bool) -> torch.Tensor:
@@ -48,8 +49,7 @@ def subject(source: str | Path, hooks: bool | None = None, trust_remote_code: bo
     from ..model.source import resolve_model
 
     path = Path(source)
-    is_recipe = path.suffix.lower() in (".yaml", ".yml", ".json") and path.is_file()
-    if not is_recipe:
+    if not is_recipe(path):
         if hooks is not None:  # --hooks or --base: both are about a recipe's hooks
             raise BakeError(f"--{'hooks' if hooks else 'base'} needs a recipe (recipe.yaml) to take the hooks from; "
                             f"{source} is a model, which runs as it is: drop the option")
@@ -62,11 +62,11 @@ def subject(source: str | Path, hooks: bool | None = None, trust_remote_code: bo
         ckpt = resolve_model(r.model, r.base_dir)
         hook_list, what = [], f"{ckpt.spec} (the recipe's model, no hooks)"
     else:
-        from ..api import plan
+        from ..planner import plan
 
         p = plan(path, progress=progress, trust_remote_code=trust_remote_code, hooks_only=True)
         ckpt, hook_list = p.checkpoint, p.hooks
-        what = f"{ckpt.spec} with the hooks of {path.name} ({len(hook_list)} hooks)"
+        what = f"{ckpt.spec} with the hooks of {path.name} ({p.hook_count()})"
     model = load_model(ckpt.path, trust_remote_code=trust_remote_code, dtype=torch.float32)
     tok = load_tokenizer(ckpt.path, trust_remote_code=trust_remote_code)
     if tok is None:

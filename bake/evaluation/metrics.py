@@ -66,7 +66,8 @@ def kl_from_logits(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tens
 
 
 def token_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood of each next token: logits [T, vocab] predict ids[1:] -> [T-1]."""
+    """Negative log-likelihood of each next token: logits (or log-probabilities) [T, vocab] predict
+    ids[1:] -> [T-1], in float64."""
     lp = torch.log_softmax(logits[:-1].double(), dim=-1)
     return -lp.gather(-1, ids[1:, None]).squeeze(-1)
 
@@ -85,14 +86,14 @@ def is_refusal(text: str, markers: Sequence[str] = REFUSAL_MARKERS) -> bool:
     return any(m.translate(_QUOTES).lower() in t for m in markers)
 
 
-def refusal_rates(replies: Sequence[Sequence[int]], decode: Callable[[Sequence[int]], str], lengths: Sequence[int],
-                  markers: Sequence[str] = REFUSAL_MARKERS) -> dict[int, float]:
-    """{length: share of replies whose first `length` tokens contain a refusal marker}. Rates at
-    several lengths show how much a short-reply count misses (a reply can comply for 20 tokens and
-    refuse after, or the reverse)."""
+def refusals(replies: Sequence[Sequence[int]], decode: Callable[[Sequence[int]], str], lengths: Sequence[int],
+             markers: Sequence[str] = REFUSAL_MARKERS) -> dict[int, list[float]]:
+    """{length: per reply, 1.0 when its first `length` tokens contain a refusal marker, else 0.0};
+    the mean is the refusal rate. Rates at several lengths show how much a short-reply count misses
+    (a reply can comply for 20 tokens and refuse after, or the reverse)."""
     if not replies:
         raise ValueError("refusal rate of no replies")
-    return {n: sum(is_refusal(decode(list(r)[:n]), markers) for r in replies) / len(replies) for n in lengths}
+    return {n: [float(is_refusal(decode(list(r)[:n]), markers)) for r in replies] for n in lengths}
 
 
 def pareto_front(points: Sequence[dict], effect: str, cost: str) -> list[dict]:

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..errors import BakeError
 from . import sweep as sweep_mod
-from .subjects import (Subject, baked_subject, base_of, hooked_subject, is_recipe, load_model_subject,
-                       versions)
+from ..recipe.schema import is_recipe
+from .subjects import Subject, baked_subject, base_of, hooked_subject, load_model_subject, versions
 from .suites import Options, get
 
 
@@ -81,7 +81,7 @@ def evaluate(target: str | Path, against: str | None = None, suites="toxicity,qu
              trust_remote_code: bool = False) -> dict:
     """Evaluate `target` (a baked folder, any model, or a recipe: baked into a temporary folder, or
     run with its hooks when `hooks`) against `against` (default: the model it was made from)."""
-    from ..api import plan
+    from ..planner import plan
     from ..recipe import schema
 
     opts = opts or Options()
@@ -161,9 +161,9 @@ def steer_directions(recipe_path: Path, trust: bool = False, progress: bool = Tr
     """The steering suite's directions from a recipe's `steer` and SAE interventions: ({name: (block,
     unit vector)}, {name: where it came from, or why it is missing}). Inline `learn:` artifacts are
     learned (or read from the cache) first, as `bake apply` does."""
-    from ..learn.learners import materialize
+    from ..planner.learned import materialize
     from ..model.source import resolve_model
-    from ..recipe.artifacts import load_tensor
+    from ..artifacts.tensors import load_tensor
     from ..recipe.schema import Learn, load
 
     r = load(recipe_path).with_trust(trust)
@@ -175,7 +175,7 @@ def steer_directions(recipe_path: Path, trust: bool = False, progress: bool = Tr
         steers = [(i, r.interventions[i]) for i, _ in steers]
     found, about = {}, {}
     if saes:  # the SAE kinds steer along the sum of their features' unit decoder rows (their sae_gate hook's S)
-        from ..compile.builder import compile_plan
+        from ..planner.builder import compile_plan
 
         try:
             steps = compile_plan(r, ckpt, hooks_only=True).steps

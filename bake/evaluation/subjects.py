@@ -17,6 +17,7 @@ import torch
 from ..compile.hooks import hooked
 from ..errors import BakeError
 from ..model.loading import load_model, load_tokenizer
+from ..recipe.schema import is_recipe
 from .generate import prompt_ids
 
 
@@ -30,11 +31,6 @@ class Subject:
 
     def context(self):
         return hooked(self.model, self.hooks)
-
-
-def is_recipe(source) -> bool:
-    p = Path(source)
-    return p.suffix.lower() in (".yaml", ".yml") and p.is_file()
 
 
 def base_of(target: str | Path) -> str:
@@ -70,7 +66,7 @@ def load_model_subject(source: str | Path, role: str, trust: bool = False) -> Su
 
 def hooked_subject(plan, trust: bool = False) -> Subject:
     return _load(plan.checkpoint.path, "hooked", plan.hooks, f"{plan.checkpoint.spec} + hooks of the recipe "
-                 f"({len(plan.hooks)} hooks)", trust)
+                 f"({plan.hook_count()})", trust)
 
 
 @contextmanager
@@ -79,7 +75,7 @@ def baked_subject(plan, trust: bool = False, progress: bool = True):
     loaded; the folder is removed afterwards."""
     from ..write.rewrite import rewrite
 
-    from ..write.tempdirs import temp_dir
+    from ..files.tempdirs import temp_dir
 
     with temp_dir("eval") as tmp:  # under bake's temp root: what a killed run leaves, the next one sweeps
         rewrite(plan, Path(tmp), progress=progress)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -176,7 +177,7 @@ def _quality(s: Subject, opts: Options, base, memo) -> dict:
     for text in _texts(opts, "text", "neutral.txt"):
         ids = s.tokenizer(text, return_tensors="pt")["input_ids"][0]
         lp = log_probs(s, ids)
-        t = -lp[:-1].double().gather(-1, ids[1:, None]).squeeze(-1)
+        t = metrics.token_nll(lp, ids)
         nll.append(float(t.sum()))
         count.append(len(t))
     correct = []
@@ -245,8 +246,8 @@ def _refusal(s: Subject, opts: Options, base, memo) -> dict:
         prompts = _texts(opts, key, default)
         replies = [r[0] for r in generate(s, prompts, chat=True, max_new_tokens=max(opts.lengths),
                                           batch_size=opts.batch_size, progress=opts.progress, desc=f"{key} replies")]
-        out[key] = {str(n): [float(metrics.is_refusal(s.tokenizer.decode(r[:n], skip_special_tokens=True)))
-                             for r in replies] for n in opts.lengths}
+        decode = partial(s.tokenizer.decode, skip_special_tokens=True)
+        out[key] = {str(n): flags for n, flags in metrics.refusals(replies, decode, opts.lengths).items()}
         if opts.judge:
             out[f"{key}_judge"] = {str(n): [float(p > 0.5) for p in judge([s.tokenizer.decode(
                 r[:n], skip_special_tokens=True) for r in replies])] for n in opts.lengths}

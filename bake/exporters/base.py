@@ -2,7 +2,7 @@
 
 `bake apply` (with `export: [...]` in the recipe) and `bake export` call only these methods:
 `check` before anything is baked, `options` and `default_output` to settle what to write, then
-`write` and `verify` inside bake's staging (`bake/write/staging.py`), which picks the temp path,
+`write` and `verify` inside bake's staging (`bake/files/staging.py`), which picks the temp path,
 protects the folder and what `reads` names, and renames the result into place. Adding a format
 is one module in `bake/exporters/` whose `EXPORTER` is an `Exporter`, plus its name in `FORMATS`
 (modules load when used: ONNX pulls in torch.onnx and onnxruntime).

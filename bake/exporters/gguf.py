@@ -45,7 +45,6 @@ PATCH_TYPES = ("f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")  # 
 CONVERT_TYPES = ("f32", "f16", "bf16", "q8_0")  # what llama.cpp's converter writes itself
 QUANTIZE_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m",
                   "q5_k_s", "q5_k_m", "q6_k")  # llama.cpp's quantizer, from the converter's f32 file
-TYPES = tuple(dict.fromkeys(PATCH_TYPES + CONVERT_TYPES + QUANTIZE_TYPES))
 # f32 and f16 files are held to a logit tolerance relative to the largest reference logit, on
 # teacher-forced sequences (greedy tokens may differ at near ties: only a top-two margin under the
 # summed logit error can flip); bf16 and quantized files report their agreement.
@@ -242,7 +241,6 @@ if no_mtp and getattr(cls, "supports_mtp_export", False):  # transformers drops 
     cls.no_mtp = True
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
-PRE_FALLBACK = "bake: BPE pre-tokenizer not recognized"
 
 
 def convert(model_dir: str | Path, out: str | Path, qtype: str = "f32", progress: bool = True,

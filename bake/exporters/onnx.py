@@ -80,7 +80,7 @@ def trial(cfg: dict, run: bool = True) -> str | None:
     import onnxruntime as ort
     import transformers
 
-    from ..families import tiny
+    from ..model import tiny
     from ..model.source import cache_dir
 
     clean = {k: v for k, v in cfg.items() if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype")}
@@ -121,7 +121,7 @@ def _trace_failure(e: BaseException) -> str:
 
 def _trial(cfg: dict, tiny, ort) -> str:
     from ..errors import first_line
-    from ..write.tempdirs import temp_dir
+    from ..files.tempdirs import temp_dir
 
     try:
         model = tiny.build(tiny.tiny_config(cfg), dtype=torch.float32)

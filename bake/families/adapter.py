@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import BakeError, first_line
-from . import keys as keymod
+from ..model import keys as keymod
 from . import overrides
 from . import probe as probemod
 
@@ -122,9 +123,46 @@ def meta_model(config: dict, trust_remote_code: bool = False):
             return AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
 
 
+@functools.lru_cache(maxsize=1)
+def _probe_code() -> str:
+    """The sha256 of the code a probe's result depends on (a changed probe never reads an old entry)."""
+    import hashlib
+    from pathlib import Path
+
+    from ..model import keys, tiny
+
+    h = hashlib.sha256()
+    for mod in (probemod, keys, tiny, overrides):
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()
+
+
 @functools.lru_cache(maxsize=32)
 def _derive(config_json: str) -> probemod.Probe:
-    return probemod.derive(json.loads(config_json))
+    """The probe of a config, kept in bake's cache (families/<type>-<hash>.json, sealed) keyed by the
+    config, the transformers version, bake's and the probe's code: the tiny model is built and probed
+    once per config."""
+    import hashlib
+
+    import transformers
+
+    from .. import __version__
+    from ..files.staging import cache_hit, caching
+    from ..model.source import cache_dir
+
+    key = json.dumps([config_json, transformers.__version__, __version__, _probe_code()])
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(json.loads(config_json).get("model_type")))[:64]
+    entry = cache_dir() / "families" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    if cache_hit(entry):
+        try:
+            return probemod.from_json(entry.read_text())
+        except (ValueError, KeyError, TypeError):  # an entry of an older layout: probe again
+            pass
+    probe = probemod.derive(json.loads(config_json))
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with caching(entry) as tmp:
+        tmp.write_text(probemod.to_json(probe))
+    return probe
 
 
 def check_known(config: dict) -> None:
@@ -156,8 +194,10 @@ def derive(config: dict) -> probemod.Probe:
                         "writes the residual stream") from None
 
 
-def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False) -> Adapter:
-    """The adapter of a checkpoint: `config` (config.json) and `checkpoint_keys` ({key: shape})."""
+def check_checkpoint(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False):
+    """Refuse a checkpoint bake cannot read before anything is probed: a quantized one, an unknown
+    type, a config transformers cannot build, a config whose sizes disagree with the stored shapes.
+    Returns the model of the config on the meta device."""
     from ..model import config as arch
 
     arch.check_config(config)
@@ -181,6 +221,13 @@ def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False
         stored = checkpoint_keys.get(n)  # (a permuted layout may be converted at load, as fused experts are)
         if stored is not None and sorted(stored) != sorted(shape):
             raise BakeError(arch.mismatch_message(config, n, shape, tuple(stored)))
+    return model
+
+
+def resolve(config: dict, checkpoint_keys: dict, trust_remote_code: bool = False) -> Adapter:
+    """The adapter of a checkpoint: `config` (config.json) and `checkpoint_keys` ({key: shape})."""
+    model = check_checkpoint(config, checkpoint_keys, trust_remote_code)
+    params = {n: tuple(p.shape) for n, p in model.named_parameters()}
     pr = derive(config)
     km = keymod.KeyMap(pr.key_rules, checkpoint_keys)
     modules = {n: _kind(m) for n, m in model.named_modules() if n}

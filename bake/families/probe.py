@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 from dataclasses import dataclass, field
 
 import torch
 
 from ..model.config import text as arch_text
-from . import keys as keymod
-from . import tiny
+from ..model import keys as keymod
+from ..model import tiny
 
 TOKENS = 24  # longer than the tiny sliding window (8): a window changes the probe's outputs
 RTOL = 1e-5  # relative: the probes' answers differ by orders of magnitude, float32 routers add ~1e-7
@@ -501,15 +502,11 @@ def site_via(config: dict, site: str):
     """A stock config flag that gives every block a bias slot at `site` (`attn_out`, `mlp_out`) while the
     model computes the same function with the new biases at zero: (config updates, created parameter
     templates, slot template relative to the block, axis, writer module, coef, how) or None."""
-    import json
-
     return _site_via(json.dumps(config, sort_keys=True, default=str), site)
 
 
 @functools.lru_cache(maxsize=32)
 def _site_via(config_json: str, site: str):
-    import json
-
     cfg = tiny.tiny_config(json.loads(config_json))
     model = tiny.build(cfg)
     d = cfg.get_text_config().hidden_size
@@ -563,6 +560,44 @@ def _slot_of(model, ids, d, r, blocks_path) -> tuple[str, int] | None:
             return None
         slots.add(w.slot)
     return slots.pop() if len(slots) == 1 else None
+
+
+# --- the probe as JSON: derived once per config, kept in bake's cache (bake.families.adapter) ---------
+
+_TYPES = {c.__name__: c for c in (WriterRule, BlockRule, Probe, keymod.Piece)}
+
+
+def _plain(x):
+    if hasattr(x, "__dataclass_fields__"):
+        return {"@": type(x).__name__, **{f: _plain(getattr(x, f)) for f in x.__dataclass_fields__}}
+    if isinstance(x, tuple):
+        return {"@t": [_plain(v) for v in x]}
+    if isinstance(x, dict):
+        return {"@d": [[_plain(k), _plain(v)] for k, v in x.items()]}
+    if isinstance(x, list):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _typed(x):
+    if isinstance(x, list):
+        return [_typed(v) for v in x]
+    if not isinstance(x, dict):
+        return x
+    if "@t" in x:
+        return tuple(_typed(v) for v in x["@t"])
+    if "@d" in x:
+        return {_typed(k): _typed(v) for k, v in x["@d"]}
+    cls = _TYPES[x["@"]]
+    return cls(**{k: _typed(v) for k, v in x.items() if k != "@"})
+
+
+def to_json(probe: Probe) -> str:
+    return json.dumps(_plain(probe))
+
+
+def from_json(text: str) -> Probe:
+    return _typed(json.loads(text))
 
 
 def derive(config: dict) -> Probe:

@@ -74,7 +74,7 @@ class AuraKind(Kind):
         return {"kind": "aura", "modules": [glob], "alphas": str(dest / "alphas.safetensors")}
 
     def compile(self, b, idx, iv, where):
-        from ..recipe.artifacts import load_alphas
+        from ..artifacts.tensors import load_alphas
 
         alphas = load_alphas(iv.alphas, b.recipe.base_dir, f"{where}.alphas")
         b.note_artifact(iv.alphas, "aura alphas")

@@ -13,7 +13,7 @@ from typing import Annotated, ClassVar, Union
 
 from pydantic import BaseModel, ConfigDict, Strict
 
-from ..errors import BakeError
+from ..errors import BakeError, close_file
 
 # Numbers are strict: a YAML boolean (`yes`, `true`) or a string never becomes a layer index or a scale.
 Int = Annotated[int, Strict()]
@@ -70,9 +70,33 @@ class Kind:
         """Learner options implied by the recipe entry (e.g. aura's modules)."""
         return {}
 
+    def precheck(self, iv, recipe, config: dict, where: str) -> None:
+        """Checks that need only the recipe, its files and config.json, run before the family is probed
+        and anything is learned (seconds earlier than `compile`): each artifact file the entry names
+        exists (a number or an `hf:` id is not a file)."""
+        from pathlib import Path
+
+        for key in self.artifacts:
+            value = getattr(iv, key, None)
+            for j, x in enumerate(value if isinstance(value, list) else [value]):
+                if not isinstance(x, str) or x.startswith("hf:") or _number(x):
+                    continue
+                path = recipe.path(x.partition("#")[0])
+                if not Path(path).exists():
+                    at = f"{where}.{key}" + (f"[{j}]" if isinstance(value, list) else "")
+                    raise BakeError(f"{at}: no such file {path}{close_file(Path(path))}")
+
     def example(self, fam, dest, g) -> dict | None:
         """One intervention of this kind for a tiny checkpoint (eval/coverage.py bakes it on every type)."""
         return None
+
+
+def _number(x: str) -> bool:
+    try:
+        float(x)
+        return True
+    except ValueError:
+        return False
 
 
 KINDS: dict[str, Kind] = {}

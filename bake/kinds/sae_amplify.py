@@ -1,5 +1,5 @@
 """`sae_amplify`: amplify SAE features at the SAE's hook point, `X' = X + a * ReLU(X S) S^T`
-(S: the chosen features' decoder rows as unit columns; bake/sae/intervene.py).
+(S: the chosen features' decoder rows as unit columns; bake/kinds/sae.py).
 
 The gated term is not a weight edit: a bake refuses it unless the recipe says `linearize: decoder`
 (add `a * activation * sum_c s_c`, a steering vector) or `linearize: ablate` (remove the features'
@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..sae.intervene import SaeFields, SaeKind
+from .sae import SaeFields, SaeKind
 from .base import Float, register
 
 

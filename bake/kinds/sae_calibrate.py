@@ -1,6 +1,6 @@
 """`sae_calibrate`: calibrate toward SAE features at the SAE's hook point,
 `X' = X - ReLU(X S) S^T + b * mean(s)` (S: the chosen features' decoder rows as unit columns,
-mean(s) the mean of those columns; bake/sae/intervene.py).
+mean(s) the mean of those columns; bake/kinds/sae.py).
 
 The constant `b * mean(s)` bakes exactly as a bias (where `steer` bakes). The gated term does not:
 a bake refuses the intervention unless the recipe says `linearize: decoder` (replace ReLU(X s_c)
@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..sae.intervene import SaeFields, SaeKind
+from .sae import SaeFields, SaeKind
 from .base import Float, register
 
 

@@ -66,6 +66,45 @@ def site_slots(fam, site: str):
     return slots, flags, fam.creates(templates), how
 
 
+# the sites that add at the same point of the residual stream: the MLP writes last in a block
+SAME = {"block_out": ("mlp_out",), "mlp_out": ("block_out",), "attn_out": ()}
+
+
+def _alternatives(fam, site: str) -> str:
+    """What else bakes on this family, saying plainly whether it computes the same thing."""
+    bakes = [s for s in SITES if s != site and not isinstance(site_slots(fam, s), str)]
+    same = [s for s in bakes if s in SAME[site]]
+    if same:
+        return f"site: {same[0]} adds at the same point of the residual stream and bakes exactly here."
+    other = [s for s in bakes if s not in SAME[site]]
+    tail = (f" site: {other[0]} bakes, but adds the vector at another point of the block (a different intervention, "
+            f"with a vector learned there: `bake learn steer --site {other[0]}`)." if other else "")
+    return f"No other site computes the same thing on this family.{tail}"
+
+
+def _check_vector(iv, v, layers: list[int], where: str, path) -> None:
+    """Refuse a vector that adds nothing at a listed layer, and one learned for another site, by name."""
+    from ..model.source import read_metadata
+
+    rows = [(i, v if v.ndim == 1 else v[i]) for i in layers]
+    zero = [i for i, row in rows if not bool(row.abs().max() > 0)]
+    meta = {}
+    if path.suffix == ".safetensors" and path.is_file():
+        try:
+            meta = read_metadata(path)
+        except Exception:  # noqa: BLE001  (not a readable header: load_tensor has said so already)
+            meta = {}
+    if zero:
+        learned = f" (it was learned at blocks {meta['layers']})" if meta.get("layers") else ""
+        raise BakeError(f"{where}.vector: zero at layer(s) {zero}{learned}: steering there adds nothing; list the "
+                        "layers the vector has rows for, or learn it at these (`bake learn steer --layers ...`)")
+    site = meta.get("site", "block_out") if meta.get("format") == "bake-steer" else None
+    if site is not None and site != iv.site:
+        raise BakeError(f"{where}.vector: learned on the residual stream at site {site}, but this intervention adds it "
+                        f"at site {iv.site}, another point of the block; set `site: {site}` or learn it there "
+                        f"(`bake learn steer --site {iv.site}`)")
+
+
 @register
 class SteerKind(Kind):
     name = "steer"
@@ -79,7 +118,21 @@ class SteerKind(Kind):
         return block_out_status(fam)
 
     def learn_defaults(self, iv):
-        return {"layers": list(iv.layers)}
+        return {"layers": list(iv.layers), "site": iv.site}
+
+    def precheck(self, iv, recipe, config, where):
+        """The vector's shape against config.json's sizes, before any probe or learning."""
+        super().precheck(iv, recipe, config, where)
+        if not isinstance(iv.vector, str):
+            return
+        from ..artifacts.tensors import load_tensor
+        from ..model.config import hidden_size, num_layers
+
+        v = load_tensor(iv.vector, recipe.base_dir, f"{where}.vector")
+        d, n = hidden_size(config), num_layers(config)
+        if v.shape not in ((d,), (n, d)):
+            raise BakeError(f"{where}.vector: shape {list(v.shape)}; expected [{d}] (hidden size) "
+                            f"or [{n}, {d}] (one row per block)")
 
     def example(self, fam, dest, g):
         import torch
@@ -96,14 +149,13 @@ class SteerKind(Kind):
         if v.shape not in ((fam.d,), (fam.n_layers, fam.d)):
             raise BakeError(f"{where}.vector: shape {list(v.shape)}; expected [{fam.d}] (hidden size) "
                             f"or [{fam.n_layers}, {fam.d}] (one row per block)")
+        _check_vector(iv, v, layers, where, b.recipe.path(iv.vector.partition("#")[0]))
         found = site_slots(fam, iv.site)
         if isinstance(found, str):
             extra = " (`approximate: true` does not help: there is no slot to approximate with)" if iv.approximate else ""
-            other = [s for s in SITES if s != iv.site and not isinstance(site_slots(fam, s), str)]
-            alt = f" (site: {' or '.join(other)} would bake)" if other else ""
             at = "" if iv.site == "block_out" else f" at site {iv.site}"
             raise NotBakeable(f"{where}: steer{at} cannot be baked exactly into a {fam.name} checkpoint: {found}; run "
-                              f"it as a hook{extra}{alt}. aura bakes exactly on this family.")
+                              f"it as a hook{extra}. {_alternatives(fam, iv.site)}")
         slots, flags, creates, how = found
         where_txt = "the output of block(s)" if iv.site == "block_out" else f"the {iv.site[:-4]} write of block(s)"
         step = Step(idx, "steer", True, f"add {iv.scale:g} * v to {where_txt} {layers}")

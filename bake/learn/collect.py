@@ -261,34 +261,54 @@ class Runner:
 
     @torch.no_grad()
     def residuals(self, texts: list[str], layers: list[int], position: str | int = "last",
-                  batch_size: int = 16, progress: bool = True, hooks=()) -> torch.Tensor:
-        """Block outputs (resid_post) at `position` -> [len(texts), len(layers), hidden] float64.
+                  batch_size: int = 16, progress: bool = True, hooks=(), site: str = "block_out") -> torch.Tensor:
+        """The residual stream at a steering site of each layer, at `position` -> [len(texts),
+        len(layers), hidden] float64. Sites: `block_out` and `mlp_out`, the block's output (resid_post:
+        the MLP writes last); `attn_out`, the stream right after the attention write (the block's
+        output less what its MLP writers add), where `steer` with `site: attn_out` adds its vector.
 
         position: "last" (last real token), "mean" (over real tokens), a negative int -k (the k-th
         token from the end, for post-instruction positions), or a list of negative ints (then
         [len(texts), len(position), len(layers), hidden]). Texts are used as given (already
         formatted); padding is on the left so negative positions line up.
         """
+        from ..families.probe import SITES, site_of
+
+        if site not in ("block_out", *SITES):
+            raise BakeError(f"site {site!r}: use block_out, {', '.join(SITES)}")
         table = dict(self.model.named_modules())
         blocks = [self.family.block(i) for i in layers]
-        rows, current = [], {}
+        rows, current, mlp = [], {}, {}
 
         def make(j):
             def hook(mod, args, output):
                 current[j] = (output[0] if isinstance(output, tuple) else output).double()
             return hook
 
+        def less(j):  # an MLP writer's output, taken off the block's output for the attn_out site
+            def hook(mod, args, output):
+                mlp[j] = mlp.get(j, 0) + (output[0] if isinstance(output, tuple) else output).double()
+            return hook
+
         side = self.tok.padding_side
         self.tok.padding_side = "left"
         handles = [table[b].register_forward_hook(make(j)) for j, b in enumerate(blocks)]
+        if site == "attn_out":
+            for j, i in enumerate(layers):
+                writers = [w.module for w in self.family.blocks[i] if site_of(w.module.rsplit(blocks[j] + ".", 1)[-1]) == "mlp_out"]
+                if not writers:
+                    raise BakeError(f"block {i}: the family's probe found no MLP writer, so the stream after the "
+                                    "attention write cannot be told apart from the block's output")
+                handles += [table[m].register_forward_hook(less(j)) for m in writers]
         try:
             with hooked(self.model, list(hooks)):
                 for enc in self.batches(texts, batch_size, None, "activations", progress):
+                    mlp.clear()
                     self.forward(enc)
                     mask = enc["attention_mask"]
                     per = []
                     for j in range(len(blocks)):
-                        h = current[j]
+                        h = current[j] - mlp[j] if site == "attn_out" else current[j]
                         if isinstance(position, (list, tuple)):
                             per.append(h[:, list(position)])
                         elif position == "mean":

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..errors import BakeError
-from ..recipe import imports
+from ..artifacts import imports
 from . import collect as learn
 from . import data as data_mod
 from . import refusal
@@ -119,11 +119,14 @@ def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_c
     }
 
 
-def learn_steer(model, out, positive=None, negative=None, layers="all", method="mean-diff", position="last",
-                normalize=None, chat=False, from_gguf=None, from_sae=None, feature=None,
+def learn_steer(model, out, positive=None, negative=None, layers="all", site="block_out", method="mean-diff",
+                position="last", normalize=None, chat=False, from_gguf=None, from_sae=None, feature=None,
                 from_steering_vectors=None, progress=True, runner=None, trust_remote_code=False,
                 max_memory=None) -> dict:
-    """Learn (mean-diff / pca) or import (GGUF control vector, SAELens row, steering-vectors) a vector."""
+    """Learn (mean-diff / pca) or import (GGUF control vector, SAELens row, steering-vectors) a vector.
+    `site`: where in each block the vector is meant to be added (a recipe's `steer` site): learned on
+    the residual stream there (block_out and mlp_out: the block's output; attn_out: the stream right
+    after the attention write). Imports come as their tools wrote them, at block outputs."""
     if from_gguf or from_sae or from_steering_vectors:
         from ..model.config import hidden_size, num_layers
         from ..model.source import Checkpoint, resolve_model
@@ -144,6 +147,9 @@ def learn_steer(model, out, positive=None, negative=None, layers="all", method="
             raise BakeError("--model is needed to size the [num_layers, hidden] tensor")
         full = imports.to_steering_tensor(vecs, n, d)
         layers_used = sorted(vecs)
+        if site != "block_out":
+            raise BakeError(f"--site {site}: an imported vector was made at block outputs; import it with the "
+                            "default site (block_out) and steer at block_out")
     else:
         if not positive or not negative:
             raise BakeError("learn steer needs --positive and --negative (or an import: --from-gguf/--from-sae)")
@@ -155,8 +161,8 @@ def learn_steer(model, out, positive=None, negative=None, layers="all", method="
         if chat:
             pos, neg = [runner.chat(t) for t in pos], [runner.chat(t) for t in neg]
         layers_used = learn.parse_layers(layers, runner.n_layers)
-        a = runner.residuals(pos, layers_used, position, progress=progress)
-        b = runner.residuals(neg, layers_used, position, progress=progress)
+        a = runner.residuals(pos, layers_used, position, progress=progress, site=site)
+        b = runner.residuals(neg, layers_used, position, progress=progress, site=site)
         if method == "mean-diff":
             v = learn.mean_diff(a, b)
         elif method == "pca":
@@ -167,8 +173,9 @@ def learn_steer(model, out, positive=None, negative=None, layers="all", method="
         full = imports.to_steering_tensor(dict(zip(layers_used, v.float())), runner.n_layers)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     save_file({"vector": full.float().contiguous()}, str(out),
-              metadata={"format": "bake-steer", "layers": ",".join(map(str, layers_used))})
-    return {"out": str(out), "layers": layers_used, "norms": {i: round(full[i].norm().item(), 4) for i in layers_used}}
+              metadata={"format": "bake-steer", "layers": ",".join(map(str, layers_used)), "site": site})
+    return {"out": str(out), "layers": layers_used, "site": site,
+            "norms": {i: round(full[i].norm().item(), 4) for i in layers_used}}
 
 
 def learn_refusal(model, harmful, harmless, out, harmful_val=None, harmless_val=None, kl_max=0.1,
@@ -200,8 +207,8 @@ def learn_sae(model, out, data, layer, d_sae=1024, k=16, continue_tokens=0, max_
               trust_remote_code=False, max_memory=None) -> dict:
     """Train a TopK SAE on the output of block `layer` (every token of `data`, optionally each text
     continued by the model itself) and save it in SAELens's layout into the folder `out`."""
-    from ..sae import format as sae_format
-    from ..sae.train import train
+    from ..artifacts import sae as sae_format
+    from .sae import train
 
     runner = runner or learn.Runner(model, trust_remote_code, parse_size(max_memory))
     if not 0 <= int(layer) < runner.n_layers:
@@ -234,11 +241,11 @@ learn_sae.folder = True  # its artifact is a folder (SAELens layout), not one .s
 
 # --- learning inside a recipe (`alphas: {learn: {...}}`) -----------------------------------------
 
-_PATH_OPTS = ("data", "positive", "negative", "harmful", "harmless", "harmful_val", "harmless_val",
+PATH_OPTS = ("data", "positive", "negative", "harmful", "harmless", "harmful_val", "harmless_val",
               "from_gguf", "from_sae", "from_steering_vectors")
 
 
-def _learner(name: str):
+def learner(name: str):
     """A kind's learner: a function of this module, or `package.module:function` (a plug-in's own)."""
     if ":" in name:
         import importlib
@@ -246,92 +253,3 @@ def _learner(name: str):
         mod, _, fn = name.partition(":")
         return getattr(importlib.import_module(mod), fn)
     return globals()[name]
-
-
-def _learn_one(recipe, ckpt, kind, iv, spec, fn, suffix: str, where: str, state: dict, progress: bool):
-    """Learn one `{learn: {...}}` artifact (cached by content hash): (the file's reference, provenance)."""
-    import hashlib
-    import inspect
-    import json
-
-    from ..model.source import cache_dir, sha256_file
-
-    where = f"{where}.learn"
-    opts = dict(spec.learn)
-    allowed = set(inspect.signature(fn).parameters) - {"model", "out", "progress", "runner", "trust_remote_code"}
-    unknown = sorted(set(opts) - allowed)
-    if unknown:
-        raise BakeError(f"{where}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-
-    def local(v):  # a path relative to the recipe, made absolute; else a Hub dataset id, as given
-        return str(recipe.path(v).resolve()) if isinstance(v, str) and Path(recipe.path(v)).exists() else v
-
-    def content(v):  # a data file by its content, so a clone elsewhere hits the cache; else as given
-        return sha256_file(Path(v)) if isinstance(v, str) and Path(v).is_file() else v
-
-    for k in _PATH_OPTS:
-        if k in opts:
-            opts[k] = [local(v) for v in opts[k]] if isinstance(opts[k], list) else local(opts[k])
-    for k, v in kind.learn_defaults(iv).items():
-        opts.setdefault(k, v)
-    state["model_digest"] = state["model_digest"] or [sha256_file(ckpt.path / f) for f in ckpt.shard_files]
-    data = {k: [content(v) for v in opts[k]] if isinstance(opts[k], list) else content(opts[k])
-            for k in _PATH_OPTS if isinstance(opts.get(k), list) or (isinstance(opts.get(k), str)
-                                                                     and Path(opts[k]).is_file())}
-    digest = hashlib.sha256(json.dumps({  # data files by content, not by path: a clone elsewhere hits the cache
-        "kind": iv.kind, "opts": {k: v for k, v in opts.items() if k not in data}, "model": state["model_digest"],
-        "learner": LEARNER_VERSION, "data": data,
-    }, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    folder = getattr(fn, "folder", False)
-    out = cache_dir() / "learned" / f"{iv.kind}-{digest}{'' if folder else '.safetensors'}"
-    summary_path = out.with_name(out.name.removesuffix(".safetensors") + ".json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from ..write.staging import cache_hit, caching
-
-    if not (cache_hit(out) and cache_hit(summary_path)):  # a truncated or changed entry is learned again
-        if state["runner"] is None and not any(k.startswith("from_") for k in opts):
-            state["runner"] = learn.Runner(ckpt, recipe.trust_remote_code)
-        with caching(out) as tmp:
-            res = fn(model=ckpt, out=tmp, progress=progress, runner=state["runner"], **opts)
-            res.pop("candidates", None)
-            res["out"] = str(out)
-        with caching(summary_path) as tmp:
-            tmp.write_text(json.dumps(res, indent=2, default=str))
-    summary = json.loads(summary_path.read_text())
-    suffix = "#" + spec.key if spec.key else suffix
-    return str(out) + suffix, {"learn": spec.learn, "file": str(out) + suffix, "summary": summary}
-
-
-def materialize(recipe, ckpt, progress: bool = True):
-    """Replace every `{learn: {...}}` artifact by the file it learns (cached by content hash).
-
-    Returns a new Recipe whose provenance records, per intervention, the learn options and file.
-    """
-    from .. import kinds
-    from ..recipe.schema import Learn
-
-    learned, state, ivs = {}, {"runner": None, "model_digest": None}, []
-    for idx, iv in enumerate(recipe.interventions):
-        kind = kinds.get(iv.kind)
-        update = {}
-        for key, (fn_name, suffix) in kind.learners.items():
-            value = getattr(iv, key)
-            items = value if isinstance(value, list) else [value]
-            if not any(isinstance(x, Learn) for x in items):
-                continue
-            new = []
-            for j, spec in enumerate(items):
-                at = f"interventions[{idx}].{key}" + (f"[{j}]" if isinstance(value, list) else "")
-                if not isinstance(spec, Learn):
-                    new.append(spec)
-                    continue
-                ref, record = _learn_one(recipe, ckpt, kind, iv, spec, _learner(fn_name), suffix, at, state, progress)
-                learned[at] = record
-                new.append(ref)
-            update[key] = new if isinstance(value, list) else new[0]
-        ivs.append(iv.model_copy(update=update) if update else iv)
-    if not learned:
-        return recipe
-    new = recipe.model_copy(update={"interventions": ivs, "provenance": {"learned": learned}})
-    new.base_dir = recipe.base_dir
-    return new

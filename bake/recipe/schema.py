@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-from ..errors import RecipeError
+from ..errors import RecipeError, did_you_mean
 from ..exporters.base import FORMATS
 from ..kinds import KINDS
 from ..kinds import names as kind_names
@@ -98,6 +98,32 @@ def _loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
+def _keys_of(model, seen=None) -> set[str]:
+    """The field names of a pydantic model and of the models nested in its fields."""
+    import typing
+
+    from pydantic import BaseModel
+
+    seen = set() if seen is None else seen
+    if model in seen:
+        return set()
+    seen.add(model)
+    out = set(model.model_fields)
+    for f in model.model_fields.values():
+        stack = [f.annotation]
+        while stack:
+            t = stack.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                out |= _keys_of(t, seen)
+            stack += list(typing.get_args(t))
+    return out
+
+
+def _unknown_key(loc: tuple) -> str:
+    kind = next((KINDS[p] for p in loc if isinstance(p, str) and p in KINDS), None)
+    return "unknown key" + did_you_mean(loc[-1], _keys_of(kind.schema if kind else Recipe))
+
+
 def format_validation(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid recipe"]
     seen = set()
@@ -111,7 +137,7 @@ def format_validation(err: ValidationError, source: str) -> str:
                 loc = loc[:-2] + loc[-1:]
         path = _loc(loc)
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = _unknown_key(e["loc"])
         elif e["type"] == "union_tag_invalid":
             msg = f"unknown kind {e.get('input', {}).get('kind')!r}; expected {kind_names()}"
         elif e["type"] == "union_tag_not_found":
@@ -214,6 +240,12 @@ def load_yaml(text: str, source: str):
         raise RecipeError(f"{source}{where}: not valid YAML ({what})") from None
     finally:
         loader.dispose()
+
+
+def is_recipe(source) -> bool:
+    """A recipe file (YAML, or JSON, which YAML reads) rather than a model."""
+    p = Path(source)
+    return p.suffix.lower() in (".yaml", ".yml", ".json") and p.is_file()
 
 
 def load(path: str | Path) -> Recipe:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..compile.hooks import hooked
 from ..compile.planning import Plan
 from ..model.loading import fits_in_memory, load_model, load_tokenizer, probe_inputs, reference_greedy
-from ..write import interrupt
+from ..files import interrupt
 
 DEFAULTS = {  # dtype -> (max_abs_logit, min_top1)
     "float32": (1e-4, 0.99),

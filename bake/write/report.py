@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import BakeError
-from .staging import replacing
+from ..files.staging import replacing
 
 REPORT = "bake_report.json"
 

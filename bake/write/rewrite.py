@@ -19,11 +19,11 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from ..compile.builder import merge_config
+from ..compile.planning import merge_config
 from ..compile.planning import Plan, TensorEdit
 from ..errors import BakeError
 from ..model.source import INDEX_NAME
-from . import interrupt
+from ..files import interrupt
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SIDE_FILES = (".json", ".jinja", ".txt", ".model", ".tiktoken")  # tokenizer, generation config, ...

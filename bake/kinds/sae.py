@@ -21,7 +21,7 @@ a different intervention from the hook version:
 or into an approximation whose deviation the verification measures:
 
 - `approximate: neurons`: one added MLP unit per feature computes the gated term with a steep SiLU
-  gate (`gain`) on the MLP's normalized input, rescaled by an rms estimate (`rms`): bake/sae/neurons.py.
+  gate (`gain`) on the MLP's normalized input, rescaled by an rms estimate (`rms`): bake/kinds/sae_neurons.py.
 
 The hook realization (`bake generate --hooks`, `bake eval --hooks`) is the formula itself.
 """
@@ -35,7 +35,7 @@ from pydantic import Field, model_validator
 
 from ..compile.planning import Hook, Op, Step
 from ..errors import BakeError, NotBakeable
-from ..kinds.base import Artifact, Float, Int, Kind, StrictModel
+from .base import Artifact, Float, Int, Kind, StrictModel
 
 
 class SaeFields(StrictModel):
@@ -45,7 +45,7 @@ class SaeFields(StrictModel):
     features: list[Union[Int, str]] = Field(min_length=1)  # indices, or words: the feature each word points to most
     linearize: Literal["decoder", "ablate"] | None = None
     activation: Float = Field(default=1.0, allow_inf_nan=False)  # linearize: decoder, what stands in for ReLU(X s_c)
-    approximate: Literal["neurons"] | None = None  # the gated term as added MLP units (bake/sae/neurons.py)
+    approximate: Literal["neurons"] | None = None  # the gated term as added MLP units (bake/kinds/sae_neurons.py)
     gain: Float = Field(default=16.0, gt=0, allow_inf_nan=False)  # neurons: SiLU(gain u) / gain stands in for ReLU(u)
     rms: Union[Float, str, None] = None  # neurons: the rms of the MLP's input, or a text file to measure it on
 
@@ -93,7 +93,7 @@ class SaeKind(Kind):
 def status(fam, extra: str = "") -> tuple[str, str]:
     """`bake arch`'s cell for an SAE kind at a block output: its gated term is hook-only; linearized,
     it bakes where `steer` (decoder) and `ablate` do."""
-    from ..kinds.steer import block_out_status
+    from .steer import block_out_status
 
     steer, why = block_out_status(fam)
     if steer != "exact":
@@ -104,7 +104,7 @@ def status(fam, extra: str = "") -> tuple[str, str]:
 
 def load_sae(b, iv, where: str):
     """The recipe's SAE, checked against the model; its files are recorded as read."""
-    from .format import CFG, WEIGHTS, load
+    from ..artifacts.sae import CFG, WEIGHTS, load
 
     if not isinstance(iv.sae, str):
         raise BakeError(f"{where}.sae: an inline learn: block must be learned before compiling")
@@ -137,7 +137,7 @@ def features(b, iv, sae, where: str) -> tuple[list[int], dict]:
 
 def _word_features(b, sae, words: list[str], where: str) -> dict[str, int]:
     from ..model.loading import load_tokenizer
-    from . import explain as ex
+    from ..learn import explain as ex
 
     tok = load_tokenizer(b.ckpt.path, trust_remote_code=b.recipe.trust_remote_code)
     if tok is None:
@@ -157,8 +157,8 @@ def _word_features(b, sae, words: list[str], where: str) -> dict[str, int]:
 
 def site(b, sae, where: str):
     """(block, site, hook module, bias slot or a str: why there is none) of the SAE's hook point."""
-    from ..kinds.steer import site_slots
-    from .format import hook_site
+    from .steer import site_slots
+    from ..artifacts.sae import hook_site
 
     try:
         layer, where_site = hook_site(sae.hook_name, b.family.n_layers)
@@ -207,7 +207,7 @@ def compile_sae(b, idx: int, iv, where: str, kind: str, gate: float, constant, a
         if where_site != "block_out":
             raise NotBakeable(f"{where}: approximate: neurons adds MLP units that write at a block's output; the SAE "
                               f"reads {sae.hook_name} ({where_site}). Use linearize: decoder or ablate, or a hook")
-        from .neurons import compile_neurons
+        from .sae_neurons import compile_neurons
 
         extra = compile_neurons(b, idx, iv, where, step, s, gate, layer)
         rho = extra["rho"]
@@ -272,7 +272,7 @@ def _add(b, idx, vec, layer, found, step):
 def _ablate(b, idx, s, where, step):
     """Project the span of S out of every residual writer (the ablate kind's exact fold and hooks)."""
     from ..compile import fold
-    from ..kinds.ablate import AblateKind
+    from .ablate import AblateKind
 
     fam = b.family
     bad = [w for w in fam.writers() if not w.exact]

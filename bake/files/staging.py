@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -35,6 +36,14 @@ from . import interrupt
 MARKER = ".bake-output"
 TMP_TAG = ".bake-tmp-"
 LOCK_TAG = ".bake-lock"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def resolve_path(path: str | Path, what: str = "path") -> Path:
@@ -189,7 +198,6 @@ def replacing(dest: Path):
 
 
 def _digests(entry: Path) -> dict[str, str]:
-    from ..model.source import sha256_file  # (source imports this module at its top)
 
     files = [entry] if entry.is_file() else sorted(p for p in entry.rglob("*") if p.is_file())
     return {"." if f == entry else str(f.relative_to(entry)): sha256_file(f) for f in files}

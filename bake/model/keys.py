@@ -11,13 +11,12 @@ real model's parameter names (from a meta-device instance) and to the real check
 from __future__ import annotations
 
 import re
-from ..write.tempdirs import temp_dir
+from ..files.tempdirs import temp_dir
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-_INT = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)")
 
 
 def template(name: str) -> tuple[str, list[tuple[str, int]]]:

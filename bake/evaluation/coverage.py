@@ -39,7 +39,7 @@ def causal_lm_types() -> list[str]:
 def default_config(model_type: str) -> dict:
     from transformers import CONFIG_MAPPING
 
-    from .overrides import defaults
+    from ..families.overrides import defaults
 
     return CONFIG_MAPPING[model_type](**defaults(model_type)).to_dict()
 
@@ -55,7 +55,7 @@ def _quiet():
 def classify(model_type: str) -> Row:
     """Is the type a decoder-only causal LM? (built tiny; causality checked numerically)."""
     from ..errors import first_line
-    from . import tiny
+    from ..model import tiny
 
     _quiet()
     try:
@@ -88,10 +88,10 @@ def status(model_type: str, config: dict | None = None) -> Row:
 
     from ..errors import BakeError, first_line
     from ..model.source import open_checkpoint
-    from . import tiny
-    from .adapter import resolve
-    from .overrides import refused
-    from ..write.tempdirs import temp_dir
+    from ..model import tiny
+    from ..families.adapter import resolve
+    from ..families.overrides import refused
+    from ..files.tempdirs import temp_dir
 
     why = refused({"model_type": model_type})
     if why:  # a decoder-only LM bake refuses by hand (overrides.REFUSED), whether or not a tiny one builds
@@ -133,7 +133,7 @@ def artifacts(model_dir, dest) -> dict[str, dict]:
     from pathlib import Path
 
     from ..model.source import open_checkpoint
-    from .adapter import resolve
+    from ..families.adapter import resolve
 
     dest = Path(dest)
     ck = open_checkpoint(Path(model_dir))

@@ -19,10 +19,10 @@ from ..errors import BakeError, NotBakeable
 from ..families import Adapter
 from ..families import resolve as resolve_family
 from ..model.source import Checkpoint
-from ..recipe.artifacts import load_tensor
+from ..artifacts.tensors import load_tensor
 from ..recipe.schema import Recipe
-from . import fold
-from .planning import Op, Plan, Step, TensorEdit
+from ..compile import fold
+from ..compile.planning import Op, Plan, Step, TensorEdit, merge_config
 
 
 class _Builder:
@@ -87,7 +87,7 @@ class _Builder:
     def _check_grown(self) -> None:
         """Every op on a grown tensor must fit the shape it meets (a later step sized for the old units
         would fail while writing): run the ops on meta tensors and refuse a misfit before anything is written."""
-        from .ops import OPS
+        from ..compile.ops import OPS
 
         for name in sorted(self._grown):
             e = self.edits[name]
@@ -201,14 +201,6 @@ class _Builder:
         return Plan(self.recipe, self.ckpt, self.family, self.recipe.dtype, self.edits,
                     self.config_updates, self.steps, self.artifacts)
 
-
-def merge_config(into: dict, upd: dict) -> None:
-    """Deep-merge config updates (a flag may live in a sub-config such as text_config)."""
-    for k, v in upd.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            merge_config(into[k], v)
-        else:
-            into[k] = v
 
 
 def compile_plan(recipe: Recipe, ckpt: Checkpoint, hooks_only: bool = False) -> Plan:

@@ -77,7 +77,7 @@ def read_steering_vectors(path: Path) -> dict[int, torch.Tensor]:
 
 def read_sae_row(folder: Path, feature: int) -> tuple[int, torch.Tensor]:
     """(layer, W_dec[feature]) from a SAELens folder; the hook must be blocks.L.hook_resid_post."""
-    from ..sae.format import read
+    from .sae import read
 
     sae = read(folder)
     m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", sae.hook_name)

@@ -65,8 +65,8 @@ def feature_vectors(ckpt, family, w_dec: torch.Tensor, space: str = "output",
     checkpoint (`source.Checkpoint`, its `families.Adapter`): the one matrix and the final norm alone,
     never the whole model."""
     from ..errors import BakeError
-    from ..families.keys import KeyMap
-    from ..verification.localcheck import assemble, load, release, skeleton
+    from ..model.keys import KeyMap
+    from ..model.skeleton import assemble, load, release, skeleton
 
     skel = skeleton(ckpt.path, trust_remote_code, family.moe)
     names = {id(m): n for n, m in skel.named_modules()}

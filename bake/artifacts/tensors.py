@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from ..errors import BakeError
+from ..errors import BakeError, close_file
 
 SUFFIXES = (".safetensors", ".pt", ".pth", ".npy")
 
@@ -26,7 +26,7 @@ def split_key(spec: str) -> tuple[str, str | None]:
 def _read(path: Path, where: str):
     """A tensor or a {name: tensor} dict from one file."""
     if not path.exists():
-        raise BakeError(f"{where}: no such file {path}")
+        raise BakeError(f"{where}: no such file {path}{close_file(path)}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":

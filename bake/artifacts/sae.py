@@ -29,7 +29,6 @@ import torch
 from ..errors import BakeError
 
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
-ARCHS = ("relu", "topk", "jumprelu")
 NORMS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
 # hook names bake maps onto modules: {suffix: site}; resid_pre L is the output of block L - 1
 HOOKS = {"hook_resid_post": "block_out", "hook_resid_pre": "block_out", "hook_mlp_out": "mlp_out",

@@ -20,7 +20,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from .format import SAE
+from ..artifacts.sae import SAE
 
 
 def _topk(pre: torch.Tensor, k: int) -> torch.Tensor:
