@@ -21,6 +21,7 @@ from .recipe.schema import Recipe
 from .verification.verifier import verify as run_verify
 from .write import integrity
 from .files import staging
+from .write import standalone
 from .write.report import Report
 from .write.rewrite import rewrite
 
@@ -42,36 +43,6 @@ def plan_summary(p: Plan) -> dict:
         "config_changes": {k: v for k, v in p.config_updates.items()
                            if ckpt.config.get(k) != v},
     }
-
-
-def _resolved_recipe(p: Plan) -> dict:
-    """The recipe as run: artifact paths absolute, plus sha256 of everything read."""
-    r = p.recipe
-    data = recipe_mod.dump(r)
-    for iv in data["interventions"]:
-        for key in kinds.get(iv["kind"]).artifacts:
-            value = iv.get(key)
-            refs = [str(r.path(x.partition("#")[0]).resolve()) + "".join(x.partition("#")[1:])
-                    if isinstance(x, str) and not x.startswith("hf:") else x
-                    for x in (value if isinstance(value, list) else [value])]
-            if value is not None:
-                iv[key] = refs if isinstance(value, list) else refs[0]
-    if not str(r.model).startswith("builtin:") and Path(r.path(r.model)).exists():
-        data["model"] = str(Path(r.path(r.model)).resolve())
-    data.pop("output", None)
-    learned = (data.pop("provenance", None) or {}).get("learned")
-    ckpt = p.checkpoint
-    data["provenance"] = {
-        **({"learned": learned} if learned else {}),
-        "bake_version": __version__,
-        "model_path": str(ckpt.path),
-        **({"model_origin": ckpt.origin} if ckpt.origin else {}),
-        "model_files": {f: sha256_file(ckpt.path / f) for f in ["config.json"] + ckpt.shard_files},
-        "artifacts": {path: {"role": role, "sha256": sha256_file(Path(path)) if Path(path).is_file() else "folder:" +
-                             ",".join(sha256_file(f)[:16] for f in sorted(Path(path).glob("*.statedict")))}
-                      for path, role in p.artifacts.items()},
-    }
-    return data
 
 
 def _output_dir(r: Recipe, output: str | Path | None) -> Path:
@@ -116,7 +87,7 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
     out_config = json.loads(json.dumps(p.checkpoint.config))
     merge_config(out_config, p.config_updates)
     for fmt in (f for f in r.export if f != "hf"):  # refuse an export that cannot work before baking anything
-        exporters.get(fmt).check(out_config, src, p.checkpoint.origin, gguf_type=r.gguf_type)
+        exporters.get(fmt).check(out_config, src, p.checkpoint.origin, **exporters.get(fmt).from_recipe(r))
     staging.preflight_space(out, sum((src / f).stat().st_size for f in p.checkpoint.shard_files))
     with staging.staged(out, folder=True, force=force, protect=_inputs(r, p), around=[r.base_dir],
                         refuse=refuse) as tmp:
@@ -125,12 +96,12 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
         report = Report(**plan_summary(p), bake_version=__version__, output=str(out), verification=verification)
         report.edits = stats
         report.model["base"] = card.base_info(p.checkpoint)
-        (tmp / "recipe.yaml").write_text(
+        (tmp / "recipe.yaml").write_text(  # with the artifacts it read, copied into artifacts/
             f"# resolved by bake {__version__}; `bake verify {out.name}` re-checks it\n"
-            + yaml.safe_dump(_resolved_recipe(p), sort_keys=False))
+            + yaml.safe_dump(standalone.recipe_as_run(p, tmp, out), sort_keys=False))
         if verification["status"] != "failed":  # inside the temp folder: all formats land together
             for fmt in (f for f in r.export if f != "hf"):
-                _export(tmp, fmt, None, {"gguf_type": r.gguf_type}, progress, r.verify.prompts, report, name=out.name,
+                _export(tmp, fmt, None, exporters.get(fmt).from_recipe(r), progress, r.verify.prompts, report, name=out.name,
                         trust_remote_code=trust_remote_code)
         report.seconds = round(time.time() - started, 1)
         report.files = integrity.manifest(tmp)
@@ -188,11 +159,13 @@ def _not_own_export(folder: Path, fmt: str, out: Path, report: Report | None) ->
     return f"it is not a {fmt.upper()} that bake exported from this folder"
 
 
-def export(folder: str | Path, fmt: str, out: str | Path | None = None, gguf_type: str | None = None,
-           mode: str = "auto", progress: bool = True, force: bool = False, trust_remote_code: bool = False) -> dict:
-    """Export a baked folder to ONNX or GGUF, verify it, and record it in the folder's report and
-    card. Raises VerificationFailed (after writing) when the exported model does not match.
+def export(folder: str | Path, fmt: str, out: str | Path | None = None, progress: bool = True, force: bool = False,
+           trust_remote_code: bool = False, **given) -> dict:
+    """Export a baked folder to a registered format (ONNX, GGUF, a plug-in's), verify it, and record
+    it in the folder's report and card. `given`: the format's own settings (gguf: `gguf_type`,
+    `mode`). Raises VerificationFailed (after writing) when the exported model does not match.
     `force` replaces an earlier export of this folder, never anything else."""
+    exporters.get(fmt)  # an unknown format is refused first
     folder = staging.resolve_path(folder, "folder")
     if not (folder / "config.json").is_file():
         raise BakeError(f"{folder}: no config.json; `bake export` takes a model folder written by `bake apply`")
@@ -203,18 +176,19 @@ def export(folder: str | Path, fmt: str, out: str | Path | None = None, gguf_typ
     if (folder / "recipe.yaml").is_file():
         prompts = recipe_mod.load(folder / "recipe.yaml").verify.prompts
     with staging.locked(folder, "folder"):  # no bake may replace the folder while its report is updated
-        result = _export(folder, fmt, out, {"gguf_type": gguf_type, "mode": mode}, progress, prompts, report,
-                         force=force, trust_remote_code=trust_remote_code)
+        result = _export(folder, fmt, out, given, progress, prompts, report, force=force,
+                         trust_remote_code=trust_remote_code)
     if result["status"] == "failed":
         raise VerificationFailed(f"{fmt} verification failed: " + "; ".join(result["failures"]), {"export": result})
     return result
 
 
 def verify(out_dir: str | Path, progress: bool = True, trust_remote_code: bool = False,
-           mode: str | None = None) -> dict:
+           mode: str | None = None, model: str | None = None) -> dict:
     """Check a written folder: its files against the sha256 manifest in its report, then the
-    equivalence check again (its recipe.yaml names the source). Trust comes from the caller only,
-    never from the folder."""
+    equivalence check again (its recipe.yaml names the source; `model` names it instead, e.g. a
+    local model on another machine: its files must match the sha256 the recipe records). Trust
+    comes from the caller only, never from the folder."""
     out = staging.resolve_path(out_dir, "folder")
     rpath = out / "recipe.yaml"
     if not rpath.is_file():
@@ -224,6 +198,9 @@ def verify(out_dir: str | Path, progress: bool = True, trust_remote_code: bool =
         raise VerificationFailed("integrity check failed: the folder's files differ from what bake wrote ("
                                  + integrity.describe(files) + "); re-bake it with `bake apply`", {"integrity": files})
     r = recipe_mod.load(rpath)
+    if model is not None:
+        local = staging.resolve_path(model, "--model") if Path(model).exists() else None
+        r = recipe_mod.parse({**recipe_mod.dump(r), "model": str(local or model)}, str(rpath), out)
     p = plan(r, trust_remote_code=trust_remote_code)
     expected = (r.provenance or {}).get("model_files", {})
     for f, digest in expected.items():
@@ -313,6 +290,7 @@ def evaluate(target: str | Path, against: str | None = None, suites: str = "toxi
         report.write(folder)
         card.write(folder, report=report)
     rep["output"] = str(folder)
+    rep["updated"] = ["bake_report.json (its manifest and evaluation)", "README.md (the model card's Evaluation)"]
     return rep
 
 
@@ -382,3 +360,41 @@ def explain(sae: str, model: str, features: list[int] | None = None, top: int = 
     return {"sae": sae, "model": model, "hook_name": s.hook_name, "d_sae": s.d_sae, "vocabulary": len(vocab),
             "prior": "corpus token counts (add-one)" if counts else "uniform", "temperature": temperature, "space": space,
             "corpus_texts": len(texts), "features": rows, "seconds": round(time.time() - started, 1)}
+
+
+def learn(what: str, progress: bool = True, trust_remote_code: bool = False, force: bool = False, **opts) -> dict | None:
+    """`bake learn WHAT`: run a learner (bake.learn.learners; its options are its keyword arguments) and
+    write its artifact to `opts["out"]` staged: an existing artifact is replaced only with `force`, and
+    only when `bake learn` wrote it; never an input, nor anything inside an input folder. One of several
+    `accelerate launch` processes shares the work and writes nothing (None); the first one writes."""
+    import contextlib
+
+    from .learn import learners
+    from .learn.collect import is_main_process
+
+    if what not in learners.LEARNERS:
+        raise BakeError(f"bake learn: unknown artifact {what!r}; one of {', '.join(learners.LEARNERS)}")
+    fn = getattr(learners, learners.LEARNERS[what])
+    if not is_main_process():
+        from .files.tempdirs import temp_dir
+
+        with temp_dir("learn") as d:
+            extra = {"out": str(Path(d) / "a"), **({"statedict": None} if "statedict" in opts else {})}
+            fn(progress=False, trust_remote_code=trust_remote_code, **{**opts, **extra})
+        return None
+    inputs = [Path(x) for k, v in opts.items() if k in ("model", *learners.PATH_OPTS)
+              for x in (v if isinstance(v, list) else [v]) if isinstance(x, str) and Path(x).exists()]
+    folder = getattr(fn, "folder", False)  # the SAE: a folder (SAELens layout)
+    with contextlib.ExitStack() as stack:
+        if opts.get("statedict"):  # ml-aura's folder of .statedict files: staged like every output
+            opts["statedict"] = str(stack.enter_context(staging.staged(
+                opts["statedict"], folder=True, force=force, protect=inputs, what="--statedict",
+                refuse=staging.own_output("bake learn aura --statedict"))))
+        tmp = stack.enter_context(staging.staged(opts["out"], folder=folder, force=force, protect=inputs,
+                                                 what="--out", refuse=learners.own_artifact(what)))
+        final, opts["out"] = opts["out"], str(tmp)
+        res = fn(progress=progress, trust_remote_code=trust_remote_code, **opts)
+        res["out"] = str(staging.resolve_path(final))
+        if opts.get("statedict"):
+            staging.write_marker(Path(opts["statedict"]), "bake learn aura --statedict")
+    return res

@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from bake import api  # noqa: E402
 from bake.errors import BakeError, first_line  # noqa: E402
-from bake.families import coverage, tiny  # noqa: E402
+from bake.evaluation import coverage
+from bake.model import tiny  # noqa: E402
 
 TOL = 1e-4  # max abs logit difference, float32 checkpoints compared in float64: bake's own tolerance
 

@@ -100,7 +100,7 @@ def main():
         print(f"model: {total / 2**30:.2f} GiB bfloat16 in {len(files)} shards (largest {largest / 2**30:.2f} GiB), "
               f"written in {time.time() - t:.0f} s")
         sys.path.insert(0, str(ROOT))
-        from bake.families import coverage
+        from bake.evaluation import coverage
 
         # bfloat16 out, as the model came; random weights give near-uniform logits whose top two are often
         # closer than bfloat16's rounding of the folded weights moves them, so top-1 may flip where a real

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(folder: str) -> dict:
     from bake.model.loading import load_model, load_tokenizer, probe_inputs
     from bake.model.source import resolve_model
-    from bake.sae import format as sf
+    from bake.artifacts import sae as sf
 
     out = Path(folder)
     report = json.loads((out / "bake_report.json").read_text())

@@ -273,9 +273,9 @@ def prepare(target: str, draw, recipe: Path, model: Path) -> str:
                                          "http://user:pw-Fz9Fz9@127.0.0.1:9"]))
         dry = draw(st.booleans())
         (recipe.parent / "args.json").write_text(json.dumps(
-            [f"--repo={repo}", f"--revision={revision}", *(["--dry-run"] if dry else [])]))  # (= : "-x" is a value)
+            [f"--repo-id={repo}", f"--revision={revision}", *(["--dry-run"] if dry else [])]))  # (= : "-x" is a value)
         (recipe.parent / "env.json").write_text(json.dumps({"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0"}))
-        return f"push --repo {repo} --revision {revision} endpoint {endpoint}{' --dry-run' if dry else ''}"
+        return f"push --repo-id {repo} --revision {revision} endpoint {endpoint}{' --dry-run' if dry else ''}"
     if target == "recipe":
         recipe.write_text(draw(recipe_texts(model, vector)))
         return "recipe"

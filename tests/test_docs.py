@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from bake.cli import _parser
+from bake.cli import parser as cli_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "eval" / "README.md"]
@@ -158,7 +158,7 @@ def parse_error(argv: list[str]) -> str | None:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            _parser().parse_args(argv)
+            cli_parser().parse_args(argv)
     except SystemExit as e:
         if e.code not in (0, None):
             return err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else f"exit {e.code}"

@@ -425,7 +425,7 @@ def test_cli_reports_failed_export(tmp_path, capsys, monkeypatch):
     recipe.write_text(json.dumps({"model": str(src), "export": ["hf", "gguf"], "gguf_type": "q8_0",
                                   "verify": {"generate_tokens": 4},
                                   "interventions": [{"kind": "steer", "layers": [1], "vector": str(tmp_path / "v.safetensors")}]}))
-    assert main(["apply", str(recipe), "--output", str(tmp_path / "out"), "--quiet"]) == 1
+    assert main(["apply", str(recipe), "--out", str(tmp_path / "out"), "--quiet"]) == 1
     captured = capsys.readouterr()
     assert "gguf export: FAILED" in captured.out and "export verification failed" in captured.err
     report = json.loads((tmp_path / "out" / "bake_report.json").read_text())

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import bake
-from bake.cli import format_plan, main
+from bake.cli import main
+from bake.cli.render import format_plan
 from tiny import COMMON, add_tokenizer, build
 
 D = COMMON["hidden_size"]
@@ -197,7 +198,7 @@ def test_an_unknown_key_gets_a_did_you_mean(ws, capsys):
 def test_plan_counts_what_the_tensor_edits_do_and_hooks_by_intervention(ws):
     """One steering vector on tied Llama: one bias changed; the rest are created zero biases (the
     mlp_bias flag creates gate/up/down biases in every block), not '90 tensor edits'."""
-    from bake.cli import edit_counts
+    from bake.cli.render import edit_counts
 
     recipe = {"model": str(ws / "model"),
               "interventions": [{"kind": "steer", "layers": [1], "vector": str(ws / "v.pt"), "scale": 2.0}]}
@@ -208,3 +209,111 @@ def test_plan_counts_what_the_tensor_edits_do_and_hooks_by_intervention(ws):
     assert text.startswith(f"{changed} tensor changed, ") and "zero biases created" in text, text
     assert changed == 1
     assert p.hook_count() == "1 intervention as 1 module hook"
+
+
+def _subparsers(p):
+    import argparse
+
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for name, sp in a.choices.items():
+                yield name, sp
+                for sub, ssp in _subparsers(sp):
+                    yield f"{name} {sub}", ssp
+
+
+def test_every_argument_has_help_and_every_command_examples_that_parse():
+    """`bake CMD --help` describes every positional and option, shows defaults, and ends with examples,
+    each of which the parser accepts (so they cannot rot)."""
+    import argparse
+    import shlex
+
+    from bake.cli import parser
+    from bake.cli.base import COMMANDS
+
+    p = parser()
+    names = []
+    for name, sp in _subparsers(p):
+        names.append(name)
+        for a in sp._actions:
+            if a.dest != "help" and not isinstance(a, argparse._SubParsersAction):
+                assert a.help, f"bake {name}: {a.option_strings or a.dest} has no help"
+        text = sp.format_help()
+        assert "examples:" in text or name == "learn", f"bake {name} --help shows no example"
+        for line in text.split("examples:")[-1].strip().splitlines() if "examples:" in text else ():
+            argv = shlex.split(line.strip())
+            assert argv[0] == "bake", line
+            parser().parse_args(argv[1:])
+    assert set(COMMANDS) <= set(names) and {"learn aura", "learn steer", "learn refusal", "learn sae"} <= set(names)
+    steer = " ".join(dict(_subparsers(p))["learn steer"].format_help().split())
+    assert "learned on the residual stream there (default: block_out)" in steer, steer
+
+
+def test_one_name_per_concept():
+    """--out for every output (apply's too), the Hub's repo id as --repo-id, verify's folder as FOLDER."""
+    from bake.cli import parser
+
+    p = parser()
+    assert p.parse_args(["apply", "r.yaml", "--out", "o"]).out == "o"
+    assert p.parse_args(["apply", "r.yaml", "--push-to-hub", "me/x"]).push_to_hub == "me/x"
+    assert p.parse_args(["push", "f", "--repo-id", "me/x"]).repo_id == "me/x"
+    assert p.parse_args(["verify", "f"]).folder == "f"
+    for argv in (["apply", "r.yaml", "--output", "o"], ["export", "onnx", "f", "--output", "x"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(argv)
+
+
+def test_a_learner_declares_its_options_once():
+    """`bake learn WHAT --option`, the API's keyword arguments and a recipe's `{learn: {...}}` keys are all
+    the learner's signature: the CLI's options and defaults are read off it."""
+    import inspect
+
+    from bake.cli import parser
+    from bake.learn import learners
+
+    subs = dict(_subparsers(parser()))
+    for what, fname in learners.LEARNERS.items():
+        fn = getattr(learners, fname)
+        opts = {o.name: o for o in learners.options(fn)}
+        cli = {a.dest: a for a in subs[f"learn {what}"]._actions if a.option_strings}
+        own = set(cli) - {"help", "force", "json", "quiet", "progress", "trust_remote_code"}
+        assert own == set(opts), (what, own ^ set(opts))
+        for name, o in opts.items():
+            default = inspect.signature(fn).parameters[name].default
+            if default is not inspect.Parameter.empty and o.type is not bool:
+                assert cli[name].default == (list(default) if isinstance(default, tuple) else default), name
+            assert cli[name].help.replace("%%", "%") == o.opt.help
+
+
+ABSOLUTE = r"(?:^|[\s'\"(`=:,\[])(/[^\s'\"`)]+)"  # a path from the root (a URL's // is not one)
+
+
+def test_a_baked_folder_stands_alone_copied_elsewhere(ws, tmp_path):
+    """The artifacts a recipe used are copied into the folder (sha256 in the manifest), its recipe and card
+    name no absolute path, and a copy of the folder, with the original vector gone, passes `bake verify`
+    (the local model named with --model, as on another machine)."""
+    import re
+    import shutil
+
+    import yaml
+
+    vec = tmp_path / "elsewhere" / "v.pt"
+    vec.parent.mkdir()
+    shutil.copyfile(ws / "v.pt", vec)
+    recipe = {"model": str(ws / "model"), "verify": {"generate_tokens": 2},
+              "interventions": [{"kind": "steer", "layers": [1], "vector": str(vec), "scale": 2.0}]}
+    rep = bake.apply(recipe, output=tmp_path / "baked", progress=False)
+    assert "artifacts/v.pt" in rep["files"]
+    for name in ("recipe.yaml", "README.md"):
+        text = (tmp_path / "baked" / name).read_text()
+        assert not re.findall(ABSOLUTE, text, re.M), (name, re.findall(ABSOLUTE, text, re.M)[:5])
+    written = yaml.safe_load((tmp_path / "baked" / "recipe.yaml").read_text())
+    assert written["interventions"][0]["vector"] == "artifacts/v.pt"
+    assert "approximate" in written["interventions"][0] and "mu" not in str(written)  # null keys left out
+    assert written["provenance"]["artifacts"]["artifacts/v.pt"]["role"] == "steering vector"
+    copy = tmp_path / "download" / "baked"
+    shutil.copytree(tmp_path / "baked", copy)
+    vec.unlink()
+    assert main(["verify", str(copy), "--model", str(ws / "model"), "-q"]) == 0
+    (copy / "artifacts" / "v.pt").write_bytes(b"changed")
+    assert main(["verify", str(copy), "--model", str(ws / "model"), "-q"]) == 1  # the manifest holds it

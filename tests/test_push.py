@@ -58,7 +58,7 @@ def test_card_metadata_and_tables(baked):
 
 def test_push_uploads_one_commit(baked):
     with FakeHub() as hub:
-        res = bake_cli("push", str(baked), "--repo", "alice/tiny-steered", "--private", "--revision", "v1",
+        res = bake_cli("push", str(baked), "--repo-id", "alice/tiny-steered", "--private", "--revision", "v1",
                        hub=hub)
         assert res.returncode == 0, res.stderr
         assert "pushed to alice/tiny-steered@v1" in res.stdout
@@ -81,7 +81,7 @@ def test_push_uploads_one_commit(baked):
 
 def test_push_dry_run_prints_files_and_card(baked):
     with FakeHub() as hub:
-        res = bake_cli("push", str(baked), "--repo", "alice/x", "--dry-run", hub=hub)
+        res = bake_cli("push", str(baked), "--repo-id", "alice/x", "--dry-run", hub=hub)
         assert res.returncode == 0, res.stderr
         assert "dry run: would push to alice/x@main" in res.stdout
         assert "model.safetensors" in res.stdout and "bake_report.json" in res.stdout
@@ -100,19 +100,19 @@ def test_push_refuses_failed_verification(baked, tmp_path):
     report["verification"]["failures"] = ["max abs logit difference 0.3 > tolerance 0.0001"]
     (failed / "bake_report.json").write_text(json.dumps(report))
     with FakeHub() as hub:
-        res = bake_cli("push", str(failed), "--repo", "alice/bad", hub=hub)
+        res = bake_cli("push", str(failed), "--repo-id", "alice/bad", hub=hub)
         assert res.returncode == 2 and "refusing to push" in res.stderr and "--force" in res.stderr
         assert hub.repos == {}
-        res = bake_cli("push", str(failed), "--repo", "alice/bad", "--force", hub=hub)
+        res = bake_cli("push", str(failed), "--repo-id", "alice/bad", "--force", hub=hub)
         assert res.returncode == 0, res.stderr
         assert "[--force: verification failed]" in res.stdout
         assert "failed" in hub.repos["alice/bad"]["branches"]["main"]["README.md"].decode()
 
 
 def test_push_errors_are_readable(baked, tmp_path):
-    res = bake_cli("push", str(tmp_path), "--repo", "alice/x")
+    res = bake_cli("push", str(tmp_path), "--repo-id", "alice/x")
     assert res.returncode == 2 and "no bake_report.json" in res.stderr
-    res = bake_cli("push", str(baked), "--repo", "alice/x", endpoint="http://127.0.0.1:9")  # nothing listens
+    res = bake_cli("push", str(baked), "--repo-id", "alice/x", endpoint="http://127.0.0.1:9")  # nothing listens
     assert res.returncode == 2 and "push to alice/x failed" in res.stderr
     assert "Traceback" not in res.stderr
 
@@ -128,7 +128,7 @@ def test_card_for_builtin_names_hub_base(tmp_path):
 
 def test_push_private_to_existing_public_repo_refuses(baked):
     with FakeHub() as hub:
-        assert bake_cli("push", str(baked), "--repo", "alice/pub", hub=hub).returncode == 0
-        res = bake_cli("push", str(baked), "--repo", "alice/pub", "--private", hub=hub)
+        assert bake_cli("push", str(baked), "--repo-id", "alice/pub", hub=hub).returncode == 0
+        res = bake_cli("push", str(baked), "--repo-id", "alice/pub", "--private", hub=hub)
         assert res.returncode == 2 and "already exists and is public" in res.stderr
         assert len([c for c in hub.repos["alice/pub"]["commits"] if c["message"].startswith("bake")]) == 1

@@ -61,7 +61,7 @@ def test_record_export_replaces_the_manifest_under_its_path_and_failures_name_it
 
 
 def test_every_format_has_an_exporter(tmp_path):
-    for fmt in exporters.FORMATS:
+    for fmt in exporters.formats():
         ex = exporters.get(fmt)
         assert isinstance(ex, exporters.Exporter) and ex.name == fmt
     assert exporters.get("onnx").default_output(tmp_path, "m", {}) == tmp_path / "onnx"

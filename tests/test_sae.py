@@ -280,12 +280,13 @@ def test_approximate_neurons_deviation_from_the_hook_shrinks_with_the_gain(tiny,
         assert rms["tokens"] >= 3 and rms["p10"] <= rms["median"] <= rms["p90"]
     assert kl[0] > kl[1] > kl[2] > 0, kl
     ran = yaml.safe_load((d / "gain-5.0-out" / "recipe.yaml").read_text())["interventions"][0]
-    assert ran["rms"] == str((d / "rms-texts.txt").resolve())  # the recipe as run names the file absolutely
+    assert ran["rms"] == "artifacts/rms-texts.txt"  # the recipe as run names its copy inside the folder
+    assert (d / "gain-5.0-out" / "artifacts" / "rms-texts.txt").read_text() == (d / "rms-texts.txt").read_text()
     from bake.cli import main
 
     assert main(["verify", str(d / "gain-5.0-out"), "-q"]) == 0  # re-checked from the output folder alone
     capsys.readouterr()
-    assert main(["apply", str(d / "gain-5.0.yaml"), "--output", str(d / "local-out"), "--verify", "local", "-q"]) == 0
+    assert main(["apply", str(d / "gain-5.0.yaml"), "--out", str(d / "local-out"), "--verify", "local", "-q"]) == 0
     out = capsys.readouterr().out  # local checks alone cannot measure the units: said, not implied
     assert "verification: APPROXIMATE" in out and "no module-local check measures its deviation" in out
     assert "model.layers.1: its hook (sae_gate) is approximated inside the module" in out

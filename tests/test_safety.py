@@ -258,7 +258,7 @@ def test_verify_and_push_name_a_changed_file(tmp_path, baked):
     p = cli("verify", folder, "-q")
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert f"changed: {shard.name}" in p.stderr and "added: notes.txt" in p.stderr
-    clean_error(cli("push", folder, "--repo", "me/x", "--dry-run"), 2, shard.name, "files differ from what bake wrote")
+    clean_error(cli("push", folder, "--repo-id", "me/x", "--dry-run"), 2, shard.name, "files differ from what bake wrote")
 
 
 def test_verify_reports_an_intact_folder(baked):
@@ -397,7 +397,7 @@ def test_overflow_names_the_tensor(tmp_path, model, vec):
 def test_corrupt_report_gets_one_line(tmp_path, baked):
     folder = copy_of(baked, tmp_path)
     (folder / "bake_report.json").write_text("{ truncated")
-    for args in (("verify", folder), ("push", folder, "--repo", "me/x", "--dry-run"), ("export", "gguf", folder)):
+    for args in (("verify", folder), ("push", folder, "--repo-id", "me/x", "--dry-run"), ("export", "gguf", folder)):
         clean_error(cli(*args, "-q"), 2, "corrupt report")
 
 
@@ -529,7 +529,7 @@ def test_disk_full_from_the_safetensors_writer_in_process(tmp_path, model, vec, 
 
 def test_push_checks_repo_id_even_in_dry_run(baked):
     for repo in ("a/b/c", "bad name", "x" * 200, "-start/x", "a/b--c"):
-        clean_error(cli("push", baked, f"--repo={repo}", "--dry-run"), 2, "not a valid Hub repo id")
+        clean_error(cli("push", baked, f"--repo-id={repo}", "--dry-run"), 2, "not a valid Hub repo id")
 
 
 def test_push_refuses_symlinks_out_of_the_folder(tmp_path, baked):
@@ -537,13 +537,13 @@ def test_push_refuses_symlinks_out_of_the_folder(tmp_path, baked):
     secret = tmp_path / "id_rsa"
     secret.write_text("PRIVATE KEY")
     (folder / "extra.txt").symlink_to(secret)
-    clean_error(cli("push", folder, "--repo", "me/x", "--dry-run", "--force"), 2, "extra.txt is a symlink")
+    clean_error(cli("push", folder, "--repo-id", "me/x", "--dry-run", "--force"), 2, "extra.txt is a symlink")
 
 
 def test_failed_push_leaves_the_card_alone(tmp_path, baked):
     folder = copy_of(baked, tmp_path)
     (folder / "README.md").write_text("my own edits to the card")
-    p = cli("push", folder, "--repo", "me/x", env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_x",
+    p = cli("push", folder, "--repo-id", "me/x", env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "hf_x",
                                                    "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1"}, timeout=300)
     clean_error(p, 2, "push to me/x failed")
     assert (folder / "README.md").read_text() == "my own edits to the card"

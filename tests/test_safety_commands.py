@@ -243,7 +243,7 @@ def test_learn_hub_dataset_errors_print_no_token(ws, tmp_path):
 
 
 def test_push_never_prints_endpoint_credentials(ws):
-    p = cli("push", ws / "B", "--repo", "me/x", env={"HF_ENDPOINT": "http://alice:s3cret-pw@127.0.0.1:9",
+    p = cli("push", ws / "B", "--repo-id", "me/x", env={"HF_ENDPOINT": "http://alice:s3cret-pw@127.0.0.1:9",
                                                   "HF_TOKEN": TOKEN, "HF_HUB_OFFLINE": "0"})
     assert p.returncode == 2, p.stderr
     assert "s3cret-pw" not in p.stderr + p.stdout and TOKEN not in p.stderr + p.stdout, p.stderr
@@ -469,5 +469,5 @@ def test_a_recipe_through_a_symlink_reads_its_files_beside_the_real_recipe(ws, t
 
 
 def test_a_push_revision_with_dot_dot_is_refused_clearly(ws, capsys):
-    refused(capsys, "push", ws / "B", "--repo", "me/x", "--revision", "../main", "--dry-run",
+    refused(capsys, "push", ws / "B", "--repo-id", "me/x", "--revision", "../main", "--dry-run",
             fragments=["--revision", "../main", "branch"])

@@ -53,7 +53,7 @@ def baked_demo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     out = tmp / "out"
     recipe = demo_recipe(tmp, verify={"generate_tokens": 8})
-    assert main(["apply", str(recipe), "--output", str(out), "--quiet"]) == 0
+    assert main(["apply", str(recipe), "--out", str(out), "--quiet"]) == 0
     return out
 
 

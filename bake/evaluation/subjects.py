@@ -34,16 +34,14 @@ class Subject:
 
 
 def base_of(target: str | Path) -> str:
-    """The model a target was made from: a recipe's `model`, or the source recorded in a baked
-    folder's recipe.yaml (its provenance `model_path`, else its `model`)."""
+    """The model a target was made from: a recipe's `model`, or the one a baked folder's recipe.yaml
+    names (builtin:NAME, a Hub id, or a local folder relative to the baked folder)."""
     from ..recipe.schema import load
 
-    if is_recipe(target):
-        r = load(target)
+    rpath = Path(target) if is_recipe(target) else Path(target) / "recipe.yaml"
+    if rpath.is_file():
+        r = load(rpath)
         return str(r.path(r.model)) if not r.model.startswith("builtin:") and r.path(r.model).exists() else r.model
-    rpath = Path(target) / "recipe.yaml"
-    if rpath.is_file():  # a baked folder: its resolved recipe names the model (absolute, or builtin:NAME)
-        return load(rpath).model
     raise BakeError(f"{target}: not a recipe or a folder written by `bake apply`; say what to compare it with "
                     "(--against MODEL)")
 

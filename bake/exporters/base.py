@@ -3,9 +3,14 @@
 `bake apply` (with `export: [...]` in the recipe) and `bake export` call only these methods:
 `check` before anything is baked, `options` and `default_output` to settle what to write, then
 `write` and `verify` inside bake's staging (`bake/files/staging.py`), which picks the temp path,
-protects the folder and what `reads` names, and renames the result into place. Adding a format
-is one module in `bake/exporters/` whose `EXPORTER` is an `Exporter`, plus its name in `FORMATS`
-(modules load when used: ONNX pulls in torch.onnx and onnxruntime).
+protects the folder and what `reads` names, and renames the result into place. An exporter also
+owns its options (`arguments` for `bake export NAME`, `from_recipe` for a recipe's keys), its
+lines in the model card (`card_use`) and its runtime's serving notes (`serving`).
+
+Adding a format is one module with an `Exporter` subclass decorated with `@register`: the
+recipe's `export:` values, `bake export`'s sub-commands, the card and the serving table read the
+registry. The built-in formats (ONNX, GGUF) are modules here, imported when the registry is first
+read; a plug-in registers itself when its module is imported.
 """
 
 from __future__ import annotations
@@ -16,12 +21,32 @@ from typing import ClassVar
 
 from ..errors import BakeError
 
-FORMATS = ("onnx", "gguf")  # each the name of its module here
+BUILTIN = ("onnx", "gguf")  # modules of bake.exporters, imported when the registry is first read
 
 
 class Exporter:
     name: ClassVar[str]
     folder: ClassVar[bool]  # writes a folder (True) or one file
+    help: ClassVar[str] = ""  # `bake export NAME`'s one line
+
+    def arguments(self, sp) -> None:
+        """This format's own options of `bake export NAME` (besides FOLDER, --out and --force)."""
+
+    def given(self, args) -> dict:
+        """The user's settings of one `bake export NAME`, from those options (passed to `check` and `options`)."""
+        return {}
+
+    def from_recipe(self, recipe) -> dict:
+        """The same settings, from a recipe that lists this format in `export:`."""
+        return {}
+
+    def card_use(self, entry: dict) -> list[str]:
+        """Lines of the model card's "Use" section for an export recorded as `entry` (inside the folder)."""
+        return []
+
+    def serving(self, config: dict, config_changes: dict) -> list[tuple[str, str, str]]:
+        """(runtime, serves it?, why) rows of the card's serving table for this format's runtime."""
+        return []
 
     def check(self, config: dict, model: Path, origin: dict, **given) -> None:
         """Raise NotBakeable, before baking, when the baked model (`config`, baked from the checkpoint
@@ -50,7 +75,26 @@ class Exporter:
         raise NotImplementedError
 
 
+EXPORTERS: dict[str, Exporter] = {}
+
+
+def register(cls: type[Exporter]) -> type[Exporter]:
+    """Register an export format (a class decorator). A name registered twice is a programming error."""
+    if cls.name in EXPORTERS or cls.name == "hf":
+        raise RuntimeError(f"export format {cls.name!r} is registered twice")
+    EXPORTERS[cls.name] = cls()
+    return cls
+
+
+def formats() -> tuple[str, ...]:
+    """The registered formats: the built-in ones, then plug-ins, in registration order."""
+    for name in BUILTIN:
+        if name not in EXPORTERS:
+            importlib.import_module(f"{__package__}.{name}")
+    return BUILTIN + tuple(n for n in EXPORTERS if n not in BUILTIN)  # (whatever order they were imported in)
+
+
 def get(fmt: str) -> Exporter:
-    if fmt not in FORMATS:
-        raise BakeError(f"unknown export format {fmt!r}; expected {' or '.join(FORMATS)}")
-    return importlib.import_module(f"{__package__}.{fmt}").EXPORTER
+    if fmt not in formats():
+        raise BakeError(f"unknown export format {fmt!r}; expected {' or '.join(formats())}")
+    return EXPORTERS[fmt]

@@ -36,7 +36,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from ..errors import BakeError, NotBakeable
-from .base import Exporter
+from .base import Exporter, register
 from ..model.loading import PROMPTS_CHAT, PROMPTS_PLAIN
 
 GEN_TOKENS = 32
@@ -490,11 +490,38 @@ def default_name(name: str, qtype: str, source: str | None = None) -> str:
     return f"{name}.{qtype.upper()}.gguf"
 
 
+@register
 class GgufExporter(Exporter):
     """One file (default FOLDER/NAME.TYPE.gguf): a patch of the GGUF the model was baked from, or
     the folder converted by llama.cpp's converter."""
 
     name, folder = "gguf", False
+    help = "one GGUF file (a patch of the source GGUF, or llama.cpp's conversion), verified in llama.cpp"
+
+    def arguments(self, sp) -> None:
+        sp.add_argument("--type", dest="gguf_type", help="f32 | f16 | bf16 | q8_0 | q5_1 | q5_0 | q4_1 | q4_0 "
+                        "(default f32 for float32 checkpoints, else f16; k-quants with --mode convert)")
+        sp.add_argument("--mode", choices=["auto", "patch", "convert"], default="auto",
+                        help="patch the GGUF the model was baked from (auto when there is one) or convert the folder")
+
+    def given(self, args) -> dict:
+        return {"gguf_type": args.gguf_type, "mode": args.mode}
+
+    def from_recipe(self, recipe) -> dict:
+        return {"gguf_type": recipe.gguf_type}
+
+    def card_use(self, entry: dict) -> list[str]:
+        source = f", baked into {Path(entry['source']).name}" if entry.get("source") else ""
+        return [f"GGUF ({entry['type']}{source}): `llama-cli -m {entry['path']}` (llama.cpp), or Ollama / LM Studio."]
+
+    def serving(self, config: dict, config_changes: dict) -> list[tuple[str, str, str]]:
+        arch = (config.get("architectures") or ["?"])[0]
+        try:
+            check(config, "it")
+        except BakeError as e:
+            return [("llama.cpp", "no", str(e))]
+        return [("llama.cpp", "yes", f"llama.cpp's converter registers {arch}: `bake export gguf` writes the GGUF "
+                                     "and verifies it in llama.cpp")]
 
     def check(self, config: dict, model: Path, origin: dict, gguf_type: str | None = None, **given) -> None:
         if origin.get("gguf"):  # baked into the source GGUF (patch): llama architecture only
@@ -564,5 +591,3 @@ class GgufExporter(Exporter):
                               "before the bake")
         return result
 
-
-EXPORTER = GgufExporter()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import NotBakeable
-from .base import Exporter
+from .base import Exporter, register
 
 MODEL_FILE = "model.onnx"
 LOGIT_TOL = 1e-3
@@ -302,10 +302,27 @@ def verify_onnx(model, folder: Path, inputs, n_steps: int = GEN_TOKENS) -> dict:
     }
 
 
+@register
 class OnnxExporter(Exporter):
     """A folder (default FOLDER/onnx) with model.onnx, the tokenizer and genai_config.json."""
 
     name, folder = "onnx", True
+    help = "an ONNX folder with KV cache (model.onnx, tokenizer, genai_config.json), verified in onnxruntime"
+
+    def card_use(self, entry: dict) -> list[str]:
+        return [f"ONNX (`{entry['path']}/`, optimum's `ORTModelForCausalLM` input names and a "
+                "`genai_config.json`): `onnxruntime_genai.Model(\"<folder>/onnx\")`."]
+
+    def serving(self, config: dict, config_changes: dict) -> list[tuple[str, str, str]]:
+        why = trial(config, run=False)  # the trial takes seconds: the card states its cached answer
+        if why is None:
+            return [("ONNX Runtime", "untried", "`bake apply` with `export: [onnx]` first exports a tiny random model "
+                                                "of this config and compares it in onnxruntime; `bake export onnx` "
+                                                "writes and verifies the real one")]
+        if why:
+            return [("ONNX Runtime", "no", f"a tiny random model of this config does not export: {why}")]
+        return [("ONNX Runtime", "yes", "`bake export onnx` writes and verifies it (onnxruntime, onnxruntime-genai); "
+                                        "a tiny random model of this config exported and matched")]
 
     def check(self, config: dict, model: Path, origin: dict, **given) -> None:
         check(config, "the baked model")
@@ -344,5 +361,3 @@ class OnnxExporter(Exporter):
         (out / "bake_export.json").write_text(json.dumps(result, indent=2) + "\n")
         return result
 
-
-EXPORTER = OnnxExporter()

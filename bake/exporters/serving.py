@@ -8,7 +8,6 @@ source it was read from; such rows say "untested here".
 
 from __future__ import annotations
 
-from ..errors import BakeError
 
 # (runtime, model_type, created config flag) -> fact. Read from vllm/model_executor/models/llama.py
 # (LlamaMLP: bias=getattr(config, "mlp_bias", False) on gate_up_proj and down_proj) and
@@ -30,30 +29,15 @@ def _flags(config_changes: dict) -> list[str]:
 def notes(config: dict, config_changes: dict | None = None) -> list[tuple[str, str, str]]:
     """[(runtime, serves it?, why)] for the checkpoint whose config.json is `config` (after the bake:
     `config_changes` are the flags bake set, e.g. {"mlp_bias": True})."""
-    from . import gguf as export_gguf
-    from . import onnx as export_onnx
+    from .base import EXPORTERS, formats
 
     changes = config_changes or {}
     arch = (config.get("architectures") or ["?"])[0]
     mt = config.get("model_type")
     rows = [("transformers", "yes", f"the stock {arch} class, no custom code (every bake is reloaded from disk "
                                     "with it and verified)")]
-    try:
-        export_gguf.check(config, "it")
-        rows.append(("llama.cpp", "yes", f"llama.cpp's converter registers {arch}: `bake export gguf` writes the GGUF "
-                                         "and verifies it in llama.cpp"))
-    except BakeError as e:
-        rows.append(("llama.cpp", "no", str(e)))
-    why = export_onnx.trial(config, run=False)  # the trial takes seconds: the card states its cached answer
-    if why is None:
-        rows.append(("ONNX Runtime", "untried", "`bake apply` with `export: [onnx]` first exports a tiny random model "
-                                                "of this config and compares it in onnxruntime; `bake export onnx` "
-                                                "writes and verifies the real one"))
-    elif why:
-        rows.append(("ONNX Runtime", "no", f"a tiny random model of this config does not export: {why}"))
-    else:
-        rows.append(("ONNX Runtime", "yes", "`bake export onnx` writes and verifies it (onnxruntime, onnxruntime-genai); "
-                                            "a tiny random model of this config exported and matched"))
+    for fmt in formats():  # each exporter speaks for its runtime
+        rows += EXPORTERS[fmt].serving(config, changes)
     flags = _flags(changes)
     for runtime in ("vllm", "sglang"):
         fact = next((FACTS[(runtime, mt, f)] for f in flags if (runtime, mt, f) in FACTS), None)

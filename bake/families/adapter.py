@@ -111,9 +111,17 @@ def _kind(m: torch.nn.Module) -> str:
 
 
 def meta_model(config: dict, trust_remote_code: bool = False):
-    """The model of `config` on the meta device: names and shapes, no weights."""
+    """The model of `config` on the meta device: names and shapes, no weights (built once per config
+    in a process: checking a checkpoint and resolving its family read the same one, and never
+    change it)."""
+    return _meta_model(json.dumps(config, sort_keys=True, default=str), trust_remote_code)
+
+
+@functools.lru_cache(maxsize=4)
+def _meta_model(config_json: str, trust_remote_code: bool):
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    config = json.loads(config_json)
     cfg = AutoConfig.for_model(**{k: v for k, v in config.items() if k not in ("transformers_version",)})
     with torch.device("meta"):
         try:

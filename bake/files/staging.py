@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
@@ -197,10 +198,31 @@ def replacing(dest: Path):
         _remove(tmp)
 
 
-def _digests(entry: Path) -> dict[str, str]:
-
+def _files(entry: Path) -> dict[str, Path]:
     files = [entry] if entry.is_file() else sorted(p for p in entry.rglob("*") if p.is_file())
-    return {"." if f == entry else str(f.relative_to(entry)): sha256_file(f) for f in files}
+    return {"." if f == entry else str(f.relative_to(entry)): f for f in files}
+
+
+def _stat(f: Path) -> list[int]:
+    s = f.stat()
+    return [s.st_size, s.st_mtime_ns]
+
+
+def _seal(entry: Path) -> dict:
+    """What a cache entry is sealed with: each file's sha256, and its size and mtime when sealed."""
+    files = _files(entry)
+    return {"files": {n: sha256_file(f) for n, f in files.items()}, "stat": {n: _stat(f) for n, f in files.items()}}
+
+
+def _intact(entry: Path, seal: dict) -> bool:
+    """Every file of the entry is the one sealed: the same size and mtime (not read again: a multi-GB
+    dequantized model is used on every run), else the same sha256 (read). A cut or rewritten file
+    differs in one or the other."""
+    files, sealed = _files(entry), seal.get("files", seal)  # (a seal of an older bake: sha256 only)
+    stat = seal.get("stat", {}) if "files" in seal else {}
+    if set(files) != set(sealed):
+        return False
+    return all(stat.get(n) == _stat(f) or sha256_file(f) == sealed[n] for n, f in files.items())
 
 
 def _seal_path(entry: Path) -> Path:
@@ -208,15 +230,19 @@ def _seal_path(entry: Path) -> Path:
 
 
 def cache_hit(entry: Path) -> bool:
-    """True when the cache entry `entry` (a file or a folder) is there and every file in it matches the
-    sha256 recorded when it was written; a truncated, changed or unsealed entry is removed (so the
+    """True when the cache entry `entry` (a file or a folder) is there and every file in it is the one
+    sealed when it was written (`_intact`); a truncated, changed or unsealed entry is removed (so the
     caller makes it again) and False returned."""
     if not (entry.exists() or entry.is_symlink()):
         return False
     try:
-        if json.loads(_seal_path(entry).read_text()) == _digests(entry):
+        seal = json.loads(_seal_path(entry).read_text())
+        if _intact(entry, seal):
+            if "stat" not in seal:  # sealed by an older bake: add the sizes and mtimes, so the next hit reads nothing
+                with contextlib.suppress(OSError):
+                    _write_seal(entry, _seal(entry))
             return True
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError, TypeError):
         pass
     _remove(entry)
     _remove(_seal_path(entry))
@@ -229,10 +255,14 @@ def caching(entry: Path):
     recorded beside it (written first: a reader never sees a new entry without its seal)."""
     with replacing(entry) as tmp:
         yield tmp
-        seal = _seal_path(entry)
-        side = seal.parent / f"{seal.name}{TMP_TAG}{os.getpid()}"
-        side.write_text(json.dumps(_digests(tmp)))
-        os.replace(side, seal)
+        _write_seal(entry, _seal(tmp))
+
+
+def _write_seal(entry: Path, seal: dict) -> None:
+    path = _seal_path(entry)
+    side = path.parent / f"{path.name}{TMP_TAG}{os.getpid()}"
+    side.write_text(json.dumps(seal))
+    os.replace(side, path)
 
 
 def clean_stale(out: Path) -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 from safetensors.torch import save_file
@@ -22,6 +24,56 @@ from . import refusal
 # part of the cache key of learned artifacts: bump it when a learner computes something else from the
 # same options (2: AURA responses in float64 with positions counted over real tokens)
 LEARNER_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Opt:
+    """A learner option, declared once in the learner's signature (`Annotated[type, Opt(...)]`): the
+    API's keyword argument with its default, `bake learn WHAT --option` (with this help), and the
+    options a recipe's `{learn: {...}}` accepts."""
+
+    help: str
+    choices: tuple = ()
+
+
+A = Annotated
+Model = A[str, Opt("the model: a folder, .gguf, Hub id or builtin:NAME")]
+Out = A[str, Opt("the artifact file to write (.safetensors)")]
+MaxMemory = A[str | None, Opt("memory the model may take (e.g. 8GB, 512MiB); a larger model is streamed from "
+                              "disk, one module at a time, each batch reading it once (default: 60% of the "
+                              "memory available)")]
+RUN_ARGS = ("progress", "runner", "trust_remote_code")  # given by the caller, not options
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: type  # str, int, float or bool
+    many: bool  # a list of values
+    default: object  # inspect.Parameter.empty: required
+    opt: Opt
+
+
+def options(fn) -> list[Option]:
+    """A learner's options, in its signature's order (the caller's run arguments left out)."""
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(fn, include_extras=True)
+    out = []
+    for name, p in inspect.signature(fn).parameters.items():
+        if name in RUN_ARGS:
+            continue
+        hint = hints[name]
+        opt = next(m for m in hint.__metadata__ if isinstance(m, Opt))
+        base = typing.get_args(hint)[0]
+        many = typing.get_origin(base) in (tuple, list)
+        kinds = [t for t in typing.get_args(base) if t not in (type(None), Ellipsis)] or [base]
+        out.append(Option(name, kinds[0], many, p.default, opt))
+    return out
+
+
+LEARNERS = {"aura": "learn_aura", "steer": "learn_steer", "refusal": "learn_refusal", "sae": "learn_sae"}
 
 
 def _peak_rss_mb() -> float:
@@ -79,11 +131,37 @@ def own_artifact(what: str):
     return refuse
 
 
-def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_column=None, label_column=None,
-               layout=None, pooling="max", max_length=128, batch_size=32, score="auroc", rule="aura", top_k=None,
-               top_fraction=None, per_layer=False, value=0.5, strength=1.0, zscore=False, limit=None,
-               statedict=None, dtype="float64", means=False, progress=True, runner=None, trust_remote_code=False,
-               max_memory=None) -> dict:
+def learn_aura(
+        model: Model, data: A[str, Opt("CSV/TSV/JSONL/JSON file or a Hub dataset id[:split], with text and 0/1 labels")],
+        out: Out,
+        modules: A[tuple[str, ...], Opt("module name patterns whose output units are scored")] = (
+            "model.layers.*.mlp.up_proj",),
+        text_column: A[str | None, Opt("the data's text column (default: guessed)")] = None,
+        label_column: A[str | None, Opt("the data's label column (default: guessed)")] = None,
+        layout: A[str | None, Opt("a named column layout", choices=("jigsaw", "davidson"))] = None,
+        pooling: A[str, Opt("how a unit's response is pooled over a text's tokens",
+                            choices=("max", "mean", "last"))] = "max",
+        max_length: A[int, Opt("tokens per text at most")] = 128,
+        batch_size: A[int, Opt("texts per forward pass")] = 32,
+        score: A[str, Opt("how well a unit detects the positive class",
+                          choices=("auroc", "aucpr", "cohens_d", "point_biserial"))] = "auroc",
+        rule: A[str, Opt("score -> alpha: aura (1 - Gini from AUROC), damp (--value), det0 (0 for detectors)",
+                         choices=("aura", "damp", "det0"))] = "aura",
+        top_k: A[int | None, Opt("damp only the k best units")] = None,
+        top_fraction: A[float | None, Opt("damp only this fraction of the best units")] = None,
+        per_layer: A[bool, Opt("top-k per module instead of globally")] = False,
+        value: A[float, Opt("alpha of damped units (rule damp)")] = 0.5,
+        strength: A[float, Opt("alpha -> 1 - s (1 - alpha)")] = 1.0,
+        zscore: A[bool, Opt("z-score the ranking score across modules")] = False,
+        limit: A[int | None, Opt("use a seeded, stratified sample of this many examples")] = None,
+        statedict: A[str | None, Opt("also export an ml-aura .statedict folder here")] = None,
+        dtype: A[str, Opt("compute dtype of the forward passes: float64 gives the same alphas for any batch size and "
+                          "padding; float32 is about 2x faster on CPU, and near-ties may swap ranks",
+                          choices=("float64", "float32"))] = "float64",
+        means: A[bool, Opt("also store each unit's mean response on the negative texts (mu/<module>), which a "
+                           "recipe's `mu:` reads for the mean-shift form")] = False,
+        progress=True, runner=None, trust_remote_code=False, max_memory: MaxMemory = None) -> dict:
+    """AURA alphas from labelled texts (AUROC of each unit as a detector)."""
     t0 = time.time()
     for name, v in (("--batch-size", batch_size), ("--max-length", max_length)):
         if not isinstance(v, int) or v < 1:
@@ -119,11 +197,26 @@ def learn_aura(model, data, out, modules=("model.layers.*.mlp.up_proj",), text_c
     }
 
 
-def learn_steer(model, out, positive=None, negative=None, layers="all", site="block_out", method="mean-diff",
-                position="last", normalize=None, chat=False, from_gguf=None, from_sae=None, feature=None,
-                from_steering_vectors=None, progress=True, runner=None, trust_remote_code=False,
-                max_memory=None) -> dict:
-    """Learn (mean-diff / pca) or import (GGUF control vector, SAELens row, steering-vectors) a vector.
+def learn_steer(
+        model: Model, out: Out,
+        positive: A[str | None, Opt("texts showing the behaviour to add (one per line, or a data file)")] = None,
+        negative: A[str | None, Opt("texts showing its opposite")] = None,
+        layers: A[str, Opt("the blocks to learn at: 8:16, 3,5 or all")] = "all",
+        site: A[str, Opt("where the recipe's steer adds it (its `site:`): learned on the residual stream there",
+                         choices=("block_out", "attn_out", "mlp_out"))] = "block_out",
+        method: A[str, Opt("difference of means, or its first principal component",
+                           choices=("mean-diff", "pca"))] = "mean-diff",
+        position: A[str, Opt("the token read: last, mean, or -k (k-th from the end)")] = "last",
+        normalize: A[str | None, Opt("unit: norm 1; resid: the mean norm of the residual stream there",
+                                     choices=("unit", "resid"))] = None,
+        chat: A[bool, Opt("format texts with the chat template first")] = False,
+        from_gguf: A[str | None, Opt("import a llama.cpp / repeng control vector (direction.N -> block N)")] = None,
+        from_sae: A[str | None, Opt("import a SAELens SAE folder's decoder row (with --feature)")] = None,
+        feature: A[int | None, Opt("the SAE latent whose decoder row --from-sae imports")] = None,
+        from_steering_vectors: A[str | None, Opt("import a steering-vectors .pt (layer_activations)")] = None,
+        progress=True, runner=None, trust_remote_code=False, max_memory: MaxMemory = None) -> dict:
+    """A steering vector from contrasting texts, or imported: learned (mean-diff / pca) or imported
+    (GGUF control vector, SAELens row, steering-vectors).
     `site`: where in each block the vector is meant to be added (a recipe's `steer` site): learned on
     the residual stream there (block_out and mlp_out: the block's output; attn_out: the stream right
     after the attention write). Imports come as their tools wrote them, at block outputs."""
@@ -178,10 +271,20 @@ def learn_steer(model, out, positive=None, negative=None, layers="all", site="bl
             "norms": {i: round(full[i].norm().item(), 4) for i in layers_used}}
 
 
-def learn_refusal(model, harmful, harmless, out, harmful_val=None, harmless_val=None, kl_max=0.1,
-                  prune_last=0.2, limit=None, val_limit=None, projected=False, layers=None, progress=True,
-                  runner=None, trust_remote_code=False,
-                  max_memory=None) -> dict:
+def learn_refusal(
+        model: Model, harmful: A[str, Opt("harmful instructions (JSON list, JSONL, text or a Hub dataset)")],
+        harmless: A[str, Opt("harmless instructions")], out: Out,
+        harmful_val: A[str | None, Opt("harmful instructions the direction is chosen on (default: a quarter of "
+                                       "--harmful)")] = None,
+        harmless_val: A[str | None, Opt("harmless instructions the direction is chosen on")] = None,
+        kl_max: A[float, Opt("the most KL on harmless prompts a chosen direction may cost")] = 0.1,
+        prune_last: A[float, Opt("discard candidates in this last fraction of the layers")] = 0.2,
+        limit: A[int | None, Opt("sample this many training instructions of each kind")] = None,
+        val_limit: A[int | None, Opt("sample this many validation instructions of each kind")] = None,
+        projected: A[bool, Opt("remove the harmless-mean component")] = False,
+        layers: A[str | None, Opt("only these candidate layers (e.g. 4:24)")] = None,
+        progress=True, runner=None, trust_remote_code=False, max_memory: MaxMemory = None) -> dict:
+    """The refusal direction (difference in means, chosen on validation)."""
     runner = runner or learn.Runner(model, trust_remote_code, parse_size(max_memory))
     hf = data_mod.load(harmful, limit=limit).texts
     hl = data_mod.load(harmless, limit=limit).texts
@@ -202,11 +305,23 @@ def learn_refusal(model, harmful, harmless, out, harmful_val=None, harmless_val=
     return {"out": str(out), "chosen": best, "candidates": rows}
 
 
-def learn_sae(model, out, data, layer, d_sae=1024, k=16, continue_tokens=0, max_length=128, steps=3000,
-              batch_size=512, lr=1e-3, seed=0, text_column=None, progress=True, runner=None,
-              trust_remote_code=False, max_memory=None) -> dict:
-    """Train a TopK SAE on the output of block `layer` (every token of `data`, optionally each text
-    continued by the model itself) and save it in SAELens's layout into the folder `out`."""
+def learn_sae(
+        model: Model, out: A[str, Opt("a folder (cfg.json + sae_weights.safetensors)")],
+        data: A[tuple[str, ...], Opt("text files or Hub dataset ids (every token is a sample)")],
+        layer: A[int, Opt("the block whose output (hook_resid_post) it reads")],
+        d_sae: A[int, Opt("number of features")] = 1024,
+        k: A[int, Opt("active features per token (TopK)")] = 16,
+        continue_tokens: A[int, Opt("extend each text by this many tokens sampled from the model itself "
+                                    "(seeded)")] = 0,
+        max_length: A[int, Opt("tokens per text at most")] = 128,
+        steps: A[int, Opt("training steps")] = 3000,
+        batch_size: A[int, Opt("tokens per training step")] = 512,
+        lr: A[float, Opt("learning rate (Adam)")] = 1e-3,
+        seed: A[int, Opt("seed of the initialization and the token order")] = 0,
+        text_column: A[str | None, Opt("the data's text column (default: guessed)")] = None,
+        progress=True, runner=None, trust_remote_code=False, max_memory: MaxMemory = None) -> dict:
+    """Train a TopK SAE on one block's output (every token of `data`, optionally each text continued
+    by the model itself) and save it in SAELens's layout into the folder `out`."""
     from ..artifacts import sae as sae_format
     from .sae import train
 

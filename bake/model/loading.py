@@ -84,13 +84,66 @@ def eos_ids(model) -> list[int]:
     return [e for e in eos if e < model.config.get_text_config().vocab_size]
 
 
+def greedy_choice(logits: torch.Tensor, eos: list[int]) -> torch.Tensor:
+    """argmax over the last axis with the end-of-sequence ids masked out (what `min_new_tokens` does)."""
+    if eos:
+        logits = logits.clone()
+        logits[..., eos] = float("-inf")
+    return logits.argmax(-1)
+
+
+@torch.no_grad()
+def greedy(model, ids: torch.Tensor, n_new: int, **first):
+    """`n_new` greedy tokens of one prompt [1, T], decoded with the KV cache and no logits processor but
+    the end-of-sequence mask: (the output of the first forward pass over `ids`, called with `first`
+    keyword arguments such as output_hidden_states, and the tokens)."""
+    import inspect
+
+    eos = eos_ids(model)
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # (transformers 5.2x)
+    out = model(input_ids=ids, use_cache=bool(n_new), **first)
+    head, tokens = out, []
+    while len(tokens) < n_new:
+        tokens.append(int(greedy_choice(out.logits[0, -1], eos)))
+        if len(tokens) < n_new:
+            out = model(input_ids=torch.tensor([[tokens[-1]]], dtype=ids.dtype), use_cache=True,
+                        **{name: getattr(out, name)})
+    return head, tokens
+
+
+@torch.no_grad()
+def greedy_many(model, prompts: list[torch.Tensor], n_new: int, pad_id: int) -> list[list[int]]:
+    """`n_new` greedy tokens for each prompt ([1, T] each), decoded together: left-padded into one
+    batch with its attention mask and positions, so each step reads the weights once for every
+    prompt (one prompt at a time, decoding is bound by reading the weights). End of sequence
+    masked as in `greedy`."""
+    import inspect
+
+    eos = eos_ids(model)
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    n = max(p.shape[1] for p in prompts)
+    ids = torch.full((len(prompts), n), pad_id, dtype=prompts[0].dtype)
+    mask = torch.zeros((len(prompts), n), dtype=torch.long)
+    for k, p in enumerate(prompts):
+        ids[k, n - p.shape[1]:], mask[k, n - p.shape[1]:] = p[0], 1
+    pos = (mask.cumsum(-1) - 1).clamp_min(0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    tokens = []
+    while len(tokens) < n_new:
+        tokens.append(greedy_choice(out.logits[:, -1], eos))
+        if len(tokens) < n_new:
+            mask = torch.cat([mask, torch.ones((len(prompts), 1), dtype=mask.dtype)], 1)
+            pos = pos[:, -1:] + 1
+            out = model(input_ids=tokens[-1][:, None].to(ids.dtype), attention_mask=mask, position_ids=pos,
+                        use_cache=True, **{name: getattr(out, name)})
+    return torch.stack(tokens, 1).tolist() if tokens else [[] for _ in prompts]
+
+
 @torch.no_grad()
 def reference_greedy(model, ids: torch.Tensor, n_new: int) -> list[int]:
-    """`n_new` greedy tokens from a PyTorch model, end-of-sequence suppressed (`min_new_tokens`),
-    the reference that exported formats are held to."""
-    seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new, min_new_tokens=n_new,
-                         do_sample=False, pad_token_id=model.generation_config.pad_token_id or 0)
-    return seq[0, ids.shape[1]:].tolist()
+    """`n_new` greedy tokens from a PyTorch model, end-of-sequence suppressed, the reference that
+    exported formats are held to."""
+    return greedy(model, ids, n_new)[1]
 
 
 def context_length(model) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ..exporters.base import get as exporter
 from ..kinds import KINDS
 from ..model.source import BUILTINS
 from ..write.report import Report
@@ -108,7 +109,7 @@ def render(folder: Path, repo: str | None = None, report: Report | None = None) 
     model, base = report["model"], report["model"].get("base") or {}
     kinds = [s["kind"] for s in report["steps"]]
     exports = _inside(report)
-    formats = ["safetensors"] + [f for f in ("onnx", "gguf") if any(e["format"] == f for e in exports)]
+    formats = ["safetensors"] + list(dict.fromkeys(e["format"] for e in exports))
     meta = {
         **({"base_model": base["hub_id"], "base_model_relation": "finetune"} if base.get("hub_id") else {}),
         **({"license": base["license"]} if base.get("license") else {}),
@@ -118,7 +119,9 @@ def render(folder: Path, repo: str | None = None, report: Report | None = None) 
     }
     name = repo or Path(report.get("output") or folder).name  # (a bake renders it in its temp folder)
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# {name}", ""]
-    base_desc = f"[{base['hub_id']}](https://huggingface.co/{base['hub_id']})" if base.get("hub_id") else f"`{model['spec']}`"
+    spec = model["spec"]  # a local model by its folder's name: the card names no path of the machine it was baked on
+    spec = f"{Path(spec).name} (a local model)" if Path(spec).is_absolute() else spec
+    base_desc = f"[{base['hub_id']}](https://huggingface.co/{base['hub_id']})" if base.get("hub_id") else f"`{spec}`"
     lines += [f"{base_desc} with inference-time interventions compiled into its weights by "
               f"bake {report['bake_version']}. It is an ordinary {model['family']}-family "
               "checkpoint: stock runtimes load it with no custom code and no hooks.", ""]
@@ -138,12 +141,8 @@ def render(folder: Path, repo: str | None = None, report: Report | None = None) 
     lines += ["", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
               f'model = AutoModelForCausalLM.from_pretrained("{name}")',
               f'tokenizer = AutoTokenizer.from_pretrained("{name}")', "```"]
-    for e in (e for e in exports if e["format"] == "onnx"):
-        lines += ["", f"ONNX (`{e['path']}/`, optimum's `ORTModelForCausalLM` input names and a "
-                  "`genai_config.json`): `onnxruntime_genai.Model(\"<folder>/onnx\")`."]
-    for e in (e for e in exports if e["format"] == "gguf"):
-        lines += ["", f"GGUF ({e['type']}{', baked into ' + Path(e['source']).name if e.get('source') else ''}): "
-                  f"`llama-cli -m {e['path']}` (llama.cpp), or Ollama / LM Studio."]
+    for e in exports:  # each format says how it is used (bake/exporters/)
+        lines += [x for line in exporter(e["format"]).card_use(e) for x in ("", line)]
     if (folder / "config.json").is_file():
         from ..exporters.serving import notes
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, model_validator
 
 from ..errors import RecipeError, did_you_mean
-from ..exporters.base import FORMATS
+from ..exporters.base import formats
 from ..kinds import KINDS
 from ..kinds import names as kind_names
 from ..kinds.base import Artifact, Float, Int, Learn  # noqa: F401  (the recipe's vocabulary)
@@ -18,7 +18,17 @@ from ..kinds.base import StrictModel as _Strict
 
 # one tagged union of the kinds' own schemas (bake.kinds)
 Intervention = Annotated[Union[tuple(k.schema for k in KINDS.values())], Field(discriminator="kind")]
-ExportFormat = Literal[("hf",) + FORMATS]  # the HF folder, then each exporter (bake/exporters/)
+
+
+def _export_format(v: str) -> str:
+    """The HF folder, or a registered exporter (bake/exporters/, plug-ins included)."""
+    known = ("hf", *formats())
+    if v not in known:
+        raise ValueError(f"unknown export format {v!r}; expected one of {', '.join(known)}")
+    return v
+
+
+ExportFormat = Annotated[str, AfterValidator(_export_format)]
 
 
 class Verify(_Strict):

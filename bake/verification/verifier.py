@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from ..compile.hooks import hooked
 from ..compile.planning import Plan
-from ..model.loading import fits_in_memory, load_model, load_tokenizer, probe_inputs, reference_greedy
+from ..model.loading import (eos_ids, fits_in_memory, greedy, greedy_choice, greedy_many, load_model, load_tokenizer,
+                             probe_inputs, reference_greedy)
 from ..files import interrupt
 
 DEFAULTS = {  # dtype -> (max_abs_logit, min_top1)
@@ -37,16 +38,38 @@ HIDDEN_RTOL = {"float32": 1e-5, "bfloat16": 2e-2, "float16": 5e-3}  # by checkpo
 
 
 @torch.no_grad()
-def _run(model, ids: torch.Tensor, gen_tokens: int, pad_id: int):
+def _prompt(model, ids: torch.Tensor):
+    """Logits and hidden states of one prompt, alone."""
     out = model(input_ids=ids, output_hidden_states=True)
-    logits = out.logits[0].double()
-    hidden = [h[0].double() for h in out.hidden_states]
-    gen = []
-    if gen_tokens:
-        seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=gen_tokens,
-                             min_new_tokens=gen_tokens, do_sample=False, pad_token_id=pad_id)
-        gen = seq[0, ids.shape[1]:].tolist()
-    return logits, hidden, gen
+    return out.logits[0].double(), [h[0].double() for h in out.hidden_states]
+
+
+def _reference_tokens(model, inputs, firsts: list[int], gen_tokens: int, pad_id: int) -> list[list[int]]:
+    """The hooked original's greedy tokens for every prompt, decoded as one batch; decoded one prompt
+    at a time instead when the batch's first choices are not the ones each prompt makes alone (a
+    family whose padding or masking the batch gets wrong) or its logits are not finite."""
+    ids = [i for _, i in inputs]
+    if gen_tokens and len(ids) > 1:
+        try:
+            gens = greedy_many(model, ids, gen_tokens, pad_id)
+            if [g[0] for g in gens] == firsts:
+                return gens
+        except (RuntimeError, ValueError, TypeError, IndexError):  # a model whose forward refuses the batch
+            pass
+    return [greedy(model, i, gen_tokens)[1] for i in ids]
+
+
+@torch.no_grad()
+def _follow(model, ids: torch.Tensor, gen: list[int]):
+    """The baked model on the reference's path, in one forward pass over the prompt and the
+    reference's greedy tokens: its logits and hidden states on the prompt, and its greedy choice at
+    each of the reference's steps. It generates what the reference generates exactly when every
+    choice is the reference's token, which no second decoding loop is needed to tell."""
+    seq = torch.cat([ids, torch.tensor([gen[:-1]], dtype=ids.dtype)], 1) if gen else ids
+    out = model(input_ids=seq, output_hidden_states=True)
+    n = ids.shape[1]
+    choices = greedy_choice(out.logits[0, n - 1:], eos_ids(model)).tolist() if gen else []
+    return out.logits[0, :n].double(), [h[0][..., :n, :].double() for h in out.hidden_states], choices
 
 
 @torch.no_grad()
@@ -228,13 +251,24 @@ def _end_to_end(plan: Plan, baked_dir: Path, progress: bool, recorded: dict, dty
             bar.close()
         per_prompt = [{"prompt": label, **compare(r, g)} for (label, _), r, g in zip(inputs, refs, gots)]
     else:
-        per_prompt = []
-        for label, ids in tqdm(inputs, desc="verifying", unit="prompt", disable=not progress):
+        bar = tqdm(total=2 * len(inputs) + 1, desc="verifying", unit="pass", disable=not progress)
+        refs = []
+        for label, ids in inputs:
             with hooked(ref_model, plan.hooks), record(ref_model, names if not recorded else [], recorded):
-                ref = _run(ref_model, ids, vcfg.generate_tokens, pad)
-            got = _run(baked_model, ids, vcfg.generate_tokens, pad)
-            per_prompt.append({"prompt": label, **compare(ref, got)})
+                refs.append(_prompt(ref_model, ids))
+            bar.update(1)
             interrupt.check()
+        eos = eos_ids(ref_model)
+        with hooked(ref_model, plan.hooks):
+            gens = _reference_tokens(ref_model, inputs, [int(greedy_choice(r[0][-1], eos)) for r in refs],
+                                     vcfg.generate_tokens, pad)
+        bar.update(1)
+        per_prompt = []
+        for (label, ids), ref, gen in zip(inputs, refs, gens):
+            per_prompt.append({"prompt": label, **compare((*ref, gen), _follow(baked_model, ids, gen))})
+            bar.update(1)
+            interrupt.check()
+        bar.close()
     del models, ref_model, baked_model
 
     rtol = HIDDEN_RTOL[plan.dtype]
@@ -280,5 +314,6 @@ def _end_to_end(plan: Plan, baked_dir: Path, progress: bool, recorded: dict, dty
         "failures": failures,
         "hidden_state_max_abs": layer_abs,
         "hidden_state_max_rel": layer_rel,
+        "generate_tokens": 0 if streamed else vcfg.generate_tokens,
         "prompts": per_prompt,
     }
