@@ -10,6 +10,7 @@ import yaml
 
 from . import __version__, kinds
 from .exporters import base as exporters
+from .exporters.result import ExportResult
 from .planner import plan, recipe_of as _recipe  # noqa: F401  (bake.api.plan is the public name)
 from .compile.planning import merge_config
 from .compile.planning import Plan
@@ -22,7 +23,7 @@ from .verification.verifier import verify as run_verify
 from .write import integrity
 from .files import staging
 from .write import standalone
-from .write.report import Report
+from .publish.report import Report
 from .write.rewrite import rewrite
 
 
@@ -69,7 +70,7 @@ def _inputs(r: Recipe, p: Plan) -> list[Path]:
 
 def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, force: bool = False,
           progress: bool = True, trust_remote_code: bool = False, verify_mode: str | None = None) -> Report:
-    """Bake, verify and write. Returns the report (`bake/write/report.py`); raises VerificationFailed (after writing the
+    """Bake, verify and write. Returns the report (`bake/publish/report.py`); raises VerificationFailed (after writing the
     output with its failing report, so it can be inspected) when verification fails.
     `force` replaces an output folder that bake wrote earlier, never anything else;
     `trust_remote_code` lets transformers run code shipped with the model; `verify_mode`
@@ -118,7 +119,7 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
 
 
 def _export(folder: Path, fmt: str, out, given: dict, progress, prompts, report: Report | None,
-            name: str | None = None, force: bool = False, trust_remote_code: bool = False) -> dict:
+            name: str | None = None, force: bool = False, trust_remote_code: bool = False) -> ExportResult:
     """Export `folder`, verify the result in its runtime, and record it (with the sha256 of every file
     written inside the folder) in the folder's report and card, when it has them. `out`: the path
     (default: the exporter's, inside the folder); `given`: the user's settings; `name`: the folder's
@@ -141,6 +142,7 @@ def _export(folder: Path, fmt: str, out, given: dict, progress, prompts, report:
     files = integrity.manifest(folder, out) if inside else {}  # sha256 of each file, computed once
     if out.is_file():
         result["sha256"] = files.get(result["path"]) or sha256_file(out)
+    result = ExportResult.model_validate(result)
     if report is not None:
         report.record_export(result, files)
         report.write(folder)
@@ -279,7 +281,7 @@ def evaluate(target: str | Path, against: str | None = None, suites: str = "toxi
             rep["files"] = ereport.write(rep, tmp)
             staging.write_marker(tmp, "bake eval")
         rep["output"] = str(out)
-        return rep
+        return ereport.EvalReport.model_validate(rep)
     with staging.locked(folder, "folder"), temp_dir("eval-report") as tmp:
         rep["files"] = ereport.write(rep, Path(tmp))
         for f in rep["files"]:  # each file replaced atomically; the report and card follow
@@ -291,7 +293,7 @@ def evaluate(target: str | Path, against: str | None = None, suites: str = "toxi
         card.write(folder, report=report)
     rep["output"] = str(folder)
     rep["updated"] = ["bake_report.json (its manifest and evaluation)", "README.md (the model card's Evaluation)"]
-    return rep
+    return ereport.EvalReport.model_validate(rep)
 
 
 def explain(sae: str, model: str, features: list[int] | None = None, top: int = 8, data: list[str] | None = None,

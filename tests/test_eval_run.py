@@ -49,7 +49,7 @@ def test_first_half_and_scorer_on_hand_made_texts():
 
 def test_eval_of_a_baked_folder_writes_report_card_and_hooked_agrees_with_baked(steer, capsys):
     from bake.write import integrity
-    from bake.write.report import Report
+    from bake.publish.report import Report
 
     d, _, _ = steer
     folder = d / "baked"

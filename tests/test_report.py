@@ -1,4 +1,4 @@
-"""The typed report (bake/write/report.py) and the exporter registry (bake/exporters/base.py), on hand-made
+"""The typed report (bake/publish/report.py) and the exporter registry (bake/exporters/base.py), on hand-made
 inputs."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from bake.errors import BakeError
 from bake.exporters import base as exporters
-from bake.write.report import REPORT, Report
+from bake.publish.report import REPORT, Report
 
 MINIMAL = {"model": {"spec": "m", "family": "llama"}, "steps": [{"kind": "steer", "index": 0}], "edits": [],
            "verification": {"status": "passed", "failures": []}}

@@ -65,7 +65,12 @@ def common(sp: argparse.ArgumentParser, trust: bool = True) -> None:
 
 
 def as_json(obj):
-    """json.dumps' fallback: a typed result (the report) as the JSON object it is stored as."""
+    """json.dumps' fallback: a typed result as the JSON object it is stored as; a numpy number as a
+    float; a path as text."""
     if hasattr(obj, "to_dict"):
         return obj.to_dict()
+    if hasattr(obj, "__float__"):
+        return float(obj)
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")

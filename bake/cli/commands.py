@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import BakeError
 from .base import Command, register
-from .render import _fmt, format_export, format_integrity, format_plan, format_verification
+from .render import _fmt, format_integrity, format_plan
 
 # the order `bake --help` lists them in: the pipeline's
 __all__ = ["Plan", "Apply", "Verify", "Export", "Push", "Generate", "Eval", "Explain", "Arch", "Learn"]
@@ -70,11 +70,12 @@ class Apply(Command):
         from ..publish import hub
 
         pushed = hub.push(report["output"], args.push_to_hub, private=args.private)
-        return {**report.to_dict(), "pushed": {k: pushed[k] for k in ("repo", "revision", "commit_url")}}
+        report["pushed"] = {k: pushed[k] for k in ("repo", "revision", "commit_url")}  # (printed, not in the file)
+        return report
 
     def render(self, report, args):
-        lines = [format_verification(report["verification"])]  # what matters first
-        lines += [format_export(e["format"], e) for e in (report.get("exports") or {}).values()]
+        lines = [report["verification"].terminal()]  # what matters first
+        lines += [e.terminal() for e in (report.get("exports") or {}).values()]
         if not args.quiet:
             lines.append(format_plan(report, tensors=args.verbose))
         lines.append(f"wrote {report['output']} in {report['seconds']} s")
@@ -103,7 +104,7 @@ class Verify(Command):
                           mode=args.verify_mode, model=args.model)
 
     def render(self, result, args):
-        return format_integrity(result["integrity"]) + "\n" + format_verification(result["verification"])
+        return format_integrity(result["integrity"]) + "\n" + result["verification"].terminal()
 
 
 @register
@@ -140,7 +141,7 @@ class Export(Command):
                           trust_remote_code=args.trust_remote_code, **get(args.format).given(args))
 
     def render(self, result, args):
-        return format_export(args.format, result)
+        return result.terminal()
 
 
 @register
@@ -289,14 +290,7 @@ class Eval(Command):
                             progress=progress, trust_remote_code=args.trust_remote_code)
 
     def render(self, rep, args):
-        from ..evaluation.report import sections
-
-        lines = [f"bake eval: {rep['target']} against {rep['against']} ({rep['seconds']} s, seed {rep['seed']})", ""]
-        lines += list(sections(rep))
-        lines.append(f"wrote {', '.join(rep['files'])} to {rep['output']}")
-        if rep.get("updated"):  # into a baked folder: on purpose, so `bake verify` and `bake push` accept it
-            lines.append(f"updated {' and '.join(rep['updated'])} there to include them")
-        return "\n".join(lines)
+        return rep.terminal()
 
 
 def _own_explanation(path: Path) -> str | None:

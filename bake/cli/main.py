@@ -13,7 +13,7 @@ from ..errors import BakeError, VerificationFailed, first_line
 from ..files import interrupt, redact  # light: torch and transformers load only once a command runs
 from . import commands  # noqa: F401  (each registers itself)
 from .base import COMMANDS, Formatter, as_json, common, epilog
-from .render import format_export, format_integrity, format_verification
+from .render import format_integrity
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,11 +69,11 @@ def main(argv=None) -> int:
                 if "integrity" in report and report["integrity"]["status"] == "changed":
                     print(format_integrity(report["integrity"]), file=out)
                 if "verification" in report:
-                    print(format_verification(report["verification"]), file=out)
+                    print(report["verification"].terminal(), file=out)
                 for entry in (report.get("exports") or {}).values():
-                    print(format_export(entry["format"], entry), file=out)
+                    print(entry.terminal(), file=out)
                 if "export" in report:
-                    print(format_export(report["export"]["format"], report["export"]), file=out)
+                    print(report["export"].terminal(), file=out)
             print(f"bake: {e}", file=sys.stderr)
             return e.exit_code
         if isinstance(e, BakeError):

@@ -1,5 +1,6 @@
-"""Terminal renderers of the results several commands print: the plan, the verification, an export,
-the integrity check. Each takes the result as the API returns it (and `--json` prints)."""
+"""Terminal renderers of the plan and the integrity check, which several commands print. The
+verification and each export render themselves (`terminal()`, beside the card's `card_row()`:
+bake/verification/result.py, bake/exporters/result.py), so the CLI and the card read one object."""
 
 from __future__ import annotations
 
@@ -49,105 +50,6 @@ def format_plan(summary: dict, tensors: bool = True) -> str:
         lines.append(f"  {e['tensor']:<{width}}  {what}" + (f"  ({extra})" if extra else ""))
     if summary["config_changes"]:
         lines.append("config changes: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in summary["config_changes"].items()))
-    return "\n".join(lines)
-
-
-def format_local(v: dict) -> list[str]:
-    loc = v.get("local")
-    if not loc:
-        return []
-    rows = loc["modules"]
-    worst = max((r["max_rel"] for r in rows if r["exact"]), default=None)
-    n_rand, n_rec = (sum(kind in r["inputs"] for r in rows) for kind in ("random", "recorded"))
-    lines = [f"  module-local checks   {loc['status'].upper()}: {len(rows)} module checks, hooked vs baked "
-             f"({n_rand} on random inputs, {n_rec} on inputs recorded end to end), max relative diff {_fmt(worst)} "
-             f"(tolerance {loc['tolerance_rel']:g}); {sum(c['status'] == 'passed' for c in loc['copies'])} "
-             "copied or created tensors identical"]
-    lines += [f"  unchecked: {u}" for u in loc["unchecked"][:5]]
-    if len(loc["unchecked"]) > 5:
-        lines.append(f"  ... {len(loc['unchecked']) - 5} more unchecked (see bake_report.json)")
-    return lines
-
-
-def format_verification(v: dict) -> str:
-    if v.get("mode") == "local":
-        lines = [f"verification: {v['status'].upper()}  (module-local checks only: --verify local"
-                 + (", the models do not fit in memory for the end-to-end pass" if v.get("mode_asked") == "auto" else "")
-                 + "; no end-to-end logits compared)", *format_local(v)]
-        if not v["exact"]:
-            measured = any(not r["exact"] for r in v["local"]["modules"])
-            lines.append("  APPROXIMATE bake: " + ("the module-local figures above are the measured deviation from the "
-                                                   "hooks" if measured else "no module-local check measures its "
-                                                   "deviation; --verify full or streamed measures it end to end"))
-        lines.append("  checked               the hooked modules alone. More: --verify full (the whole model end to "
-                     "end: logits, hidden states, greedy tokens), or streamed when it does not fit in memory")
-        return "\n".join(lines + [f"  FAIL: {f}" for f in v["failures"]])
-    m, t = v["metrics"], v["tolerance"]
-    first = m["first_divergent_hidden_state"]
-    lines = [
-        f"verification: {v['status'].upper()}  ({len(v['prompts'])} prompts, hooked original vs baked "
-        f"reloaded from disk, {v['compute_dtype']} compute"
-        + (", streamed from disk module by module, teacher-forced only" if v.get("mode") == "streamed" else "") + ")",
-        f"  max |logit diff|      {_fmt(m['max_abs_logit'])}   (tolerance {_fmt(t['max_abs_logit'], 'g')})",
-        f"  max relative diff     {_fmt(m['max_rel_logit'])}",
-        f"  top-1 agreement       {m['top1_agreement']:.2%}   (minimum {t['min_top1']:.0%})",
-        f"  KL(hooked||baked)     mean {_fmt(m['kl_mean'])}, max {_fmt(m['kl_max'])}",
-        (f"  greedy tokens agree   {_fmt(m['greedy_agreement'], '.2%')}   ({m['greedy_identical_prompts']} prompts "
-         "identical: the baked model's greedy choice at each of the hooked model's steps)"
-         if m["greedy_agreement"] is not None else "  greedy tokens         not compared (no generation in this mode)"),
-        f"  first divergent layer {'none' if first is None else f'hidden state {first}'} "
-        f"(relative tolerance {t['hidden_state_rel']:g})",
-        *format_local(v),
-    ]
-    if not v["exact"]:
-        lines.append("  APPROXIMATE bake: the figures above are the measured deviation from the hooks")
-    lines.append(checked(v))
-    for f in v["failures"]:
-        lines.append(f"  FAIL: {f}")
-    return "\n".join(lines)
-
-
-def checked(v: dict) -> str:
-    """What this verification ran, and how to check more or less."""
-    gen = v.get("generate_tokens") or 0
-    local = v.get("local") or {}
-    done = (f"{len(v['prompts'])} probe prompts teacher-forced" + (f", {gen} greedy steps each" if gen else "")
-            + (f", {len(local.get('modules', []))} modules alone" if local else ""))
-    return (f"  checked               {done}. More: `verify: {{prompts: [...], generate_tokens: N}}` in the recipe; "
-            "less: --verify local (modules alone, no end-to-end pass)")
-
-
-def format_export(fmt: str, e: dict) -> str:
-    m = e.get("metrics", {})
-    lines = [f"{fmt} export: {e['status'].upper()}  {e['path']}  ({e.get('runtime', '')} vs {e.get('against', '')})"]
-    if "type" in e:
-        lines.append(f"  type {e['type']}, {e['mode']}" + (f" of {e['source']}" if e.get("source") else ""))
-    if "max_abs_logit" in m:
-        tol = e.get("tolerance", {}).get("max_abs_logit")
-        tol = f"{tol:g}" if isinstance(tol, (int, float)) else tol
-        rel = f" ({m['max_abs_logit_relative']:.2g} of the largest logit)" if "max_abs_logit_relative" in m else ""
-        lines.append(f"  max |logit diff|      {_fmt(m['max_abs_logit'])}{rel}" + (f"   (tolerance {tol})" if tol else ""))
-    if m.get("top1_flips"):
-        lines.append(f"  top-1 flips           {m['top1_flips']} on the teacher-forced sequences, at reference "
-                     f"margins up to {_fmt(m['flip_margin_max'])}")
-    if "greedy_identical_prompts" in m:
-        lines.append(f"  greedy tokens         {m['greedy_identical_prompts']} prompts identical"
-                     + (f", {m['greedy_token_agreement']:.2%} of tokens agree" if "greedy_token_agreement" in m else "")
-                     + (f"; top-1 {m['top1_agreement']:.2%} on the same sequences" if "top1_agreement" in m else ""))
-    if "tokenization_identical" in m:
-        lines.append(f"  tokenization          {m['tokenization_identical']} probe texts tokenized as transformers does")
-    if "genai_identical_prompts" in m:
-        lines.append(f"  onnxruntime-genai     {m['genai_identical_prompts']} prompts identical")
-    if e.get("baseline"):
-        b = e["baseline"]["metrics"]
-        lines.append(f"  baseline              {b['greedy_identical_prompts']} prompts identical, "
-                     f"{b['greedy_token_agreement']:.2%} of tokens agree, top-1 {b['top1_agreement']:.2%}, "
-                     f"max |logit diff| {_fmt(b['max_abs_logit'])}"
-                     f"  ({e['baseline']['what']})")
-    if e.get("note"):
-        lines.append(f"  note: {e['note']}")
-    for f in e.get("failures", []):
-        lines.append(f"  FAIL: {f}")
     return "\n".join(lines)
 
 

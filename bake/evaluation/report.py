@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..results import Record
+
 JSON, MD = "eval_report.json", "eval_report.md"
 
 
@@ -192,3 +194,32 @@ def card_section(rep: dict) -> list[str]:
     return ["## Evaluation", "", f"`bake eval` against `{rep['against']}` (seed {rep['seed']}, bake "
             f"{rep['versions']['bake']}); full report: `{MD}`." + (" Plots: " + ", ".join(f"`{p}`" for p in rep.get("plots", []))
                                                                       if rep.get("plots") else ""), ""] + body
+
+
+class EvalReport(Record):
+    """What `bake eval` measured (eval_report.json), typed at the top, with its two renderings:
+    `terminal()` for the CLI and `card_section()` for the model card; both read `sections`."""
+
+    target: str
+    against: str
+    suites: list[str] = []
+    seed: int | None = None
+    seconds: float | None = None
+    options: dict = {}
+    models: dict = {}
+    versions: dict = {}
+    files: list[str] = []
+    plots: list[str] = []
+    output: str | None = None
+    updated: list[str] | None = None  # written into a baked folder: what bake updated there, on purpose
+
+    def terminal(self) -> str:
+        lines = [f"bake eval: {self.target} against {self.against} ({self.seconds} s, seed {self.seed})", ""]
+        lines += sections(self)
+        lines.append(f"wrote {', '.join(self.files)} to {self.output}")
+        if self.updated:  # into a baked folder: on purpose, so `bake verify` and `bake push` accept it
+            lines.append(f"updated {' and '.join(self.updated)} there to include them")
+        return "\n".join(lines)
+
+    def card_section(self) -> list[str]:
+        return card_section(self)

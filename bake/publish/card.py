@@ -18,7 +18,7 @@ import yaml
 from ..exporters.base import get as exporter
 from ..kinds import KINDS
 from ..model.source import BUILTINS
-from ..write.report import Report
+from .report import Report
 
 
 def base_info(ckpt) -> dict:
@@ -55,48 +55,16 @@ def _g(x, spec=".3g"):
     return "-" if x is None else format(x, spec)
 
 
-def _inside(report: Report) -> list[dict]:
+def _inside(report: Report) -> list:
     """The exports that live inside the folder (and so are uploaded with it)."""
-    return [e for e in (report.get("exports") or {}).values() if not Path(e["path"]).is_absolute()]
+    return [e for e in (report.get("exports") or {}).values() if e.inside]
 
 
 def _verification_rows(report: Report) -> list[str]:
-    rows = ["| format | runtime | checked against | status | max abs logit diff | greedy tokens identical | other |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
-    v = report["verification"]
-    m = v["metrics"]
-    tol = v["tolerance"]["max_abs_logit"]
-    loc = v.get("local")
-    local = (f"module-local checks {loc['status']} ({len(loc['modules'])} modules, {len(loc['unchecked'])} unchecked)"
-             if loc else "")
-    if v.get("mode") == "local":
-        rows.append(f"| Hugging Face (safetensors) | transformers, {v['compute_dtype']}, one module at a time | each hooked "
-                    f"module of the original | {v['status']} | - (no end-to-end pass) | - | {local} |")
-    else:
-        how = ", streamed module by module from disk" if v.get("mode") == "streamed" else ""
-        rows.append(f"| Hugging Face (safetensors) | transformers, {v['compute_dtype']}{how} | the hooked original model | "
-                    f"{v['status']} | {_g(m['max_abs_logit'])}" + (f" (tolerance {tol:g})" if tol else "")
-                    + f" | {m['greedy_identical_prompts']}" + (" prompts" if m["greedy_agreement"] is not None else "")
-                    + f" | top-1 {m['top1_agreement']:.2%}, "
-                    f"KL max {_g(m['kl_max'])}" + (f"; {local}" if local else "") + " |")
-    for e in _inside(report):
-        fmt = e["format"]
-        em = e.get("metrics", {})
-        other = []
-        if "genai_identical_prompts" in em:
-            other.append(f"onnxruntime-genai generator: {em['genai_identical_prompts']} identical")
-        if "greedy_token_agreement" in em:
-            other.append(f"token agreement {em['greedy_token_agreement']:.2%}, top-1 {em['top1_agreement']:.2%}")
-        if e.get("baseline"):
-            b = e["baseline"]["metrics"]
-            other.append(f"unbaked source GGUF vs its PyTorch weights: token agreement {b['greedy_token_agreement']:.2%}, "
-                         f"top-1 {b['top1_agreement']:.2%}")
-        if "type" in e:
-            other.append(f"type {e['type']}" + (f", {e['mode']}" if e.get("mode") else ""))
-        rows.append(f"| {fmt.upper()} (`{e.get('path', '')}`) | {e.get('runtime', '-')} | {e.get('against', '-')} | "
-                    f"{e['status']} | {_g(em.get('max_abs_logit'))} | {em.get('greedy_identical_prompts', '-')} prompts | "
-                    f"{'; '.join(other) or '-'} |")
-    return rows
+    """The card's verification table: one row per format, each rendered by its result (the same object
+    the CLI prints)."""
+    return ["| format | runtime | checked against | status | max abs logit diff | greedy tokens identical | other |",
+            "| --- | --- | --- | --- | --- | --- | --- |", report.verification.card_row()] + [e.card_row() for e in _inside(report)]
 
 
 def render(folder: Path, repo: str | None = None, report: Report | None = None) -> str:
@@ -135,9 +103,9 @@ def render(folder: Path, repo: str | None = None, report: Report | None = None) 
               "Each format was run on the same probe prompts and compared with its reference; greedy "
               "generation uses 32 new tokens.", ""] + _verification_rows(report)
     if (folder / "eval_report.json").is_file():  # written by `bake eval` (recorded in the report's manifest)
-        from ..evaluation.report import card_section
+        from ..evaluation.report import EvalReport
 
-        lines += [""] + card_section(json.loads((folder / "eval_report.json").read_text()))
+        lines += [""] + EvalReport.model_validate(json.loads((folder / "eval_report.json").read_text())).card_section()
     lines += ["", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
               f'model = AutoModelForCausalLM.from_pretrained("{name}")',
               f'tokenizer = AutoTokenizer.from_pretrained("{name}")', "```"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import BakeError, first_line
 from ..write import integrity
-from ..write.report import REPORT, Report
+from .report import REPORT, Report
 from ..files.staging import resolve_path
 from . import card
 

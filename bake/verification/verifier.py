@@ -28,6 +28,7 @@ from ..compile.planning import Plan
 from ..model.loading import (eos_ids, fits_in_memory, greedy, greedy_choice, greedy_many, load_model, load_tokenizer,
                              probe_inputs, reference_greedy)
 from ..files import interrupt
+from .result import Verification
 
 DEFAULTS = {  # dtype -> (max_abs_logit, min_top1)
     "float32": (1e-4, 0.99),
@@ -176,7 +177,7 @@ def choose(plan: Plan, mode: str, compute_dtype: str) -> tuple[str, str]:
     return mode, compute_dtype
 
 
-def verify(plan: Plan, baked_dir: Path, progress: bool = True, mode: str | None = None) -> dict:
+def verify(plan: Plan, baked_dir: Path, progress: bool = True, mode: str | None = None) -> Verification:
     """Verify the baked checkpoint; return the verification section of the report.
 
     `mode` (else the recipe's `verify.mode`): `full` runs the hooked original and the baked model
@@ -191,17 +192,18 @@ def verify(plan: Plan, baked_dir: Path, progress: bool = True, mode: str | None 
     mode, dtype = choose(plan, asked, vcfg.compute_dtype)
     if mode == "local":
         local = localcheck.check(plan, Path(baked_dir))
-        return {"status": local["status"] if plan.exact or local["status"] == "failed" else "approximate",
-                "mode": "local", "mode_asked": asked, "exact": plan.exact, "compute_dtype": local["compute_dtype"],
-                "tolerance": {"max_abs_logit": None, "min_top1": None, "hidden_state_rel": local["tolerance_rel"]},
-                "metrics": {}, "failures": [f"local: {f}" for f in local["failures"]], "local": local, "prompts": []}
+        return Verification(
+            status=local["status"] if plan.exact or local["status"] == "failed" else "approximate",
+            mode="local", mode_asked=asked, exact=plan.exact, compute_dtype=local["compute_dtype"],
+            tolerance={"max_abs_logit": None, "min_top1": None, "hidden_state_rel": local["tolerance_rel"]},
+            metrics={}, failures=[f"local: {f}" for f in local["failures"]], local=local, prompts=[])
     recorded: dict = {}
     result = _end_to_end(plan, baked_dir, progress, recorded, dtype, streamed=mode == "streamed")
     local = localcheck.check(plan, Path(baked_dir), recorded)
     result["failures"] += [f"local: {f}" for f in local["failures"]]
     if local["failures"]:
         result["status"] = "failed"
-    return {**result, "mode": mode, "mode_asked": asked, "local": local}
+    return Verification(**result, mode=mode, mode_asked=asked, local=local)
 
 
 def _end_to_end(plan: Plan, baked_dir: Path, progress: bool, recorded: dict, dtype: str, streamed: bool) -> dict:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..errors import BakeError
 from ..model.source import sha256_file
-from .report import REPORT
 
+REPORT = "bake_report.json"  # the report of a baked folder (bake/publish/report.py), with the manifest
 UNLISTED = {REPORT, "README.md"}
 
 

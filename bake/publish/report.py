@@ -4,9 +4,10 @@
 model card is rendered from it and `bake push` refuses by it; it is written once per change, never
 re-read and patched. Its top-level fields are typed and checked when a folder's report is read
 (a corrupt or foreign file gets one clear error); the sections other tools read too (the model,
-each step, each edit, the verification, each export) stay the JSON objects the file holds. It reads
-like the dict it is stored as (`report["verification"]["status"]`), so scripts written against the
-file keep working.
+each step, each edit) stay the JSON objects the file holds; the verification and each export are
+typed results (bake/verification/result.py, bake/exporters/result.py) that the CLI and the card
+both render. It reads like the dict it is stored as (`report["verification"]["status"]`), so
+scripts written against the file keep working.
 """
 
 from __future__ import annotations
@@ -15,28 +16,30 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from ..errors import BakeError
+from ..exporters.result import ExportResult
 from ..files.staging import replacing
+from ..results import Record
+from ..verification.result import Verification
+from ..write.integrity import REPORT
 
-REPORT = "bake_report.json"
 
-
-class Report(BaseModel):
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+class Report(Record):
+    """bake_report.json: the plan's summary, the verification, each export, the file manifest."""
 
     model: dict[str, Any]
     steps: list[dict[str, Any]]
     edits: list[dict[str, Any]]
-    verification: dict[str, Any]
+    verification: Verification
     dtype: str | None = None
     exact: bool | None = None
     config_changes: dict[str, Any] = {}
     bake_version: str = ""
     output: str = ""
     seconds: float | None = None
-    exports: dict[str, dict[str, Any]] = {}
+    exports: dict[str, ExportResult] = {}
     files: dict[str, str] | None = None  # the sha256 manifest (bake/write/integrity.py); None: an older bake
 
     # --- reading and writing ----------------------------------------------------------------------
@@ -65,16 +68,13 @@ class Report(BaseModel):
         with replacing(Path(folder) / REPORT) as tmp:
             tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
-    def to_dict(self) -> dict:
-        """The JSON object, as written (fields never set are left out)."""
-        return self.model_dump(exclude_unset=True)
-
     # --- what the pipeline records ----------------------------------------------------------------
 
     def record_export(self, result: dict, written: dict[str, str]) -> None:
         """One entry per written file or folder; `written`: the sha256 of each file it wrote inside the
         folder, which replace the manifest's entries under its path."""
-        path = result["path"]
+        result = ExportResult.model_validate(result.to_dict() if isinstance(result, ExportResult) else result)
+        path = result.path
         self.exports = {**self.exports, path: result}
         if self.files is not None and written:
             kept = {f: h for f, h in self.files.items() if f != path and not f.startswith(path + "/")}
@@ -83,23 +83,9 @@ class Report(BaseModel):
     def failures(self) -> list[str]:
         """What failed verification: the bake's, then each export's (empty when nothing failed)."""
         out = []
-        if self.verification.get("status") == "failed":
-            out.append("verification failed: " + "; ".join(self.verification.get("failures", [])))
+        if self.verification.status == "failed":
+            out.append("verification failed: " + "; ".join(self.verification.failures))
         for path, e in self.exports.items():
-            if e.get("status") == "failed":
-                out.append(f"{e.get('format', '')} export {path} failed verification: "
-                           + "; ".join(e.get("failures", [])))
+            if e.status == "failed":
+                out.append(f"{e.format} export {path} failed verification: " + "; ".join(e.failures))
         return out
-
-    # --- read access as the dict it is stored as --------------------------------------------------
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.model_fields_set or key in (self.model_extra or {})
-
-    def __getitem__(self, key: str):
-        if key not in self:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def get(self, key: str, default=None):
-        return getattr(self, key) if key in self else default
