@@ -83,7 +83,7 @@ def main():
     print("\n".join(sections(shipped)))
     shutil.copy(WORK / "sweep" / "sweep.png", ROOT / "eval" / "detox_sweep.png")
     result = {"command": "python eval/detox_eval.py " + " ".join(sys.argv[1:]), "args": vars(args),
-              "seconds": round(time.time() - t0, 1), "sweep": sweep, "shipped": shipped}
+              "seconds": round(time.time() - t0, 1), "sweep": sweep.to_dict(), "shipped": shipped.to_dict()}
     (ROOT / "eval" / "detox_eval.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     print(f"\nwrote eval/detox_eval.json and eval/detox_sweep.png in {result['seconds']} s")
 

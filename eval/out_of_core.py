@@ -66,7 +66,7 @@ t = time.time()
 # replaced a block's output; the bar goes to the captured stderr)
 v = verifier.verify(p, out, progress=True, mode="streamed")
 res["verify_s"] = time.time() - t
-res["verify"] = {{k: v[k] for k in ("status", "mode", "compute_dtype", "tolerance", "metrics", "failures")}}
+res["verify"] = {{k: v.to_dict()[k] for k in ("status", "mode", "compute_dtype", "tolerance", "metrics", "failures")}}
 res["local"] = {{"status": v["local"]["status"], "modules": len(v["local"]["modules"])}}
 res["verify_peak_rss_mb"] = peak()
 import tempfile

@@ -76,7 +76,7 @@ def main():
     shutil.copy(WORK / "refusal.png", ROOT / "eval" / "refusal_eval.png")
     result = {"command": "python eval/refusal_eval.py " + " ".join(sys.argv[1:]), "args": vars(args),
               "chosen": c, "verification": v["status"], "max_abs_logit": v["metrics"]["max_abs_logit"],
-              "seconds": round(time.time() - t0, 1), "eval": rep}
+              "seconds": round(time.time() - t0, 1), "eval": rep.to_dict()}
     (ROOT / "eval" / "refusal_eval.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     print(f"wrote eval/refusal_eval.json and eval/refusal_eval.png in {result['seconds']} s")
 
