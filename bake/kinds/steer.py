@@ -82,6 +82,12 @@ def _alternatives(fam, site: str) -> str:
     return f"No other site computes the same thing on this family.{tail}"
 
 
+def _check_shape(v, d: int, n: int, where: str) -> None:
+    if v.shape not in ((d,), (n, d)):
+        raise BakeError(f"{where}.vector: shape {list(v.shape)}; expected [{d}] (hidden size) or [{n}, {d}] (one row "
+                        "per block)")
+
+
 def _check_vector(iv, v, layers: list[int], where: str, path) -> None:
     """Refuse a vector that adds nothing at a listed layer, and one learned for another site, by name."""
     from ..model.source import read_metadata
@@ -128,11 +134,8 @@ class SteerKind(Kind):
         from ..artifacts.tensors import load_tensor
         from ..model.config import hidden_size, num_layers
 
-        v = load_tensor(iv.vector, recipe.base_dir, f"{where}.vector")
-        d, n = hidden_size(config), num_layers(config)
-        if v.shape not in ((d,), (n, d)):
-            raise BakeError(f"{where}.vector: shape {list(v.shape)}; expected [{d}] (hidden size) "
-                            f"or [{n}, {d}] (one row per block)")
+        _check_shape(load_tensor(iv.vector, recipe.base_dir, f"{where}.vector"), hidden_size(config),
+                     num_layers(config), where)
 
     def example(self, fam, dest, g):
         import torch
@@ -146,9 +149,7 @@ class SteerKind(Kind):
         v = b.tensor(iv.vector, f"{where}.vector", "steering vector")
         layers = b.layers(iv.layers, where)
         fam = b.family
-        if v.shape not in ((fam.d,), (fam.n_layers, fam.d)):
-            raise BakeError(f"{where}.vector: shape {list(v.shape)}; expected [{fam.d}] (hidden size) "
-                            f"or [{fam.n_layers}, {fam.d}] (one row per block)")
+        _check_shape(v, fam.d, fam.n_layers, where)
         _check_vector(iv, v, layers, where, b.recipe.path(iv.vector.partition("#")[0]))
         found = site_slots(fam, iv.site)
         if isinstance(found, str):
