@@ -1,6 +1,6 @@
 """Text generation from a baked folder, any model, or a recipe's model with its hooks attached
-(`bake generate`; the suites of `bake eval` generate through the same function). Greedy by default;
-sampling is seeded per prompt, so a reply does not depend on the prompts before it."""
+(`bake generate`, through the generation `bake eval` uses). Greedy by default; sampling is seeded
+per prompt, so a reply does not depend on the prompts before it."""
 
 from __future__ import annotations
 
@@ -8,37 +8,22 @@ from pathlib import Path
 
 import torch
 
-from ..compile.hooks import hooked
 from ..model.loading import load_model, load_tokenizer
 from ..recipe.schema import is_recipe
-
-
-def prompt_ids(tokenizer, text: str, chat: bool) -> torch.Tensor:
-    """[1, T] ids of `text`, through the chat template when `chat` and the tokenizer has one."""
-    if chat and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                             return_tensors="pt", return_dict=True)["input_ids"]
-    return tokenizer(text, return_tensors="pt")["input_ids"]
+from .subjects import Subject
+from .subjects import generate as subjects_generate
 
 
 def generate(model, tokenizer, prompts: list[str], *, hooks=(), max_new_tokens: int = 64, sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, chat: bool = True) -> list[dict]:
-    """[{prompt, reply, tokens}] for each prompt; `hooks`: planning.Hooks attached while generating."""
-    from transformers import GenerationConfig
-
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, pad_token_id=pad,
-                           eos_token_id=model.generation_config.eos_token_id,
-                           **({"temperature": temperature, "top_p": top_p, "top_k": 0} if sample else {}))
-    out = []
-    with hooked(model, list(hooks)), torch.no_grad():
-        for i, text in enumerate(prompts):
-            ids = prompt_ids(tokenizer, text, chat)
-            torch.manual_seed(seed + i)
-            seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=cfg)
-            reply = seq[0, ids.shape[1]:].tolist()
-            out.append({"prompt": text, "reply": tokenizer.decode(reply, skip_special_tokens=True), "tokens": reply})
-    return out
+    """[{prompt, reply, tokens}] for each prompt; `hooks`: planning.Hooks attached while generating.
+    The replies of `bake eval`'s generation (bake.evaluation.subjects.generate), one prompt a batch,
+    so prompt i samples with seed + i whatever the prompts before it."""
+    s = Subject("generate", model, tokenizer, list(hooks))
+    replies = subjects_generate(s, prompts, chat=chat, max_new_tokens=max_new_tokens, sample=sample, seed=seed,
+                                temperature=temperature, top_p=top_p, batch_size=1)
+    return [{"prompt": p, "reply": tokenizer.decode(r[0], skip_special_tokens=True), "tokens": r[0]}
+            for p, r in zip(prompts, replies)]
 
 
 def subject(source: str | Path, hooks: bool | None = None, trust_remote_code: bool = False, progress: bool = True):

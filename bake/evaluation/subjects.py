@@ -18,7 +18,15 @@ from ..compile.hooks import hooked
 from ..errors import BakeError
 from ..model.loading import load_model, load_tokenizer
 from ..recipe.schema import is_recipe
-from .generate import prompt_ids
+
+
+def prompt_ids(tokenizer, text: str, chat: bool) -> torch.Tensor:
+    """[1, T] ids of `text`, through the chat template when `chat` and the tokenizer has one."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                             return_tensors="pt", return_dict=True)["input_ids"]
+    return tokenizer(text, return_tensors="pt")["input_ids"]
+
 
 
 @dataclass

@@ -147,7 +147,7 @@ def _kl(s: Subject, opts: Options, base, memo) -> dict:
     and averaged over the reply (teacher-forced, so both models see the same tokens)."""
     if "kl" in memo:
         return memo["kl"]
-    from .generate import prompt_ids
+    from .subjects import prompt_ids
 
     prompts = _texts(opts, "harmless", "harmless.json")
     if base is None:  # the base: its replies, and its log-probabilities over them (kept in memory)
@@ -171,7 +171,7 @@ def _kl(s: Subject, opts: Options, base, memo) -> dict:
 
 
 def _quality(s: Subject, opts: Options, base, memo) -> dict:
-    from .generate import prompt_ids
+    from .subjects import prompt_ids
 
     nll, count = [], []
     for text in _texts(opts, "text", "neutral.txt"):
@@ -314,7 +314,7 @@ def projections(s: Subject, prompts: list[str], replies: list[list[int]], direct
     (teacher-forced on prompt + reply; read by a forward hook on the block, since hidden_states[-1]
     is the final norm's output), u the unit steering direction; the last prompt position stands in
     for an empty reply."""
-    from .generate import prompt_ids
+    from .subjects import prompt_ids
 
     blocks = _blocks(s.model)
     out, seen, handles = {name: [] for name in directions}, {}, []
