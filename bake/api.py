@@ -376,6 +376,8 @@ def learn(what: str, progress: bool = True, trust_remote_code: bool = False, for
 
     if what not in learners.LEARNERS:
         raise BakeError(f"bake learn: unknown artifact {what!r}; one of {', '.join(learners.LEARNERS)}")
+    if not opts.get("out"):
+        raise BakeError(f"bake learn {what}: give out= (the artifact to write)")
     fn = getattr(learners, learners.LEARNERS[what])
     if not is_main_process():
         from .files.tempdirs import temp_dir

@@ -20,13 +20,13 @@ next run to the same path.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
 import json
 import os
 import shutil
-import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
