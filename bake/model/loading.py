@@ -92,15 +92,19 @@ def greedy_choice(logits: torch.Tensor, eos: list[int]) -> torch.Tensor:
     return logits.argmax(-1)
 
 
+def _cache_arg(model) -> str:
+    """The keyword a model's forward takes its KV cache by (`cache` since transformers 5.2x)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def greedy(model, ids: torch.Tensor, n_new: int, **first):
     """`n_new` greedy tokens of one prompt [1, T], decoded with the KV cache and no logits processor but
     the end-of-sequence mask: (the output of the first forward pass over `ids`, called with `first`
     keyword arguments such as output_hidden_states, and the tokens)."""
-    import inspect
-
-    eos = eos_ids(model)
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # (transformers 5.2x)
+    eos, name = eos_ids(model), _cache_arg(model)
     out = model(input_ids=ids, use_cache=bool(n_new), **first)
     head, tokens = out, []
     while len(tokens) < n_new:
@@ -117,10 +121,7 @@ def greedy_many(model, prompts: list[torch.Tensor], n_new: int, pad_id: int) -> 
     batch with its attention mask and positions, so each step reads the weights once for every
     prompt (one prompt at a time, decoding is bound by reading the weights). End of sequence
     masked as in `greedy`."""
-    import inspect
-
-    eos = eos_ids(model)
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    eos, name = eos_ids(model), _cache_arg(model)
     n = max(p.shape[1] for p in prompts)
     ids = torch.full((len(prompts), n), pad_id, dtype=prompts[0].dtype)
     mask = torch.zeros((len(prompts), n), dtype=torch.long)
