@@ -317,3 +317,23 @@ def test_a_baked_folder_stands_alone_copied_elsewhere(ws, tmp_path):
     assert main(["verify", str(copy), "--model", str(ws / "model"), "-q"]) == 0
     (copy / "artifacts" / "v.pt").write_bytes(b"changed")
     assert main(["verify", str(copy), "--model", str(ws / "model"), "-q"]) == 1  # the manifest holds it
+
+
+def test_verification_decodes_without_generate_and_says_what_it_checked(ws, tmp_path, monkeypatch, capsys):
+    """The default verification no longer runs `model.generate` (two per-prompt loops with logits
+    processors were most of a SmolLM2 bake): the hooked model decodes with its cache, the baked model
+    follows teacher-forced; the output ends with what was checked and how to check more or less."""
+    from transformers import GenerationMixin
+
+    def refuse(*a, **k):
+        raise AssertionError("model.generate ran during verification")
+
+    monkeypatch.setattr(GenerationMixin, "generate", refuse)
+    recipe = ws / "steer.yaml"
+    recipe.write_text(f"model: {ws / 'model'}\nverify: {{generate_tokens: 4}}\ninterventions:\n"
+                      f"  - {{kind: steer, layers: [1], vector: {ws / 'v.pt'}, scale: 2.0}}\n")
+    assert main(["apply", str(recipe), "--out", str(tmp_path / "o"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "greedy tokens agree   100.00%" in out
+    assert "checked               8 probe prompts teacher-forced, 4 greedy steps each" in out
+    assert "less: --verify local" in out
