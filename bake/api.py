@@ -402,3 +402,23 @@ def learn(what: str, progress: bool = True, trust_remote_code: bool = False, for
         if opts.get("statedict"):
             staging.write_marker(Path(opts["statedict"]), "bake learn aura --statedict")
     return res
+
+
+def tune(recipe: str | Path, trials: int | None = None, show: bool = False, pick: int | None = None,
+         out: str | Path | None = None, study_dir: str | Path | None = None, storage: str | None = None,
+         study: str | None = None, data: dict | None = None, force: bool = False, progress: bool = True,
+         trust_remote_code: bool = False):
+    """`bake tune`: search the recipe's `tune:` block (an Optuna study, resumable; `show`: its front now;
+    `pick`: re-measure that trial on the held-out split and write the resolved recipe to `out`)."""
+    from .tune import study as tstudy
+    from .tune.report import Picked, TuneReport
+
+    if show and pick is not None:
+        raise BakeError("bake tune: --show and --pick are two different things; give one")
+    if out is not None and pick is None:
+        raise BakeError("bake tune: --out is where --pick writes the resolved recipe; the study's folder is --study-dir")
+    s = tstudy.setup(recipe, study_dir, storage, study, data)
+    if pick is not None:
+        return Picked.model_validate(tstudy.pick(s, pick, out, force, progress, trust_remote_code))
+    rep = tstudy.show(s) if show else tstudy.search(s, trials, progress, trust_remote_code)
+    return TuneReport.model_validate(rep)

@@ -11,7 +11,7 @@ from .base import Command, register
 from .render import _fmt, format_integrity, format_plan
 
 # the order `bake --help` lists them in: the pipeline's
-__all__ = ["Plan", "Apply", "Verify", "Export", "Push", "Generate", "Eval", "Explain", "Arch", "Learn"]
+__all__ = ["Plan", "Apply", "Verify", "Export", "Push", "Generate", "Eval", "Tune", "Explain", "Arch", "Learn"]
 
 
 def verify_mode(sp) -> None:
@@ -303,6 +303,53 @@ def _own_explanation(path: Path) -> str | None:
 
 
 _own_explanation.command = "bake explain"
+
+
+@register
+class Tune(Command):
+    name = "tune"
+    help = ("search a recipe's parameters (its `tune:` block) with Optuna on a tuning split; show the Pareto "
+            "front; --pick re-measures a trial on the held-out split and writes the recipe with its figures")
+    examples = ("bake tune recipes/refuser-abliterate.yaml --trials 60",
+                "bake tune recipes/refuser-abliterate.yaml --show",
+                "bake tune recipes/refuser-abliterate.yaml --pick 41 --out tuned.yaml")
+
+    def arguments(self, sp):
+        sp.add_argument("recipe", help="a recipe with a `tune:` block (docs/tuning.md)")
+        sp.add_argument("--trials", type=int, help="finished trials the study aims at, counting those it holds "
+                        "already and those of other processes on the same storage (default: the block's `trials`)")
+        sp.add_argument("--show", action="store_true", help="print the front of the study as it is (finished or "
+                        "interrupted); runs no trial")
+        sp.add_argument("--pick", type=int, metavar="TRIAL", help="re-measure this trial on the held-out split and "
+                        "write the resolved recipe (its values set, both figures in provenance.tuned)")
+        sp.add_argument("--out", help="--pick: the resolved recipe's path (default: STUDY_DIR/trial-N.yaml)")
+        sp.add_argument("--study-dir", help="the study's folder: splits, report, plot, and the default storage "
+                        "(default: out/tune/NAME)")
+        sp.add_argument("--storage", metavar="URL", help="an Optuna storage URL (e.g. sqlite:///study.db, "
+                        "postgresql://...) that several processes or machines work on at once (default: "
+                        "sqlite:///STUDY_DIR/study.db)")
+        sp.add_argument("--study", metavar="NAME", help="the study's name in the storage (default: the recipe's name)")
+        sp.add_argument("--data", action="append", default=[], metavar="INPUT=PATH",
+                        help="replace a data input of the tune block (harmful, harmless, toxicity, text, mc, open); "
+                             "it is split into a tuning and a held-out part. Repeatable")
+        sp.add_argument("--force", action="store_true", help="--pick: replace a recipe that bake tune wrote earlier")
+
+    def run(self, args, progress):
+        from .. import api
+
+        if args.trials is not None and args.trials < 1:
+            raise BakeError("bake tune: --trials must be >= 1")
+        data = {}
+        for item in args.data:
+            key, sep, path = item.partition("=")
+            if not sep or not path:
+                raise BakeError(f"--data {item!r}: expected INPUT=PATH (e.g. harmful=harmful_test.json)")
+            data[key] = path
+        return api.tune(args.recipe, args.trials, args.show, args.pick, args.out, args.study_dir, args.storage,
+                        args.study, data, args.force, progress, args.trust_remote_code)
+
+    def render(self, rep, args):
+        return rep.terminal()
 
 
 @register

@@ -91,6 +91,7 @@ def materialize(recipe, ckpt, progress: bool = True):
         ivs.append(iv.model_copy(update=update) if update else iv)
     if not learned:
         return recipe
-    new = recipe.model_copy(update={"interventions": ivs, "provenance": {"learned": learned}})
+    kept = {k: v for k, v in (recipe.provenance or {}).items() if k == "tuned"}  # what bake tune chose
+    new = recipe.model_copy(update={"interventions": ivs, "provenance": {**kept, "learned": learned}})
     new.base_dir = recipe.base_dir
     return new

@@ -102,6 +102,11 @@ def render(folder: Path, repo: str | None = None, report: Report | None = None) 
     lines += ["", "## Verification", "",
               "Each format was run on the same probe prompts and compared with its reference; greedy "
               "generation uses 32 new tokens.", ""] + _verification_rows(report)
+    tuned = ((yaml.safe_load(recipe_text) or {}).get("provenance") or {}).get("tuned") if recipe_text else None
+    if tuned:  # the values bake tune chose, with their figures on the tuning and the held-out split
+        from ..tune.report import card_section as tuning_section
+
+        lines += [""] + tuning_section(tuned)
     if (folder / "eval_report.json").is_file():  # written by `bake eval` (recorded in the report's manifest)
         from ..evaluation.report import EvalReport
 

@@ -55,6 +55,8 @@ class Recipe(_Strict):
     export: list[ExportFormat] = Field(default_factory=lambda: ["hf"])
     gguf_type: str | None = None  # f32 | f16 | bf16 | q8_0 | ... (default: f32 for float32 checkpoints, else f16)
     provenance: dict | None = None  # written by bake into the output's recipe.yaml; ignored on input
+    # `bake tune`'s search (bake/tune/spec.py validates it); bake apply and the others ignore it
+    tune: dict | None = None
 
     # not part of the YAML: where relative paths are resolved from (the recipe file's folder), and
     # whether transformers may run code shipped with the model (only the command line says so)

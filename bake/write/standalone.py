@@ -93,7 +93,9 @@ def recipe_as_run(plan, folder: Path, final: Path) -> dict:
                 iv[key] = refs if isinstance(value, list) else refs[0]
     data["model"] = model_ref(r, final)
     data.pop("output", None)
-    learned = (data.pop("provenance", None) or {}).get("learned") or {}
+    given = data.pop("provenance", None) or {}
+    learned, tuned = given.get("learned") or {}, given.get("tuned")
+    data.pop("tune", None)  # the search that chose the values is the recipe's; the bake records its result
     for entry in learned.values():
         entry["file"] = _ref(r, entry["file"], names)
         entry["summary"] = {k: v for k, v in (entry.get("summary") or {}).items() if k != "out"}
@@ -101,6 +103,7 @@ def recipe_as_run(plan, folder: Path, final: Path) -> dict:
     origin = {k: (Path(v).name if k == "gguf" else v) for k, v in (ckpt.origin or {}).items()}
     data["provenance"] = {
         **({"learned": learned} if learned else {}),
+        **({"tuned": tuned} if tuned else {}),
         "bake_version": __version__,
         **({"model_origin": origin} if origin else {}),
         "model_files": {f: sha256_file(ckpt.path / f) for f in ["config.json"] + ckpt.shard_files},
