@@ -10,7 +10,8 @@ from .spec import constraint, metric
 
 def _short(path: str) -> str:
     """A parameter's column name: its last key (`interventions[0].weights.kernel.peak` -> peak)."""
-    return path.replace("]", "").replace("[", ".").split(".")[-1]
+    parts = path.replace("]", "").replace("[", ".").split(".")
+    return f"{parts[-2]}[{parts[-1]}]" if parts[-1].isdigit() and len(parts) > 1 else parts[-1]
 
 
 def _val(v) -> str:

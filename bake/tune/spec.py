@@ -256,30 +256,6 @@ class Tune(StrictModel):
     heldout_limit: Int | None = Field(default=None, ge=1)
     eval: EvalOptions = Field(default_factory=EvalOptions)
 
-    @model_validator(mode="after")
-    def _names(self):
-        from ..evaluation.suites import INPUTS
-
-        errors = []
-        for i, o in enumerate(self.objectives):
-            try:
-                metric(o)
-            except ValueError as e:
-                errors.append(f"objectives[{i}]: {e}")
-        if len(set(self.objectives)) != len(self.objectives):
-            errors.append("objectives: an objective is listed twice")
-        for i, c in enumerate(self.constraints):
-            try:
-                constraint(c)
-            except ValueError as e:
-                errors.append(f"constraints[{i}]: {e}")
-        for k in self.data:
-            if k not in INPUTS:
-                errors.append(f"data.{k}: unknown input{did_you_mean(k, INPUTS)}; known: {', '.join(INPUTS)}")
-        if errors:
-            raise ValueError("; ".join(errors))
-        return self
-
     @property
     def metrics(self) -> list[Metric]:
         return [metric(o) for o in self.objectives]
@@ -317,11 +293,38 @@ def parse_block(block, source: str) -> Tune:
     if not isinstance(block, dict):
         raise RecipeError(f"{source}: tune: expected a mapping (params, objectives, constraints, ...)")
     try:
-        return Tune.model_validate(block)
+        spec = Tune.model_validate(block)
     except ValidationError as e:
-        text = format_validation(e, source).replace("\n  ", "\n  tune.")
+        text = format_validation(e, source).replace("\n  ", "\n  tune.").replace("Value error, ", "")
         text = text.replace("tune.(top level): ", "tune: ")
         raise RecipeError(text.replace(": invalid recipe", ": invalid tune block")) from None
+    errors = _name_errors(spec)
+    if errors:
+        raise RecipeError("\n  ".join([f"{source}: invalid tune block", *(f"tune.{e}" for e in errors)]))
+    return spec
+
+
+def _name_errors(t: Tune) -> list[str]:
+    """The objectives, constraints and data inputs a block names that bake does not know."""
+    from ..evaluation.suites import INPUTS
+
+    errors = []
+    for i, o in enumerate(t.objectives):
+        try:
+            metric(o)
+        except ValueError as e:
+            errors.append(f"objectives[{i}]: {e}")
+    if len(set(t.objectives)) != len(t.objectives):
+        errors.append("objectives: an objective is listed twice")
+    for i, c in enumerate(t.constraints):
+        try:
+            constraint(c)
+        except ValueError as e:
+            errors.append(f"constraints[{i}]: {e}")
+    for k in t.data:
+        if k not in INPUTS:
+            errors.append(f"data.{k}: unknown input{did_you_mean(k, INPUTS)}; known: {', '.join(INPUTS)}")
+    return errors
 
 
 # --- recipe paths ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 from ..errors import BakeError
-from ..files.staging import sha256_file
+from ..files.staging import replacing, sha256_file
 
 # the inputs each suite reads (bake.evaluation.suites), and the default file of each
 READS = {"toxicity": ("toxicity",), "quality": ("text", "mc", "harmless"), "refusal": ("harmful", "harmless"),
@@ -64,7 +64,8 @@ def split(inputs: dict[str, Path], holdout: float, seed: int, folder: Path) -> d
         for name, part in (("tuning", tune), ("heldout", held)):
             path = folder / name / f"{key}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in part), encoding="utf-8")
+            with replacing(path) as tmp:  # whole or not at all: workers on one study write the same files
+                Path(tmp).write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in part), encoding="utf-8")
             entry[name] = {"path": str(path), "n": len(part), "sha256": sha256_file(path)}
         out[key] = entry
     return out

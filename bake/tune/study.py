@@ -95,6 +95,24 @@ def check_params(s: Setup) -> None:
                 raise RecipeError(f"{s.path}: tune.params.{path} = {v!r}: " + "; ".join(lines)) from None
 
 
+def check_plans(s: Setup, trust: bool = False) -> None:
+    """Each end of each range, and each choice, set alone, plans on the model (hooks only: whether it
+    bakes exactly is the trial's question): a layer past the model's last or a candidate index out of
+    range is an error naming the key before the search starts, not a study of pruned trials."""
+    from ..planner import plan
+
+    base_dir = s.path.resolve().parent
+    for path, p in s.spec.params.items():
+        for v in p.bounds():
+            try:
+                plan(schema.parse(candidate(s.data, {path: v}), str(s.path), base_dir), progress=False,
+                     trust_remote_code=trust, hooks_only=True)
+            except NotBakeable:
+                pass
+            except BakeError as e:
+                raise BakeError(f"{s.path}: tune.params.{path} = {v!r}: {first_line(e)}") from None
+
+
 def redact(url: str) -> str:
     """A storage URL without its password."""
     from ..files.redact import redact as hide
@@ -229,6 +247,7 @@ def search(s: Setup, trials: int | None = None, progress: bool = True, trust: bo
     from tqdm.auto import tqdm
 
     target = trials or s.spec.trials
+    check_plans(s, trust)
     staging.check_target(s.folder, folder=True, force=True, protect=[s.path, *s.data_files.values()],
                          refuse=_own_study, what="tune folder")
     s.folder.mkdir(parents=True, exist_ok=True)
