@@ -222,3 +222,12 @@ def test_no_tune_block_and_the_objectives_known(llama, tmp_path):
     t = tspec.Tune.model_validate({"params": {"a": {"low": 0, "high": 1}}, "objectives": ["refusal@64", "toxicity"],
                                    "constraints": ["kl <= 0.1", "over_refusal@32 <= 0.05"]})
     assert t.suites() == ["toxicity", "refusal"] and t.lengths() == (32, 64)
+
+
+def test_the_shipped_tuned_recipe_reads_and_its_block_is_valid():
+    """recipes/refuser-abliterate.yaml: its tune block parses and every bound sets into the recipe (the
+    organism it names is a benchmark fixture: planning needs it built)."""
+    root = Path(__file__).resolve().parents[1]
+    s = tstudy.setup(root / "recipes" / "refuser-abliterate.yaml")
+    assert s.spec.objectives == ["refusal@128", "kl"] and s.spec.suites() == ["refusal"]
+    assert s.spec.params["interventions[0].direction.key"].render(12.5) == "candidates[-1, 12.50]"
