@@ -87,6 +87,11 @@ def test_interrupted_study_resumes_without_repeating_trials(llama, monkeypatch):
     calls[:] = []
     api.tune(r, study_dir=d / "resume", progress=False)  # done: nothing runs
     assert calls == []
+    shown = api.tune(r, study_dir=d / "resume", show=True, progress=False)  # reads the storage, runs nothing
+    assert calls == [] and shown.front == rep.front and "Pareto front" in shown.terminal()
+    with pytest.raises(BakeError, match="no study"):
+        api.tune(r, study_dir=d / "elsewhere", show=True, progress=False)
+    assert not (d / "elsewhere").exists()
 
 
 def test_two_processes_on_one_storage_share_the_work(llama, tmp_path):

@@ -160,6 +160,9 @@ def _open(s: Setup, create: bool):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the storage's heartbeat
+    if not create and not s.shared and not (s.folder / STUDY_DB).is_file():
+        raise BakeError(f"no study of {s.path} in {s.folder}; run `bake tune {s.path}` first (or give the "
+                        "--study-dir / --storage it ran with)")
     storage = _storage(s.storage)
     if not create:
         try:
