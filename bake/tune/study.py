@@ -243,7 +243,7 @@ def _finished(st) -> list:
     return st.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
-def search(s: Setup, trials: int | None = None, progress: bool = True, trust: bool = False, on_trial=None) -> dict:
+def search(s: Setup, trials: int | None = None, progress: bool = True, trust: bool = False) -> dict:
     """Run trials until the study holds `trials` finished ones (the tune block's `trials` by default);
     several processes on one storage share that count. Returns the report (also written)."""
     import optuna
@@ -292,8 +292,6 @@ def search(s: Setup, trials: int | None = None, progress: bool = True, trust: bo
                                             "trial": round(time.time() - t0, 3)})
             for c in s.spec.bounds:
                 trial.set_constraint(c.spec, c.excess(m[c.metric.spec]))
-            if on_trial:
-                on_trial(trial, m)
             return tuple(m[o] for o in s.spec.objectives)
 
         def tick(study, trial):
