@@ -14,6 +14,17 @@ from .render import _fmt, format_integrity, format_plan
 __all__ = ["Plan", "Apply", "Verify", "Export", "Push", "Generate", "Eval", "Tune", "Explain", "Arch", "Learn"]
 
 
+def data_inputs(items: list[str]) -> dict[str, str]:
+    """`--data INPUT=PATH` (repeated) as {input: path}."""
+    data = {}
+    for item in items:
+        key, sep, path = item.partition("=")
+        if not sep or not path:
+            raise BakeError(f"--data {item!r}: expected INPUT=PATH (e.g. harmful=harmful_test.json)")
+        data[key] = path
+    return data
+
+
 def verify_mode(sp) -> None:
     sp.add_argument("--verify", choices=["auto", "full", "streamed", "local"], dest="verify_mode",
                     help="full: hooked vs baked model end to end in memory (logits and greedy tokens), then "
@@ -271,12 +282,7 @@ class Eval(Command):
     def run(self, args, progress):
         from .. import api
 
-        data = {}
-        for item in args.data:
-            key, sep, path = item.partition("=")
-            if not sep or not path:
-                raise BakeError(f"--data {item!r}: expected INPUT=PATH (e.g. toxicity=test.csv)")
-            data[key] = path
+        data = data_inputs(args.data)
         try:
             lengths = tuple(sorted({int(n) for n in args.lengths.split(",") if n.strip()}))
         except ValueError:
@@ -339,12 +345,7 @@ class Tune(Command):
 
         if args.trials is not None and args.trials < 1:
             raise BakeError("bake tune: --trials must be >= 1")
-        data = {}
-        for item in args.data:
-            key, sep, path = item.partition("=")
-            if not sep or not path:
-                raise BakeError(f"--data {item!r}: expected INPUT=PATH (e.g. harmful=harmful_test.json)")
-            data[key] = path
+        data = data_inputs(args.data)
         return api.tune(args.recipe, args.trials, args.show, args.pick, args.out, args.study_dir, args.storage,
                         args.study, data, args.force, progress, args.trust_remote_code)
 
