@@ -144,6 +144,7 @@ def test_pick_writes_a_recipe_that_bakes_and_verifies(llama, tmp_path):
     assert "tune" not in data and data["interventions"][0]["scale"] == picked.values["interventions[0].scale"]
     assert (out.parent / data["interventions"][0]["vector"]).resolve() == (d / "v.pt").resolve()  # rebased
     tuned = data["provenance"]["tuned"]
+    assert str(d) not in out.read_text().split("provenance:")[1] and tuned["recipe"] == "pick.yaml"
     assert tuned["trial"] == n and tuned["tuning"]["kl"] == pytest.approx(rep["all"][n]["metrics"]["kl"])
     assert tuned["heldout"]["kl"]["ci95"][0] <= tuned["heldout"]["kl"]["value"] <= tuned["heldout"]["kl"]["ci95"][1]
     assert tuned["data"]["harmless"]["heldout"]["sha256"] == splits["harmless"]["heldout"]["sha256"]

@@ -512,7 +512,9 @@ def pick(s: Setup, number: int, out: str | Path | None = None, force: bool = Fal
         data["output"] = os.path.relpath((old / data["output"]).parent / dest.stem, new)
     data = rebase(data, old, new)
     data["provenance"] = {"tuned": {
-        "by": "bake tune", "recipe": str(s.path), "study": s.name, "storage": redact(s.storage),
+        # names, not this machine's paths: the block travels into the baked folder and its model card
+        "by": "bake tune", "recipe": s.path.name, "study": s.name,
+        "storage": redact(s.storage) if s.shared else STUDY_DB,
         "trial": number, "values": values, "objectives": s.spec.objectives, "constraints": s.spec.constraints,
         "sampler": f"Optuna TPE (multivariate), seed {s.spec.seed}, {s.spec.startup_trials} random start-up trials",
         "trials finished": len(_finished(st)),
