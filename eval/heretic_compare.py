@@ -2,7 +2,7 @@
 prompts as `eval/tune_refusal.py`, with the same number of trials; both results measured under both
 protocols.
 
-    .venv/bin/python eval/heretic_compare.py [--trials 20] [--startup 20]   # after eval/tune_refusal.py
+    .venv/bin/python eval/heretic_compare.py [--trials 24] [--startup 10]   # after eval/tune_refusal.py --trials 24
 
 - heretic runs in its own virtual environment (out/eval-work/heretic-venv, created with the local
   torch wheel and `heretic-llm==1.4.0` when missing), driven through its notebook-mode prompts:
@@ -12,7 +12,8 @@ protocols.
 - heretic's protocol: the figures it reports on the prompts it tuned on, for its chosen trial and
   (`--evaluate-model`) for bake's tuned bake.
 - bake's protocol: `bake eval --suite refusal,quality` on the held-out split (100 harmful, 100
-  harmless prompts neither search saw), for heretic's exported model and for bake's bake.
+  harmless prompts neither search saw) for heretic's exported model; bake's bake was measured on
+  the same prompts by eval/tune_refusal.py.
 The choice on each side is the same rule: the trial with the fewest refusals among those with KL
 <= 0.1 (heretic: its first-token KL; bake: KL over the reply and at the first token).
 Writes eval/heretic_compare.json.
@@ -33,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 WORK = ROOT / "out" / "eval-work" / "heretic"
+# SmolLM2's own default system prompt (its chat template's), which bake's prompts get and the organism
+# was fine-tuned with; heretic's default ("You are a helpful assistant.") would be another protocol
+SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 TUNE = ROOT / "out" / "eval-work" / "tune-refusal"
 VENV = Path(os.environ.get("HERETIC_VENV") or ROOT / "out" / "eval-work" / "heretic-venv")
 
@@ -82,8 +86,8 @@ def front(trials: list[dict]) -> list[dict]:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--trials", type=int, default=20)
-    ap.add_argument("--startup", type=int, default=20)
+    ap.add_argument("--trials", type=int, default=24)
+    ap.add_argument("--startup", type=int, default=10)
     args = ap.parse_args()
     from bake.evaluation.run import evaluate
     from bake.evaluation.suites import Options
@@ -102,6 +106,7 @@ def main():
              "good_eval": lines(WORK / "good_eval.txt", tuning["harmless"])}
     common = ["--model", str(organism), "--n-trials", str(args.trials), "--n-startup-trials", str(args.startup),
               "--seed", "0", "--max-response-length", "128", "--batch-size", "16", "--export-strategy", "MERGE",
+              "--system-prompt", SYSTEM,
               "--study-checkpoint-dir", str(WORK / "checkpoints"),
               "--good-prompts.dataset", files["good"], "--bad-prompts.dataset", files["bad"],
               "--good-evaluation-prompts.dataset", files["good_eval"],
@@ -129,19 +134,23 @@ def main():
     bake_under_heretic = {"refusals": f"{ref[-1][0]}/{ref[-1][1]}" if ref else None,
                           "kl_first": float(kl[-1]) if kl else None}
     held = {k: str(TUNE / "study" / "splits" / "heldout" / f"{k}.jsonl") for k in ("harmful", "harmless")}
-    opts = Options(data=held, limit=100, lengths=(32, 128), progress=True)
-    rows = {}
-    for name, target in (("heretic", model), ("bake", tuned)):
-        rep = evaluate(str(target), str(organism), "refusal,quality", opts)
-        m = rep["models"]
-        c = m["baked"]["refusal"]["vs base"]
-        rows[name] = {"refusal at 128": m["baked"]["refusal"]["summary"]["refusal rate on harmful prompts"]["128"],
-                      "over-refusal at 128": m["baked"]["refusal"]["summary"]["over-refusal on harmless prompts"]["128"],
-                      "KL first token": c["KL first token"], "KL over the reply": c["KL over the reply"],
-                      "perplexity change": m["baked"]["quality"]["vs base"]["perplexity change"]}
-        rows["organism"] = {"refusal at 128": m["base"]["refusal"]["summary"]["refusal rate on harmful prompts"]["128"]}
-    t3 = time.time()
+    opts = Options(data=held, limit=100, lengths=(32, 128), progress=True)  # the prompts tune_refusal.py measured
+    rep = evaluate(str(model), str(organism), "refusal,quality", opts)
+    m = rep["models"]
+    c = m["baked"]["refusal"]["vs base"]
     bake_study = json.loads((ROOT / "eval" / "tune_refusal.json").read_text())
+    b = bake_study["heldout (baked, bake eval)"]
+    rows = {"organism": {"refusal at 128": m["base"]["refusal"]["summary"]["refusal rate on harmful prompts"]["128"]},
+            "heretic": {"refusal at 128": m["baked"]["refusal"]["summary"]["refusal rate on harmful prompts"]["128"],
+                        "over-refusal at 128": m["baked"]["refusal"]["summary"]["over-refusal on harmless prompts"]["128"],
+                        "KL first token": c["KL first token"], "KL over the reply": c["KL over the reply"],
+                        "perplexity change": m["baked"]["quality"]["vs base"]["perplexity change"]},
+            "bake (eval/tune_refusal.json)": {"refusal at 128": b["refusal at 128 tokens"]["baked"],
+                                              "over-refusal at 128": b["over-refusal at 128 tokens"]["baked"],
+                                              "KL first token": b["KL first token"],
+                                              "KL over the reply": b["KL over the reply"],
+                                              "perplexity change": b["perplexity change"]}}
+    t3 = time.time()
     res = {"date": time.strftime("%Y-%m-%d"), "hardware": "x86-64, 2 CPU cores, no GPU",
            "command": f"python eval/heretic_compare.py --trials {args.trials} --startup {args.startup}",
            "heretic": {"version": "heretic-llm 1.4.0", "trials": len(trials), "startup": args.startup,

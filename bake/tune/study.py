@@ -310,10 +310,10 @@ def search(s: Setup, trials: int | None = None, progress: bool = True, trust: bo
             raise
         finally:
             bar.close()
-            rep = report(s, st, splits, base_seconds=bench.base_seconds)
+            rep = report(s, st, splits, base_seconds=bench.base_seconds, target=target)
             write_report(s, rep)
         return rep
-    rep = report(s, st, splits)
+    rep = report(s, st, splits, target=target)
     write_report(s, rep)
     return rep
 
@@ -356,7 +356,7 @@ def front(rows: list[dict], spec: Tune) -> list[dict]:
     return sorted(out, key=key)
 
 
-def report(s: Setup, st, splits: dict, base_seconds: float | None = None) -> dict:
+def report(s: Setup, st, splits: dict, base_seconds: float | None = None, target: int | None = None) -> dict:
     from ..evaluation.subjects import versions
 
     rows = [trial_row(t, s.spec) for t in st.trials]
@@ -376,7 +376,7 @@ def report(s: Setup, st, splits: dict, base_seconds: float | None = None) -> dic
             "constraints": s.spec.constraints, "params": {k: v.model_dump(exclude_defaults=True)
                                                           for k, v in s.spec.params.items()},
             "sampler": {"name": "TPE (multivariate, Optuna)", "seed": s.spec.seed, "startup": s.spec.startup_trials},
-            "trials": {"target": s.spec.trials, "complete": len(done),
+            "trials": {"target": target or s.spec.trials, "complete": len(done),
                        "pruned": sum(r["state"] == "pruned" for r in rows),
                        "failed or interrupted": sum(r["state"] == "fail" for r in rows),
                        "running": sum(r["state"] == "running" for r in rows)},
