@@ -126,7 +126,8 @@ def main():
         # resume: "show the results" (1), the chosen trial's place in the menu, "save" (1), the folder
         heretic(common, f"1\n{menu.index(chosen) + 1}\n1\n{model}\n", WORK / "export.log")
     t2 = time.time()
-    out = heretic(["--model", str(organism), "--evaluate-model", str(tuned), "--batch-size", "16", "--system-prompt", SYSTEM,
+    out = heretic(["--model", str(organism), "--evaluate-model", str(tuned), "--batch-size", "16",
+                   "--system-prompt", SYSTEM,
                    "--max-response-length", "128", "--good-evaluation-prompts.dataset", files["good_eval"],
                    "--bad-evaluation-prompts.dataset", files["bad_eval"]], "", WORK / "evaluate-bake.log")
     kl = re.findall(r"KL divergence: ([0-9.]+)", out)

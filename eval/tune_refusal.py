@@ -5,7 +5,8 @@
 1. The organism (eval/organisms.py: SmolLM2-135M-Instruct fine-tuned to refuse, on the *train* split).
 2. `bake tune recipes/refuser-abliterate.yaml` with the *test* split of Arditi et al.'s harmful and
    harmless instructions as data: bake splits each in two, seeded; the trials see only the tuning half
-   (16 prompts of each, a seeded sample), objectives refusal@128 and KL, constraints KL <= 0.1 over the reply and at the first token.
+   (16 prompts of each, a seeded sample), objectives refusal@128 and KL, constraints KL <= 0.1 over
+   the reply and at the first token.
 3. `--pick` of the front's trial with the fewest refusals: re-measured with hooks on the held-out half
    (100 prompts of each), written as a recipe with both figures.
 4. `bake apply` of that recipe (bake + verification), `bake export gguf` (checked in llama.cpp), and
