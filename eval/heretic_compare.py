@@ -127,8 +127,9 @@ def main():
         heretic(common, f"1\n{menu.index(chosen) + 1}\n1\n{model}\n", WORK / "export.log")
     t2 = time.time()
     out = heretic(["--model", str(organism), "--evaluate-model", str(tuned), "--batch-size", "16",
-                   "--system-prompt", SYSTEM,
-                   "--max-response-length", "128", "--good-evaluation-prompts.dataset", files["good_eval"],
+                   "--system-prompt", SYSTEM, "--max-response-length", "128",
+                   "--good-prompts.dataset", files["good"], "--bad-prompts.dataset", files["bad"],
+                   "--good-evaluation-prompts.dataset", files["good_eval"],
                    "--bad-evaluation-prompts.dataset", files["bad_eval"]], "", WORK / "evaluate-bake.log")
     kl = re.findall(r"KL divergence: ([0-9.]+)", out)
     ref = re.findall(r"Refusals: (\d+)/(\d+)", out)
@@ -136,8 +137,10 @@ def main():
                           "kl_first": float(kl[-1]) if kl else None}
     held = {k: str(TUNE / "study" / "splits" / "heldout" / f"{k}.jsonl") for k in ("harmful", "harmless")}
     opts = Options(data=held, limit=100, lengths=(32, 128), progress=True)  # the prompts tune_refusal.py measured
-    rep = evaluate(str(model), str(organism), "refusal,quality", opts)
-    m = rep["models"]
+    cached = WORK / "heldout-eval.json"  # bake eval of heretic's model (9 minutes here): once
+    if not cached.is_file():
+        cached.write_text(json.dumps(evaluate(str(model), str(organism), "refusal,quality", opts), default=str))
+    m = json.loads(cached.read_text())["models"]
     c = m["baked"]["refusal"]["vs base"]
     bake_study = json.loads((ROOT / "eval" / "tune_refusal.json").read_text())
     b = bake_study["heldout (baked, bake eval)"]
