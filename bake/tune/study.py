@@ -82,35 +82,38 @@ def candidate(data: dict, values: dict) -> dict:
     return out
 
 
-def check_params(s: Setup) -> None:
-    """Every end of every range and every choice, set alone into the recipe, still parses: a bad path
-    or a value the kind refuses is an error naming the key before anything runs."""
+def _bounds(s: Setup):
+    """(path, value, recipe) for each end of each range and each choice, set alone into the recipe; a
+    value the recipe's schema refuses (a bad path, a key the kind lacks) is an error naming the key."""
     base_dir = s.path.resolve().parent
     for path, p in s.spec.params.items():
         for v in p.bounds():
             try:
-                schema.parse(candidate(s.data, {path: v}), str(s.path), base_dir)
+                yield path, v, schema.parse(candidate(s.data, {path: v}), str(s.path), base_dir)
             except RecipeError as e:
                 lines = [x.strip() for x in str(e).splitlines()[1:]] or [str(e)]
                 raise RecipeError(f"{s.path}: tune.params.{path} = {v!r}: " + "; ".join(lines)) from None
 
 
+def check_params(s: Setup) -> None:
+    """Every bound parses (before anything is loaded)."""
+    for _ in _bounds(s):
+        pass
+
+
 def check_plans(s: Setup, trust: bool = False) -> None:
-    """Each end of each range, and each choice, set alone, plans on the model (hooks only: whether it
-    bakes exactly is the trial's question): a layer past the model's last or a candidate index out of
-    range is an error naming the key before the search starts, not a study of pruned trials."""
+    """Every bound plans on the model (hooks only: whether it bakes exactly is the trial's question): a
+    layer past the model's last or a candidate index out of range is an error naming the key before
+    the search starts, not a study of pruned trials."""
     from ..planner import plan
 
-    base_dir = s.path.resolve().parent
-    for path, p in s.spec.params.items():
-        for v in p.bounds():
-            try:
-                plan(schema.parse(candidate(s.data, {path: v}), str(s.path), base_dir), progress=False,
-                     trust_remote_code=trust, hooks_only=True)
-            except NotBakeable:
-                pass
-            except BakeError as e:
-                raise BakeError(f"{s.path}: tune.params.{path} = {v!r}: {first_line(e)}") from None
+    for path, v, r in _bounds(s):
+        try:
+            plan(r, progress=False, trust_remote_code=trust, hooks_only=True)
+        except NotBakeable:
+            pass
+        except BakeError as e:
+            raise BakeError(f"{s.path}: tune.params.{path} = {v!r}: {first_line(e)}") from None
 
 
 def redact(url: str) -> str:
