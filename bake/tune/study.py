@@ -15,6 +15,7 @@ import copy
 import hashlib
 import json
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -156,6 +157,20 @@ def _storage(url: str):
     return url
 
 
+def _retrying(make, tries: int = 6):
+    """`make()`, again after a pause when another worker is creating the same new storage at that moment
+    (its tables or its schema version: the loser of that race gets a database error, not the study)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for i in range(tries):
+        try:
+            return make()
+        except SQLAlchemyError:
+            if i == tries - 1:
+                raise
+            time.sleep(0.5 * (i + 1))
+
+
 def _open(s: Setup, create: bool):
     import warnings
 
@@ -166,14 +181,14 @@ def _open(s: Setup, create: bool):
     if not create and not s.shared and not (s.folder / STUDY_DB).is_file():
         raise BakeError(f"no study of {s.path} in {s.folder}; run `bake tune {s.path}` first (or give the "
                         "--study-dir / --storage it ran with)")
-    storage = _storage(s.storage)
     if not create:
         try:
-            return optuna.load_study(study_name=s.name, storage=storage)
+            return optuna.load_study(study_name=s.name, storage=_storage(s.storage))
         except KeyError:
             raise BakeError(f"no study {s.name!r} in {redact(s.storage)}; run `bake tune {s.path}` first") from None
     directions = [m.direction for m in s.spec.metrics]
-    st = optuna.create_study(study_name=s.name, storage=storage, directions=directions, load_if_exists=True)
+    st = _retrying(lambda: optuna.create_study(study_name=s.name, storage=_storage(s.storage), directions=directions,
+                                               load_if_exists=True))
     mine = st.user_attrs.get("fingerprint")
     if mine is None:
         st.set_user_attr("fingerprint", s.fingerprint)
@@ -265,7 +280,8 @@ def search(s: Setup, trials: int | None = None, progress: bool = True, trust: bo
         bench = Bench(s, splits, "tuning", progress, trust, s.spec.limit)
         # seeded; after the trials the study holds already, so a resumed run samples new points, and with a
         # shared storage also after the process id, so that workers started at once do not sample alike
-        seed = s.spec.seed + len(st.trials) + (os.getpid() if s.shared else 0)
+        seed = int(np.random.SeedSequence([s.spec.seed, len(st.trials), os.getpid() if s.shared else 0])
+                   .generate_state(1)[0])  # mixed: worker A at n trials and B at n + 1 must not collide
         st.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.spec.startup_trials,
                                                 multivariate=True, constant_liar=True)
         bar = tqdm(total=target, initial=done, desc="tune", unit="trial", disable=not progress)
@@ -280,6 +296,7 @@ def search(s: Setup, trials: int | None = None, progress: bool = True, trust: bo
             t0 = time.time()
             values = {path: p.suggest(trial, path) for path, p in s.spec.params.items()}
             trial.set_user_attr("values", values)
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who ran it (shared storage)
             try:
                 p = bench.plan(values)
             except (NotBakeable, BakeError) as e:
