@@ -236,6 +236,49 @@ def test_ablate_variants_bake_exactly(models, tmp_path, name):
     assert max(rep["steps"][0]["details"]["leftover"].values()) < 1e-6  # columns removes all of it
 
 
+@pytest.mark.parametrize("name", EXACT_ABLATE)
+def test_ablate_a_direction_per_block(models, tmp_path, name):
+    """A [blocks, d] direction (heretic's "per layer" directions): block i's writers remove row i, the
+    embeddings stay; with a kernel too. The hooks and the bake agree, and the checkpoint shows it."""
+    fam = _files(models[name], tmp_path)
+    cands = str(tmp_path / "dirs.safetensors#candidates")
+    rep = _passed(_apply(models[name], [{"kind": "ablate", "direction": cands}], tmp_path / "each"))
+    assert rep["steps"][0]["details"]["per_block"] is True
+    assert "each block's own direction from the writers of every block (embeddings left alone)" in rep["steps"][0]["summary"]
+    rows = load_file(str(tmp_path / "dirs.safetensors"))["candidates"].double()
+    before, after = ({k: v for f in sorted(d.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+                     for d in (models[name], tmp_path / "each"))
+    for w in fam.embeds:
+        for name_, _ in w.tensors:
+            assert torch.equal(before[name_], after[name_])
+    for i in range(fam.n_layers):
+        u = rows[i] / rows[i].norm()
+        for w in fam.blocks[i]:
+            for name_, axis in w.tensors:
+                t = after[name_].double()
+                assert float(torch.tensordot(t, u, dims=([axis], [0])).abs().max()) < 1e-5, (i, name_)
+                if i:  # and not the previous block's direction
+                    v = rows[i - 1] / rows[i - 1].norm()
+                    assert float(torch.tensordot(t, v, dims=([axis], [0])).abs().max()) > 1e-3
+    kern = {"kind": "ablate", "direction": cands, "weights": {"kernel": {"peak": 1.0, "position": 1, "distance": 1}}}
+    rep = _passed(_apply(models[name], [kern], tmp_path / "kern"))
+    assert rep["steps"][0]["details"]["weights"] == {"1": 1.0}
+
+
+def test_a_direction_per_block_needs_one_row_per_block_and_direction(models, tmp_path):
+    fam = _files(models["llama"], tmp_path)
+    save_file({"few": torch.randn(fam.n_layers - 1, fam.d), "zero": torch.zeros(fam.n_layers, fam.d)},
+              str(tmp_path / "rows.safetensors"))
+    for ref, msg in ((str(tmp_path / "rows.safetensors#few"), rf"shape \[{fam.n_layers - 1}, {fam.d}\]; expected "
+                      rf"\[{fam.d}\] \(hidden size\) or \[{fam.n_layers}, {fam.d}\] \(a direction per block\)"),
+                     (str(tmp_path / "rows.safetensors#zero"), "the direction of block 0 is zero")):
+        with pytest.raises(BakeError, match=msg):
+            bake.plan({"model": str(models["llama"]), "interventions": [{"kind": "ablate", "direction": ref}]})
+    with pytest.raises(BakeError, match="a direction per block goes in `direction:`, alone"):
+        bake.plan({"model": str(models["llama"]), "interventions": [
+            {"kind": "ablate", "directions": [str(tmp_path / "dirs.safetensors#candidates")]}]})
+
+
 def test_rows_keep_the_row_norms_in_the_checkpoint(models, tmp_path):
     _files(models["llama-untied"], tmp_path)
     out = tmp_path / "out"

@@ -10,6 +10,9 @@ Variants (each a linear map per writer that hooks reproduce exactly):
   alone when `weights` is given (as heretic does).
 - `directions:` several directions at once: the span, orthonormalized (SVD), its rank reported.
   A reference `file#candidates[p, 12.5]` interpolates between two layers' candidates.
+- a direction per block: a `direction` of shape [blocks, d] (e.g. `key: candidates[-1]`, every block's
+  own candidate at one position, as heretic's "per layer" directions) removes row i from the writers
+  of block i; the embeddings, which no row belongs to, are left alone.
 - `norm_preserving: rows`: heretic's row-norm-preserving edit: each output row of W is normalized,
   projected, renormalized and rescaled to its old norm, i.e. `W' = C P (A W)` with the fixed diagonal
   maps `A = 1/|rows|`, `C = |rows| / |rows of P A W|` (one output-side map per writer, biases too);
@@ -115,11 +118,16 @@ class AblateKind(Kind):
         d = b.family.d
         refs = [("direction", iv.direction)] if iv.direction is not None else \
             [(f"directions[{j}]", ref) for j, ref in enumerate(iv.directions)]
+        n = b.family.n_layers
         vecs = []
         for field, ref in refs:
             r = b.tensor(ref, f"{where}.{field}", "ablation direction")
+            if r.shape == (n, d) and iv.direction is not None:
+                return self._per_block(r, f"{where}.{field}")
             if r.shape != (d,):
-                raise BakeError(f"{where}.{field}: shape {list(r.shape)}; expected [{d}] (hidden size)")
+                raise BakeError(f"{where}.{field}: shape {list(r.shape)}; expected [{d}] (hidden size)" + (
+                    f" or [{n}, {d}] (a direction per block)" if iv.direction is not None else
+                    "; a direction per block goes in `direction:`, alone"))
             norm = r.norm()
             if norm < 1e-12:
                 raise BakeError(f"{where}.{field}: the vector is zero; a direction needs a nonzero norm")
@@ -128,6 +136,15 @@ class AblateKind(Kind):
             return vecs[0], {}
         q, sv = fold.orthonormal(torch.stack(vecs))
         return q, {"directions": len(vecs), "rank": q.shape[1], "singular_values": [round(s, 6) for s in sv]}
+
+    @staticmethod
+    def _per_block(r, where) -> tuple:
+        """{block: unit row} of a [blocks, d] direction (block i's writers remove row i)."""
+        norms = r.norm(dim=1)
+        zero = [i for i, v in enumerate(norms.tolist()) if v < 1e-12]
+        if zero:
+            raise BakeError(f"{where}: the direction of block {zero[0]} is zero; every block's row needs a nonzero norm")
+        return {i: r[i] / norms[i] for i in range(r.shape[0])}, {"per_block": True}
 
     def strengths(self, b, iv, where) -> dict:
         """{block index or "embed": strength} of the writers to edit."""
@@ -149,9 +166,12 @@ class AblateKind(Kind):
         q, details = self.basis(b, iv, where)
         fam = b.family
         strengths = self.strengths(b, iv, where)
-        writers = [(w, strengths["embed"]) for w in fam.embeds] if "embed" in strengths else []
-        writers += [(w, s) for i, s in strengths.items() if i != "embed" for w in fam.blocks[i]]
-        inexact = [w for w, _ in writers if not w.exact]
+        per_block = isinstance(q, dict)
+        if per_block:
+            strengths.pop("embed", None)  # no block's direction belongs to the embeddings
+        writers = [(w, strengths["embed"], q) for w in fam.embeds] if "embed" in strengths else []
+        writers += [(w, s, q[i] if per_block else q) for i, s in strengths.items() if i != "embed" for w in fam.blocks[i]]
+        inexact = [w for w, _, _ in writers if not w.exact]
         status, why = self.status(fam)
         if status == "refused":
             raise NotBakeable(f"{where}: ablate cannot be baked into a {fam.name} checkpoint: {why}; run it as a hook.")
@@ -168,25 +188,27 @@ class AblateKind(Kind):
                 "deviation from the hook), or run it as a hook.")
         step = Step(idx, "ablate", not inexact, "", details=details)
         leftover = {}
-        for w, s in writers:
+        for w, s, r in writers:
             tensors = b.writes_of(w)
             if not w.exact:
-                u = b.norm_scaled(w, q, where)
+                u = b.norm_scaled(w, r, where)
                 tensors = tuple(w.source) + tuple(t for t in tensors if t not in w.tensors)
             else:
-                u = q
+                u = r
             if iv.norm_preserving == "rows":
-                leftover[w.module] = self._rows(b, idx, w, tensors, q, s, step)
+                leftover[w.module] = self._rows(b, idx, w, tensors, r, s, step)
             elif iv.norm_preserving == "columns":
-                leftover[w.module] = self._columns(b, idx, w, tensors, q, s, step, where)
+                leftover[w.module] = self._columns(b, idx, w, tensors, r, s, step, where)
             else:
                 self._project(b, idx, tensors, u, s, step)
-                step.hooks.append(Hook(idx, w.module, "project_out", q, _w(s)))
+                step.hooks.append(Hook(idx, w.module, "project_out", r, _w(s)))
         n_edit = len({i for i in strengths if i != "embed"})
-        where_txt = ("all residual writers (embeddings and every block)" if iv.weights is None and iv.layers == "all"
+        where_txt = ("all residual writers (embeddings and every block)" if "embed" in strengths
+                     else "the writers of every block (embeddings left alone)" if iv.weights is None and iv.layers == "all"
                      else f"blocks {sorted(i for i in strengths if i != 'embed')}" if iv.weights is None
                      else f"the writers of {n_edit} block(s) with per-block strengths (embeddings left alone)")
-        what = "direction r" if q.ndim == 1 else f"a rank-{q.shape[1]} subspace ({details['directions']} directions)"
+        what = ("each block's own direction" if per_block else "direction r" if q.ndim == 1
+                else f"a rank-{q.shape[1]} subspace ({details['directions']} directions)")
         step.summary = f"remove {what} from {where_txt}"
         if iv.weights is not None:
             step.details["weights"] = {str(i): round(s, 6) for i, s in strengths.items()}
