@@ -1,6 +1,7 @@
 """`bake tune` on a model that refuses: search, pick, bake, verify, export to GGUF, measure on held-out prompts.
 
     .venv/bin/python eval/tune_refusal.py [--trials 30] [--data ../shared/data/refusal/arditi2024]
+        [--recipe recipes/refuser-abliterate-per-block.yaml]
 
 1. The organism (eval/organisms.py: SmolLM2-135M-Instruct fine-tuned to refuse, on the *train* split).
 2. `bake tune recipes/refuser-abliterate.yaml` with the *test* split of Arditi et al.'s harmful and
@@ -12,7 +13,8 @@
 4. `bake apply` of that recipe (bake + verification), `bake export gguf` (checked in llama.cpp), and
    `bake eval --suite refusal,quality` of the baked model on the held-out half (100 prompts of each,
    refusal at 32 and 128 tokens, KL at the first token and over the reply, perplexity).
-Writes eval/tune_refusal.json (and the study's pareto.png beside it as tune_refusal.png).
+Writes eval/tune_refusal.json (and the study's pareto.png beside it as tune_refusal.png); with another
+--recipe, eval/tune_refusal_NAME.json and .png (NAME: the recipe's name after `refuser-abliterate-`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ sys.path.insert(0, str(ROOT / "eval"))
 
 from bake import api  # noqa: E402
 
-WORK = ROOT / "out" / "eval-work" / "tune-refusal"
 RECIPE = ROOT / "recipes" / "refuser-abliterate.yaml"
 
 
@@ -40,7 +41,12 @@ def main():
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/refusal/arditi2024"))
     ap.add_argument("--fresh", action="store_true", help="start a new study (else an earlier one continues)")
+    ap.add_argument("--recipe", default=str(RECIPE), help="a refuser-abliterate*.yaml recipe with a tune: block")
     args = ap.parse_args()
+    recipe = Path(args.recipe).resolve()
+    suffix = recipe.stem.removeprefix("refuser-abliterate").lstrip("-").replace("-", "_")
+    name = "tune_refusal" + (f"_{suffix}" if suffix else "")
+    work = ROOT / "out" / "eval-work" / name.replace("_", "-")
     import organisms
 
     t0 = time.time()
@@ -48,24 +54,24 @@ def main():
     d = Path(args.data)
     data = {"harmful": str(d / "harmful_test.json"), "harmless": str(d / "harmless_test.json")}
     if args.fresh:
-        shutil.rmtree(WORK, ignore_errors=True)
-    study = WORK / "study"
+        shutil.rmtree(work, ignore_errors=True)
+    study = work / "study"
     t1 = time.time()
-    rep = api.tune(RECIPE, trials=args.trials, study_dir=study, data=data, progress=True)
+    rep = api.tune(recipe, trials=args.trials, study_dir=study, data=data, progress=True)
     print(rep.terminal())
     t2 = time.time()
     rows = {r["number"]: r for r in rep["all"]}
     chosen = min(rep.front, key=lambda n: (rows[n]["metrics"]["refusal@128"], rows[n]["metrics"]["kl"]))
-    picked = api.tune(RECIPE, pick=chosen, out=WORK / "tuned.yaml", study_dir=study, data=data, force=True)
+    picked = api.tune(recipe, pick=chosen, out=work / "tuned.yaml", study_dir=study, data=data, force=True)
     print(picked.terminal())
     t3 = time.time()
-    baked = WORK / "tuned"
-    res = api.apply(WORK / "tuned.yaml", output=baked, force=True, progress=True)
+    baked = work / "tuned"
+    res = api.apply(work / "tuned.yaml", output=baked, force=True, progress=True)
     gguf = api.export(baked, "gguf", progress=True, force=True)
     t4 = time.time()
     held = {k: str(study / "splits" / "heldout" / f"{k}.jsonl") for k in ("harmful", "harmless")}
     ev = api.evaluate(baked, suites="refusal,quality", options={"data": held, "limit": 100, "lengths": (32, 128)},
-                      out=WORK / "eval", force=True)
+                      out=work / "eval", force=True)
     print(ev.terminal())
     t5 = time.time()
     m = ev["models"]
@@ -74,7 +80,8 @@ def main():
     q = m["baked"]["quality"]["vs base"]
     out = {
         "date": time.strftime("%Y-%m-%d"), "hardware": f"{platform.machine()}, {_cpus()} CPU cores, no GPU",
-        "command": "python eval/tune_refusal.py --trials %d" % args.trials,
+        "command": f"python eval/tune_refusal.py --trials {args.trials}"
+                   + (f" --recipe {recipe.relative_to(ROOT)}" if recipe != RECIPE else ""),
         "organism": json.loads((organism / "organism.json").read_text())["test"],
         "study": {"trials": rep.trials, "cost": rep.cost, "splits": rep.splits,
                   "front": [{"trial": n, "values": rows[n]["values"], "tuning": rows[n]["metrics"]} for n in rep.front]},
@@ -94,9 +101,9 @@ def main():
         "seconds": {"organism": round(t1 - t0, 1), "search": round(t2 - t1, 1), "pick": round(t3 - t2, 1),
                     "bake, verify, gguf": round(t4 - t3, 1), "held-out eval": round(t5 - t4, 1)},
     }
-    (ROOT / "eval" / "tune_refusal.json").write_text(json.dumps(out, indent=1, default=str))
+    (ROOT / "eval" / f"{name}.json").write_text(json.dumps(out, indent=1, default=str))
     if (study / "pareto.png").is_file():
-        shutil.copy(study / "pareto.png", ROOT / "eval" / "tune_refusal.png")
+        shutil.copy(study / "pareto.png", ROOT / "eval" / f"{name}.png")
     print(json.dumps(out["heldout (baked, bake eval)"], indent=1, default=str))
 
 

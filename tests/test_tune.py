@@ -236,10 +236,15 @@ def test_no_tune_block_and_the_objectives_known(llama, tmp_path):
     assert t.suites() == ["toxicity", "refusal"] and t.lengths() == (32, 64)
 
 
-def test_the_shipped_tuned_recipe_reads_and_its_block_is_valid():
-    """recipes/refuser-abliterate.yaml: its tune block parses and every bound sets into the recipe (the
-    organism it names is a benchmark fixture: planning needs it built)."""
+@pytest.mark.parametrize("name", ["refuser-abliterate", "refuser-abliterate-per-block"])
+def test_the_shipped_tuned_recipes_read_and_their_blocks_are_valid(name):
+    """recipes/refuser-abliterate*.yaml: each tune block parses and every bound sets into the recipe (the
+    organism they name is a benchmark fixture: planning needs it built)."""
     root = Path(__file__).resolve().parents[1]
-    s = tstudy.setup(root / "recipes" / "refuser-abliterate.yaml")
+    s = tstudy.setup(root / "recipes" / f"{name}.yaml")
     assert s.spec.objectives == ["refusal@128", "kl"] and s.spec.suites() == ["refusal"]
-    assert s.spec.params["interventions[0].direction.key"].render(12.5) == "candidates[-1, 12.50]"
+    key = s.spec.params.get("interventions[0].direction.key")
+    if name == "refuser-abliterate":
+        assert key.render(12.5) == "candidates[-1, 12.50]"
+    else:  # a direction per block: the learned candidates of every block at the last token
+        assert key is None and s.data["interventions"][0]["direction"]["key"] == "candidates[-1]"
