@@ -110,7 +110,8 @@ class AblateKind(Kind):
 
     # -- the direction(s) ------------------------------------------------------------------------
     def basis(self, b, iv, where) -> tuple:
-        """A unit vector [d] (`direction`), or an orthonormal basis [d, rank] of `directions`."""
+        """A unit vector [d] (`direction`), {block: unit vector} (a [blocks, d] `direction`), or an orthonormal
+        basis [d, rank] of `directions`."""
         import torch
 
         from ..compile import fold
