@@ -168,6 +168,33 @@ def test_pick_writes_a_recipe_that_bakes_and_verifies(llama, tmp_path):
         api.tune(r, study_dir=d / "pick", pick=99, out=tmp_path / "x.yaml", progress=False)
 
 
+def test_eval_of_a_tuned_bake_measures_on_the_held_out_split(llama, tmp_path, monkeypatch):
+    d, src = llama
+    r = steer_recipe(d, src, "held", trials=2, startup=2)
+    monkeypatch.chdir(tmp_path)  # the study in its default place, out/tune/held
+    api.tune(r, progress=False)
+    api.tune(r, pick=0, out=tmp_path / "tuned.yaml", progress=False)
+    bake.apply(tmp_path / "tuned.yaml", output=tmp_path / "baked", progress=False)
+    opts = {**FAST_EVAL, "limit": 4}
+    rep = api.evaluate(tmp_path / "baked", suites="quality", out=tmp_path / "ev", options=opts, progress=False)
+    parts = Path("out/tune/held/splits")
+    for key in ("harmless", "text", "mc"):  # every input of the quality suite was split by the study
+        assert rep["options"]["data"][key] == str(parts / "heldout" / f"{key}.jsonl")
+        assert "never seen by its trials" in rep["data"]["inputs"][key]
+    assert "Data (tuned: study held, trial 0" in (tmp_path / "ev" / "eval_report.md").read_text()
+    # the tuning part, which the trials saw, is refused
+    with pytest.raises(BakeError, match="tuned this model's parameters on"):
+        api.evaluate(tmp_path / "baked", suites="quality", out=tmp_path / "ev2", progress=False,
+                     options={**opts, "data": {"harmless": str(parts / "tuning" / "harmless.jsonl")}})
+    # the held-out part gone: bake eval's default prompts, which the study tuned on, are refused
+    import shutil
+
+    shutil.rmtree(parts)
+    with pytest.raises(BakeError, match="held-out part is not at"):
+        api.evaluate(tmp_path / "baked", suites="quality", out=tmp_path / "ev3", options=opts, progress=False)
+    assert not (tmp_path / "ev2").exists() and not (tmp_path / "ev3").exists()
+
+
 def test_a_trial_that_cannot_bake_exactly_is_pruned_with_its_reason(tmp_path):
     """Gemma 3 has a norm after each sublayer: ablate bakes only with `approximate: true`."""
     src = add_tokenizer(build("gemma3", tmp_path / "src"))

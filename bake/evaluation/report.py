@@ -121,11 +121,20 @@ def _scorer(rep):
     return rep.get("scorer") or rep["options"]["scorer"]
 
 
+def data_lines(rep) -> list[str]:
+    """Where a tuned model's figures come from: the held-out part of its study's data."""
+    d = rep.get("data")
+    if not d:
+        return []
+    return [f"Data (tuned: {d['tuned']}):", ""] + [f"- {k}: {v}" for k, v in d["inputs"].items()] + [""]
+
+
 def markdown(rep: dict) -> str:
     lines = [f"# Evaluation of {rep['target']}", "",
              f"Against `{rep['against']}`; suites {', '.join(rep['suites'])}; seed {rep['seed']}; "
              + ", ".join(f"{k} {v}" for k, v in rep["versions"].items()) + f"; {rep['seconds']} s.", "",
              "Models:", ""] + [f"- **{role}**: {m['model']}" for role, m in rep["models"].items()] + [""]
+    lines += data_lines(rep)
     lines += sections(rep)
     for role, m in rep["models"].items():
         for suite in rep["suites"]:
@@ -193,7 +202,7 @@ def card_section(rep: dict) -> list[str]:
     body = [line.replace("## ", "### ", 1) if line.startswith("## ") else line for line in sections(rep)]
     return ["## Evaluation", "", f"`bake eval` against `{rep['against']}` (seed {rep['seed']}, bake "
             f"{rep['versions']['bake']}); full report: `{MD}`." + (" Plots: " + ", ".join(f"`{p}`" for p in rep.get("plots", []))
-                                                                      if rep.get("plots") else ""), ""] + body
+                                                                      if rep.get("plots") else ""), ""] + data_lines(rep) + body
 
 
 class EvalReport(Record):
@@ -210,11 +219,13 @@ class EvalReport(Record):
     versions: dict = {}
     files: list[str] = []
     plots: list[str] = []
+    data: dict | None = None  # a tuned model: where each input's held-out data came from
     output: str | None = None
     updated: list[str] | None = None  # written into a baked folder: what bake updated there, on purpose
 
     def terminal(self) -> str:
         lines = [f"bake eval: {self.target} against {self.against} ({self.seconds} s, seed {self.seed})", ""]
+        lines += data_lines(self)
         lines += sections(self)
         lines.append(f"wrote {', '.join(self.files)} to {self.output}")
         if self.updated:  # into a baked folder: on purpose, so `bake verify` and `bake push` accept it

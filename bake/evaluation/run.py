@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BakeError
-from . import sweep as sweep_mod
+from . import heldout, sweep as sweep_mod
 from ..recipe.schema import is_recipe
 from .subjects import Subject, baked_subject, base_of, hooked_subject, load_model_subject, versions
 from .suites import Options, get
@@ -98,11 +98,17 @@ def evaluate(target: str | Path, against: str | None = None, suites="toxicity,qu
     started = time.time()
     against = against or base_of(target)
     trust = trust_remote_code
+    tuned = heldout.tuned_block(recipe_path)
+    if tuned:  # a tuned bake: measured on the held-out part of its study's data, never on what the trials saw
+        found, about = heldout.resolve(tuned, names, opts.data)
+        opts.data = {**opts.data, **found}
     report = {"target": str(target), "against": str(against), "suites": [s.name for s in chosen],
               "consistency_checked": check, "seed": opts.seed,
               "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(opts).items()
                           if k not in ("progress", "directions")},
               "versions": versions(), "models": {}}
+    if tuned:
+        report["data"] = {"tuned": f"study {tuned.get('study')}, trial {tuned.get('trial')} (bake tune)", "inputs": about}
 
     if "steering" in report["suites"] and recipe_path.is_file() and not opts.directions:
         opts.directions, report["directions"] = steer_directions(recipe_path, trust, opts.progress)

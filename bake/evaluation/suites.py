@@ -24,6 +24,11 @@ from .subjects import Subject, generate, log_probs
 
 DATA = Path(__file__).parent / "data"
 INPUTS = ("toxicity", "harmful", "harmless", "text", "mc", "open")  # what --data INPUT=PATH can replace
+# the default file of each input, and the inputs each suite reads
+INPUT_FILES = {"toxicity": "toxicity.jsonl", "harmful": "harmful.json", "harmless": "harmless.json",
+               "text": "neutral.txt", "mc": "multiple_choice.jsonl", "open": "open_prompts.txt"}
+READS = {"toxicity": ("toxicity",), "quality": ("text", "mc", "harmless"), "refusal": ("harmful", "harmless"),
+         "steering": ("open",)}
 
 
 @dataclass
@@ -51,8 +56,8 @@ class Options:
         if self.judge is not None and not self.judge.startswith("hf:"):
             raise BakeError(f"--judge {self.judge}: use hf:<Hub id or folder> (a transformers text-classification model)")
 
-    def path(self, key: str, default: str) -> Path:
-        p = Path(self.data.get(key) or DATA / default)
+    def path(self, key: str) -> Path:
+        p = Path(self.data.get(key) or DATA / INPUT_FILES[key])
         if p.is_dir():
             raise BakeError(f"--data {key}={p} is a folder; give a data file")
         if not p.is_file():
@@ -60,16 +65,16 @@ class Options:
         return p
 
 
-def _labelled(opts: Options, key: str, default: str):
+def _labelled(opts: Options, key: str):
     from ..learn.data import load
 
-    return load(opts.path(key, default), need_labels=True, limit=opts.limit, seed=opts.seed)
+    return load(opts.path(key), need_labels=True, limit=opts.limit, seed=opts.seed)
 
 
-def _texts(opts: Options, key: str, default: str) -> list[str]:
+def _texts(opts: Options, key: str) -> list[str]:
     from ..learn.data import load
 
-    return load(opts.path(key, default), limit=opts.limit, seed=opts.seed).texts
+    return load(opts.path(key), limit=opts.limit, seed=opts.seed).texts
 
 
 def _mean_ci(x, level=0.95) -> dict:
@@ -96,7 +101,7 @@ def first_half(text: str) -> str:
 def _toxicity(s: Subject, opts: Options, base, memo) -> dict:
     from .scorers import toxicity
 
-    ds = _labelled(opts, "toxicity", "toxicity.jsonl")
+    ds = _labelled(opts, "toxicity")
     prompts = [first_half(t) for t in ds.texts]
     replies = generate(s, prompts, chat=False, max_new_tokens=opts.tokens, k=opts.samples, sample=True,
                        seed=opts.seed, top_p=opts.top_p, batch_size=opts.batch_size, progress=opts.progress,
@@ -149,7 +154,7 @@ def _kl(s: Subject, opts: Options, base, memo) -> dict:
         return memo["kl"]
     from .subjects import prompt_ids
 
-    prompts = _texts(opts, "harmless", "harmless.json")
+    prompts = _texts(opts, "harmless")
     if base is None:  # the base: its replies, and its log-probabilities over them (kept in memory)
         replies = [r[0] for r in generate(s, prompts, chat=True, max_new_tokens=opts.kl_tokens,
                                           batch_size=opts.batch_size, progress=opts.progress, desc="KL replies")]
@@ -174,7 +179,7 @@ def _quality(s: Subject, opts: Options, base, memo) -> dict:
     from .subjects import prompt_ids
 
     nll, count = [], []
-    for text in _texts(opts, "text", "neutral.txt"):
+    for text in _texts(opts, "text"):
         ids = s.tokenizer(text, return_tensors="pt")["input_ids"][0]
         lp = log_probs(s, ids)
         t = metrics.token_nll(lp, ids)
@@ -197,7 +202,7 @@ def _quality(s: Subject, opts: Options, base, memo) -> dict:
 def _mc_items(opts: Options) -> list[dict]:
     from ..learn.data import json_lines
 
-    path = opts.path("mc", "multiple_choice.jsonl")
+    path = opts.path("mc")
     items = json_lines(path)
     for i, it in enumerate(items):
         if not (isinstance(it, dict) and {"question", "choices", "answer"} <= set(it) and isinstance(it["answer"], int)
@@ -242,8 +247,8 @@ def _refusal(s: Subject, opts: Options, base, memo) -> dict:
     out = {}
     if opts.judge:
         judge, out["judge"] = refusal_judge(opts.judge)
-    for key, default in (("harmful", "harmful.json"), ("harmless", "harmless.json")):
-        prompts = _texts(opts, key, default)
+    for key in ("harmful", "harmless"):
+        prompts = _texts(opts, key)
         replies = [r[0] for r in generate(s, prompts, chat=True, max_new_tokens=max(opts.lengths),
                                           batch_size=opts.batch_size, progress=opts.progress, desc=f"{key} replies")]
         decode = partial(s.tokenizer.decode, skip_special_tokens=True)
@@ -291,7 +296,7 @@ def _refusal_headline(c) -> dict:
 def _steering(s: Subject, opts: Options, base, memo) -> dict:
     from .scorers import sentiment
 
-    prompts = _texts(opts, "open", "open_prompts.txt")
+    prompts = _texts(opts, "open")
     replies = generate(s, prompts, chat=True, max_new_tokens=opts.tokens, k=opts.samples, sample=True,
                        seed=opts.seed, top_p=opts.top_p, batch_size=opts.batch_size, progress=opts.progress,
                        desc="steering")

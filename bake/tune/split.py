@@ -11,11 +11,6 @@ from pathlib import Path
 from ..errors import BakeError
 from ..files.staging import replacing, sha256_file
 
-# the inputs each suite reads (bake.evaluation.suites), and the default file of each
-READS = {"toxicity": ("toxicity",), "quality": ("text", "mc", "harmless"), "refusal": ("harmful", "harmless"),
-         "steering": ("open",)}
-DEFAULTS = {"toxicity": "toxicity.jsonl", "harmful": "harmful.json", "harmless": "harmless.json",
-            "text": "neutral.txt", "mc": "multiple_choice.jsonl", "open": "open_prompts.txt"}
 
 
 def _items(key: str, path: Path) -> list[dict]:
@@ -73,7 +68,7 @@ def split(inputs: dict[str, Path], holdout: float, seed: int, folder: Path) -> d
 
 def inputs_for(suites: list[str], given: dict[str, Path]) -> dict[str, Path]:
     """The data files the suites read: given ones, else bake eval's defaults."""
-    from ..evaluation.suites import DATA
+    from ..evaluation.suites import DATA, INPUT_FILES, READS
 
     keys = sorted({k for s in suites for k in READS[s]})
-    return {k: Path(given[k]) if k in given else DATA / DEFAULTS[k] for k in keys}
+    return {k: Path(given[k]) if k in given else DATA / INPUT_FILES[k] for k in keys}
