@@ -26,6 +26,7 @@ class Command:
     help: ClassVar[str]
     examples: ClassVar[tuple[str, ...]] = ()  # `bake ...` lines, each parsed by the tests
     trust: ClassVar[bool] = True  # takes --trust-remote-code (it may load a model)
+    device: ClassVar[bool] = False  # takes --device (it runs forward passes)
     nested: ClassVar[bool] = False  # has sub-commands, which take the common options
 
     def arguments(self, sp: argparse.ArgumentParser) -> None:
@@ -53,7 +54,7 @@ def epilog(examples) -> str | None:
     return "examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None
 
 
-def common(sp: argparse.ArgumentParser, trust: bool = True) -> None:
+def common(sp: argparse.ArgumentParser, trust: bool = True, device: bool = False) -> None:
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     sp.add_argument("--quiet", "-q", action="store_true", help="no progress bars, only the result")
     sp.add_argument("--progress", action="store_true",
@@ -62,6 +63,10 @@ def common(sp: argparse.ArgumentParser, trust: bool = True) -> None:
         sp.add_argument("--trust-remote-code", action="store_true",
                         help="let transformers run Python code shipped with the model (never the default; "
                              "a recipe or a folder cannot ask for it)")
+    if device:
+        sp.add_argument("--device", metavar="DEVICE",
+                        help="where the forward passes run: auto (default: a CUDA GPU, else Apple's MPS, else the "
+                             "CPU), cpu, cuda, cuda:N or mps; baking itself always rewrites the files on the CPU")
 
 
 def as_json(obj):

@@ -55,6 +55,7 @@ class Plan(Command):
 @register
 class Apply(Command):
     name = "apply"
+    device = True
     help = "bake a recipe into a checkpoint, verify it against the hooks, write it (and its exports)"
     examples = ("bake apply recipes/smollm2-demo.yaml",
                 "bake apply recipe.yaml --out out/mine --force --verify local",
@@ -99,6 +100,7 @@ class Apply(Command):
 @register
 class Verify(Command):
     name = "verify"
+    device = True
     help = "re-check a baked folder: its files against their sha256, then the hooked source against it"
     examples = ("bake verify out/smollm2-demo", "bake verify out/smollm2-demo --verify local")
 
@@ -195,6 +197,7 @@ class Push(Command):
 @register
 class Generate(Command):
     name = "generate"
+    device = True
     help = "generate text from a model, a baked folder, or a recipe's hooks (try before baking)"
     examples = ('bake generate recipes/smollm2-demo.yaml "Tell me about your day."',
                 'bake generate recipes/smollm2-demo.yaml "Tell me about your day." --base',
@@ -238,6 +241,7 @@ class Generate(Command):
 @register
 class Eval(Command):
     name = "eval"
+    device = True
     help = ("measure what a bake does to behaviour and quality (toxicity, steering, refusal, perplexity, KL) "
             "against the base model; --sweep re-bakes a recipe per value")
     examples = ("bake eval out/smollm2-demo --suite toxicity,steering,refusal,quality --limit 16",
@@ -314,6 +318,7 @@ _own_explanation.command = "bake explain"
 @register
 class Tune(Command):
     name = "tune"
+    device = True
     help = ("search a recipe's parameters (its `tune:` block) with Optuna on a tuning split; show the Pareto "
             "front; --pick re-measures a trial on the held-out split and writes the recipe with its figures")
     examples = ("bake tune recipes/refuser-abliterate.yaml --trials 60",
@@ -356,6 +361,7 @@ class Tune(Command):
 @register
 class Explain(Command):
     name = "explain"
+    device = True
     help = ("explain SAE features by the words that carry the most mutual information about them, and by their "
             "top activating contexts")
     examples = ("bake explain path/to/sae --model builtin:smollm2-135m-instruct --top 5",
@@ -516,7 +522,7 @@ class Learn(Command):
                 lp.add_argument(flag, **kw)
             lp.add_argument("--force", action="store_true",
                             help="replace an existing --out that bake learn wrote (never any other file)")
-            common(lp)
+            common(lp, device=True)
 
     def run(self, args, progress):
         from .. import api

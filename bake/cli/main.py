@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
                             epilog=epilog(cmd.examples))
         cmd.arguments(sp)
         if not cmd.nested:
-            common(sp, trust=cmd.trust)
+            common(sp, trust=cmd.trust, device=cmd.device)
     return p
 
 
@@ -50,7 +50,13 @@ def main(argv=None) -> int:
         # progress bars only on a terminal (a log or CI sees no redraws), unless asked for
         progress = not (args.quiet or args.json) and (args.progress or sys.stderr.isatty())
         cmd = COMMANDS[args.cmd]
-        result = cmd.run(args, progress)
+        if getattr(args, "device", None) is not None:
+            from ..model.device import using
+
+            with using(args.device):  # every forward pass of the command (bake.model.device)
+                result = cmd.run(args, progress)
+        else:
+            result = cmd.run(args, progress)
         if result is not None:  # (None: one of several `accelerate launch` processes, which prints nothing)
             print(json.dumps(result, indent=2, default=as_json) if args.json else cmd.render(result, args), file=out)
         return 0

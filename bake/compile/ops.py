@@ -18,12 +18,18 @@ from ..errors import BakeError
 from . import fold
 
 
+def _args(hook, device) -> tuple:
+    """The hook's extra arguments, its tensors on the device of the output they change."""
+    return tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in hook.args)
+
+
 def _on_output(fn):
     def attach(module: torch.nn.Module, hook) -> list:
         def forward_hook(mod, args, output):
             if isinstance(output, tuple):
-                return (fn(output[0], hook.vec.to(output[0].device), *hook.args),) + output[1:]
-            return fn(output, hook.vec.to(output.device), *hook.args)
+                h = output[0]
+                return (fn(h, hook.vec.to(h.device), *_args(hook, h.device)),) + output[1:]
+            return fn(output, hook.vec.to(output.device), *_args(hook, output.device))
 
         return [module.register_forward_hook(forward_hook)]
     return attach

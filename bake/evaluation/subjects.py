@@ -16,6 +16,7 @@ import torch
 
 from ..compile.hooks import hooked
 from ..errors import BakeError
+from ..model.device import to_model
 from ..model.loading import load_model, load_tokenizer
 from ..recipe.schema import is_recipe
 
@@ -142,8 +143,9 @@ def generate(s: Subject, prompts: list[str], *, chat: bool, max_new_tokens: int,
             for i, x in enumerate(chunk):
                 input_ids[i, width - len(x):] = x
                 mask[i, width - len(x):] = 1
-            torch.manual_seed(seed + b)
-            seq = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=cfg)[:, width:]
+            torch.manual_seed(seed + b)  # (on CUDA too: manual_seed seeds every device)
+            seq = model.generate(input_ids=to_model(model, input_ids), attention_mask=to_model(model, mask),
+                                 generation_config=cfg)[:, width:]
             for i in range(len(chunk)):
                 replies = []
                 for row in seq[i * k:(i + 1) * k].tolist():
@@ -156,8 +158,8 @@ def generate(s: Subject, prompts: list[str], *, chat: bool, max_new_tokens: int,
 def log_probs(s: Subject, ids: torch.Tensor) -> torch.Tensor:
     """log-softmax of the logits [T, vocab] for one sequence of ids [T] (float32)."""
     with s.context(), torch.no_grad():
-        logits = s.model(input_ids=ids[None]).logits[0]
-    return torch.log_softmax(logits.float(), dim=-1)
+        logits = s.model(input_ids=to_model(s.model, ids[None])).logits[0]
+    return torch.log_softmax(logits.float(), dim=-1).cpu()
 
 
 def versions() -> dict:

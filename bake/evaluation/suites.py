@@ -20,6 +20,7 @@ import torch
 
 from ..errors import BakeError
 from . import metrics
+from ..model.device import to_model
 from .subjects import Subject, generate, log_probs
 
 DATA = Path(__file__).parent / "data"
@@ -329,10 +330,10 @@ def projections(s: Subject, prompts: list[str], replies: list[list[int]], direct
         try:
             for p, r in zip(prompts, replies):
                 ids = prompt_ids(s.tokenizer, p, True)[0]
-                s.model(input_ids=torch.cat([ids, torch.tensor(r, dtype=torch.long)])[None])
+                s.model(input_ids=to_model(s.model, torch.cat([ids, torch.tensor(r, dtype=torch.long)])[None]))
                 at = slice(len(ids), len(ids) + len(r)) if r else slice(len(ids) - 1, len(ids))
                 for name, (layer, u) in directions.items():
-                    out[name].append(float((seen[layer][0, at].double() @ u.double()).mean()))
+                    out[name].append(float((seen[layer][0, at].double().cpu() @ u.double().cpu()).mean()))
         finally:
             for h in handles:
                 h.remove()

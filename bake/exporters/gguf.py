@@ -572,7 +572,8 @@ class GgufExporter(Exporter):
         from ..model.loading import load_model, load_tokenizer, probe_inputs
 
         qtype, tensors = opts["type"], written["tensors"]
-        model = load_model(folder, trust_remote_code=trust_remote_code, dtype=torch.float32)
+        model = load_model(folder, trust_remote_code=trust_remote_code, dtype=torch.float32,
+                       on=torch.device("cpu"))  # beside the runtime, on the CPU
         tok = load_tokenizer(folder, trust_remote_code=trust_remote_code)
         inputs = probe_inputs(tok, prompts, model.config.get_text_config().vocab_size)
         if progress:
@@ -582,7 +583,8 @@ class GgufExporter(Exporter):
         result = verify_gguf(out, model, inputs, qtype, exact, tokenizer=tok, texts=texts)
         if opts["mode"] == "patch" and result["status"] == "approximate" and opts["base"] and Path(opts["base"]).is_dir():
             # how far llama.cpp's quantized kernels are from PyTorch on the unbaked source, for scale
-            base_model = load_model(Path(opts["base"]), trust_remote_code=trust_remote_code, dtype=torch.float32)
+            base_model = load_model(Path(opts["base"]), trust_remote_code=trust_remote_code, dtype=torch.float32,
+                       on=torch.device("cpu"))  # beside the runtime, on the CPU
             base = verify_gguf(Path(opts["source"]), base_model, inputs, qtype, False)
             result["baseline"] = {"what": "the source GGUF, unbaked, in llama.cpp vs its dequantized weights in PyTorch",
                                   "metrics": base["metrics"]}

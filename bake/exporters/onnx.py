@@ -151,7 +151,8 @@ def _trial(cfg: dict, tiny, ort) -> str:
 def _load(model_dir: Path, trust_remote_code: bool):
     from ..model.loading import load_model
 
-    model = load_model(model_dir, trust_remote_code=trust_remote_code, dtype=torch.float32)
+    model = load_model(model_dir, trust_remote_code=trust_remote_code, dtype=torch.float32,
+                       on=torch.device("cpu"))  # beside the runtime, on the CPU
     model.config._attn_implementation = "eager"  # traces to plain MatMul/Softmax on every family
     return model
 

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ..compile.hooks import hooked
 from ..errors import BakeError
 from ..families import resolve as resolve_family
+from ..model.device import for_dtype, to_model
 from ..model.loading import load_model, load_tokenizer
 from ..model.source import Checkpoint, resolve_model
 from . import stats
@@ -121,7 +122,7 @@ class Runner:
         for i in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", disable=not progress):
             enc = self.tok(texts[i: i + batch_size], return_tensors="pt", padding=True,
                            truncation=max_length is not None, max_length=max_length)
-            yield enc
+            yield to_model(self.model, enc)  # on the model's device (bake.model.device)
 
     def forward(self, enc) -> None:
         """The base model (no LM head: hooks see everything, no [B, T, vocab] logits) on a tokenized
@@ -151,15 +152,24 @@ class Runner:
         are batched or padded (differences of about 1e-14), so rank statistics (AUROC) give the
         same alphas for any batch size; in float32 the rounding depends on the batch's shape (about
         1e-6 of a unit's range) and near-ties between texts can swap ranks."""
-        source = next(self.model.parameters()).dtype
-        self.model.to(dtype)  # lossless both ways from float32 to float64 and back
+        param = next(self.model.parameters())
+        source, home = param.dtype, param.device
+        # lossless both ways from float32 to float64 and back; a device without the dtype (MPS has no
+        # float64) hands this pass to the CPU; a streamed skeleton stays on meta (its weights are read as it runs)
+        self._place(home if home.type == "meta" else for_dtype(dtype, home)[0], dtype)
         try:
             state = process_group()
             if state is None:
                 return self._responses(texts, modules, pooling, max_length, batch_size, progress)
             return self._shared(state, texts, modules, pooling, max_length, batch_size, progress)
         finally:
-            self.model.to(source)
+            self._place(home, source)
+
+    def _place(self, dev: torch.device, dtype: torch.dtype) -> None:
+        if dev.type == "meta":  # a streamed skeleton: only its dtype changes, as its weights are read
+            self.model.to(dtype)
+        else:
+            self.model.to(dev, dtype)
 
     def _shared(self, state, texts, modules, pooling, max_length, batch_size, progress):
         """Data parallel: each process pools the responses of its contiguous share of the texts, and
@@ -187,7 +197,7 @@ class Runner:
                 mask = current["mask"]
                 if output.ndim == 2 and output.shape[0] == mask.numel():  # MoE experts see tokens flattened
                     output = output.reshape(*mask.shape, -1)
-                current[name] = pool(output.double(), mask, pooling)  # [B, units], float64 from here
+                current[name] = pool(output.double(), mask, pooling).cpu()  # [B, units], float64 from here
             return hook
 
         handles = [table[m].register_forward_hook(make(m)) for m in modules]
@@ -230,7 +240,7 @@ class Runner:
                 mask = enc["attention_mask"].bool()
                 if skip_first:
                     mask[:, 0] = False
-                rows.append(current["h"][mask].float())
+                rows.append(current["h"][mask].float().cpu())
                 where += [(start + int(i), int(t)) for i, t in mask.nonzero().tolist()]
                 start += mask.shape[0]
         finally:
@@ -315,7 +325,7 @@ class Runner:
                             per.append(pool(h, mask, "mean"))
                         else:
                             per.append(h[:, -1 if position == "last" else int(position)])
-                    rows.append(torch.stack(per, 2 if isinstance(position, (list, tuple)) else 1))
+                    rows.append(torch.stack(per, 2 if isinstance(position, (list, tuple)) else 1).cpu())
         finally:
             self.tok.padding_side = side
             for h in handles:

@@ -56,7 +56,7 @@ def last_logprobs(runner: Runner, prompts: list[str], hooks=(), batch_size: int 
         with hooked(runner.model, list(hooks)):
             for enc in runner.batches(prompts, batch_size, None, "scoring", False):
                 logits = runner.model(**enc).logits[:, -1].double()
-                out.append(torch.log_softmax(logits, -1))
+                out.append(torch.log_softmax(logits, -1).cpu())
     finally:
         runner.tok.padding_side = side
     return torch.cat(out)

@@ -31,9 +31,13 @@ def _load_error(e: Exception, what: str, path: Path, trust: bool) -> BakeError:
                      "is the folder complete and uncorrupted?")
 
 
-def load_model(path: Path, *, trust_remote_code: bool, dtype: torch.dtype = torch.float32, moe: bool = False):
-    """A causal LM from a local folder, safetensors only (never a pickle), in eval mode. Code shipped
-    with the checkpoint runs only with `trust_remote_code` (always passed, so transformers never asks)."""
+def load_model(path: Path, *, trust_remote_code: bool, dtype: torch.dtype = torch.float32, moe: bool = False,
+               on: torch.device | None = None):
+    """A causal LM from a local folder, safetensors only (never a pickle), in eval mode, on the device of
+    this command's forward passes (`device.for_dtype`; `on` names another). Code shipped with the
+    checkpoint runs only with `trust_remote_code` (always passed, so transformers never asks)."""
+    from .device import for_dtype
+
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -46,7 +50,7 @@ def load_model(path: Path, *, trust_remote_code: bool, dtype: torch.dtype = torc
                                                      use_safetensors=True, local_files_only=True, **extra)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, ImportError) as e:
         raise _load_error(e, "model", path, trust_remote_code) from None
-    return model.eval()
+    return model.to(on or for_dtype(dtype)[0]).eval()
 
 
 def load_tokenizer(path: Path, *, trust_remote_code: bool):
@@ -104,13 +108,16 @@ def greedy(model, ids: torch.Tensor, n_new: int, **first):
     """`n_new` greedy tokens of one prompt [1, T], decoded with the KV cache and no logits processor but
     the end-of-sequence mask: (the output of the first forward pass over `ids`, called with `first`
     keyword arguments such as output_hidden_states, and the tokens)."""
+    from .device import to_model
+
     eos, name = eos_ids(model), _cache_arg(model)
+    ids = to_model(model, ids)
     out = model(input_ids=ids, use_cache=bool(n_new), **first)
     head, tokens = out, []
     while len(tokens) < n_new:
         tokens.append(int(greedy_choice(out.logits[0, -1], eos)))
         if len(tokens) < n_new:
-            out = model(input_ids=torch.tensor([[tokens[-1]]], dtype=ids.dtype), use_cache=True,
+            out = model(input_ids=torch.tensor([[tokens[-1]]], dtype=ids.dtype, device=ids.device), use_cache=True,
                         **{name: getattr(out, name)})
     return head, tokens
 
@@ -127,13 +134,16 @@ def greedy_many(model, prompts: list[torch.Tensor], n_new: int, pad_id: int) -> 
     mask = torch.zeros((len(prompts), n), dtype=torch.long)
     for k, p in enumerate(prompts):
         ids[k, n - p.shape[1]:], mask[k, n - p.shape[1]:] = p[0], 1
+    from .device import to_model
+
+    ids, mask = to_model(model, ids), to_model(model, mask)
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
     tokens = []
     while len(tokens) < n_new:
         tokens.append(greedy_choice(out.logits[:, -1], eos))
         if len(tokens) < n_new:
-            mask = torch.cat([mask, torch.ones((len(prompts), 1), dtype=mask.dtype)], 1)
+            mask = torch.cat([mask, torch.ones((len(prompts), 1), dtype=mask.dtype, device=mask.device)], 1)
             pos = pos[:, -1:] + 1
             out = model(input_ids=tokens[-1][:, None].to(ids.dtype), attention_mask=mask, position_ids=pos,
                         use_cache=True, **{name: getattr(out, name)})

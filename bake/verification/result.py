@@ -40,6 +40,7 @@ class Verification(Record):
     mode_asked: str | None = None
     exact: bool | None = None
     compute_dtype: str | None = None
+    device: str | None = None  # where the end-to-end pass ran (bake.model.device)
     tolerance: Tolerance = Tolerance()
     metrics: Metrics = Metrics()  # (empty for --verify local)
     generate_tokens: int | None = None
@@ -82,7 +83,7 @@ class Verification(Record):
         first = m.first_divergent_hidden_state
         lines = [
             f"verification: {self.status.upper()}  ({len(self.prompts)} prompts, hooked original vs baked "
-            f"reloaded from disk, {self.compute_dtype} compute"
+            f"reloaded from disk, {self.compute_dtype} compute" + (f" on {self.device}" if self.device else "")
             + (", streamed from disk module by module, teacher-forced only" if self.mode == "streamed" else "") + ")",
             f"  max |logit diff|      {_fmt(m.max_abs_logit)}   (tolerance {_fmt(t.max_abs_logit, 'g')})",
             f"  max relative diff     {_fmt(m.max_rel_logit)}",

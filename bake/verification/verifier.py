@@ -28,6 +28,7 @@ from ..compile.planning import Plan
 from ..model.loading import (eos_ids, fits_in_memory, greedy, greedy_choice, greedy_many, load_model, load_tokenizer,
                              probe_inputs, reference_greedy)
 from ..files import interrupt
+from ..model.device import describe, for_dtype, to_model
 from .result import Verification
 
 DEFAULTS = {  # dtype -> (max_abs_logit, min_top1)
@@ -41,8 +42,8 @@ HIDDEN_RTOL = {"float32": 1e-5, "bfloat16": 2e-2, "float16": 5e-3}  # by checkpo
 @torch.no_grad()
 def _prompt(model, ids: torch.Tensor):
     """Logits and hidden states of one prompt, alone."""
-    out = model(input_ids=ids, output_hidden_states=True)
-    return out.logits[0].double(), [h[0].double() for h in out.hidden_states]
+    out = model(input_ids=to_model(model, ids), output_hidden_states=True)
+    return out.logits[0].double().cpu(), [h[0].double().cpu() for h in out.hidden_states]
 
 
 def _reference_tokens(model, inputs, firsts: list[int], gen_tokens: int, pad_id: int) -> list[list[int]]:
@@ -67,10 +68,10 @@ def _follow(model, ids: torch.Tensor, gen: list[int]):
     each of the reference's steps. It generates what the reference generates exactly when every
     choice is the reference's token, which no second decoding loop is needed to tell."""
     seq = torch.cat([ids, torch.tensor([gen[:-1]], dtype=ids.dtype)], 1) if gen else ids
-    out = model(input_ids=seq, output_hidden_states=True)
+    out = model(input_ids=to_model(model, seq), output_hidden_states=True)
     n = ids.shape[1]
     choices = greedy_choice(out.logits[0, n - 1:], eos_ids(model)).tolist() if gen else []
-    return out.logits[0, :n].double(), [h[0][..., :n, :].double() for h in out.hidden_states], choices
+    return out.logits[0, :n].double().cpu(), [h[0][..., :n, :].double().cpu() for h in out.hidden_states], choices
 
 
 @torch.no_grad()
@@ -82,8 +83,8 @@ def _run_batch(model, ids: list[torch.Tensor], pad_id: int) -> list[tuple]:
     batch = torch.full((len(ids), n), pad_id, dtype=ids[0].dtype)
     for k, i in enumerate(ids):
         batch[k, : i.shape[1]] = i[0]
-    out = model(input_ids=batch, output_hidden_states=True)
-    return [(out.logits[k, : i.shape[1]].double(), [h[k, : i.shape[1]].double() for h in out.hidden_states], [])
+    out = model(input_ids=to_model(model, batch), output_hidden_states=True)
+    return [(out.logits[k, : i.shape[1]].double().cpu(), [h[k, : i.shape[1]].double().cpu() for h in out.hidden_states], [])
             for k, i in enumerate(ids)]
 
 
@@ -99,7 +100,8 @@ def against_reference(model, runs) -> list[dict]:
     for label, ids, toks, logits in runs:
         seq = reference_greedy(model, ids, len(toks))
         with torch.no_grad():
-            ref = model(input_ids=torch.cat([ids[0], torch.tensor(toks[:-1], dtype=ids.dtype)])[None]).logits[0].numpy()
+            forced = torch.cat([ids[0], torch.tensor(toks[:-1], dtype=ids.dtype)])[None]
+            ref = model(input_ids=to_model(model, forced)).logits[0].cpu().numpy()
         same = sum(a == b for a, b in zip(toks, seq))
         n_flips, flip_margin = flips(ref, logits)
         rows.append({"prompt": label, "max_abs_logit": float(np.abs(ref - logits).max()),
@@ -220,6 +222,7 @@ def _end_to_end(plan: Plan, baked_dir: Path, progress: bool, recorded: dict, dty
     trust = plan.recipe.trust_remote_code
 
     compute = getattr(torch, dtype)
+    dev, fallback = for_dtype(compute)
     if streamed:
         from ..model.streaming import load_streamed
 
@@ -310,6 +313,7 @@ def _end_to_end(plan: Plan, baked_dir: Path, progress: bool, recorded: dict, dty
         "status": status,
         "exact": plan.exact,
         "compute_dtype": dtype,
+        "device": "cpu" if streamed else describe(dev) + (f" ({fallback})" if fallback else ""),
         "tolerance": {"max_abs_logit": tol_abs if check_tol else None, "min_top1": tol_top1,
                       "hidden_state_rel": rtol},
         "metrics": metrics,

@@ -1,0 +1,98 @@
+"""One device rule for every forward pass bake makes (learning, evaluation, tuning trials,
+verification, generation): `--device auto|cpu|cuda|cuda:N|mps` (a recipe's `device:`), `auto` by
+default: the first CUDA device when there is one, else Apple's MPS, else the CPU.
+
+A command chooses once (`using`); every model bake loads for a forward pass goes there
+(`loading.load_model`) and its inputs follow the model (`inputs`). A pass in a dtype the device
+lacks (MPS has no float64) runs on the CPU instead, and says so (`for_dtype`). Baking itself is a
+streamed rewrite of the checkpoint's files on the CPU and never reads this rule.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+
+from ..errors import BakeError
+
+CHOICES = "auto, cpu, cuda, cuda:N, mps"
+_chosen: ContextVar[torch.device | None] = ContextVar("bake_device", default=None)
+
+
+def _mps() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def resolve(spec: str | None = "auto") -> torch.device:
+    """The device `spec` names, checked against what torch sees here (a clear error otherwise)."""
+    s = str(spec or "auto").strip().lower()
+    if s == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("mps") if _mps() else torch.device("cpu")
+    try:
+        dev = torch.device(s)
+    except (RuntimeError, ValueError):
+        raise BakeError(f"--device {spec}: not a device; use one of {CHOICES}") from None
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise BakeError(f"--device {spec}: torch {torch.__version__} sees no CUDA device on this machine; "
+                            "use --device cpu (or auto, which takes an accelerator only when there is one)")
+        if dev.index is not None and dev.index >= n:
+            raise BakeError(f"--device {spec}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
+        return torch.device("cuda", dev.index or 0)
+    if dev.type == "mps":
+        if not _mps():
+            raise BakeError(f"--device {spec}: torch sees no MPS (Apple GPU) device on this machine; use --device cpu")
+        return dev
+    raise BakeError(f"--device {spec}: bake runs its forward passes on {CHOICES}")
+
+
+@contextmanager
+def using(spec: str | torch.device | None):
+    """Every forward pass inside runs on `spec` (checked first; None keeps the current choice)."""
+    if spec is None:
+        yield current()
+        return
+    token = _chosen.set(spec if isinstance(spec, torch.device) else resolve(spec))
+    try:
+        yield _chosen.get()
+    finally:
+        _chosen.reset(token)
+
+
+def current() -> torch.device:
+    """The device of this command's forward passes (`auto` unless `using` chose one)."""
+    return _chosen.get() or resolve("auto")
+
+
+def for_dtype(dtype: torch.dtype, dev: torch.device | None = None) -> tuple[torch.device, str]:
+    """(the device a pass in `dtype` runs on, why it is not the chosen one or ""): the chosen device,
+    or the CPU where the device has no such dtype."""
+    dev = dev or current()
+    if dev.type == "mps" and dtype == torch.float64:
+        return torch.device("cpu"), "MPS has no float64, so this float64 pass runs on the CPU"
+    return dev, ""
+
+
+def to_model(model, batch):
+    """A tensor or a tokenizer's batch (a mapping of tensors) on the device of `model`'s parameters."""
+    dev = next(model.parameters()).device
+    if dev.type == "meta":  # a streamed skeleton: its modules run on the CPU as their weights are read
+        dev = torch.device("cpu")
+    if isinstance(batch, torch.Tensor):
+        return batch.to(dev)
+    return {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def describe(dev: torch.device) -> str:
+    """The device in words, for reports: "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"."""
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return str(dev)
