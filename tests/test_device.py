@@ -149,3 +149,46 @@ def floats(d, prefix="") -> dict:
         elif isinstance(v, float):
             out[prefix + k] = v
     return out
+
+
+def test_max_memory_budgets_parse_and_refuse_what_is_not_a_device():
+    assert device.parse_budget("8GiB") == {"cpu": 8 << 30}
+    assert device.parse_budget("cpu=1GB, mps=2GB") == {"cpu": 10**9, "mps": 2 * 10**9}
+    for bad, message in (("gpu=1GB", "not a device"), ("cpu=lots", "give a size"), (",", "give budgets")):
+        with pytest.raises(BakeError, match=message):
+            device.parse_budget(bad)
+
+
+def test_eval_and_tune_on_a_model_spread_over_cpu_and_disk_give_the_in_memory_figures(tmp_path, capsys):
+    """A budget smaller than the model (a tiny llama of about 100 kB, 60 kB of CPU memory): accelerate
+    keeps what fits on the CPU and the rest on disk, and `bake eval` and `bake tune` measure the same
+    figures as with the model whole in memory."""
+    import yaml
+
+    from tiny import steered
+
+    src, recipe = steered(tmp_path)
+    size = sum(f.stat().st_size for f in src.glob("*.safetensors"))
+    assert size > 60_000
+    from bake.model.loading import load_model
+
+    with device.using(None, "cpu=60KB"):
+        placed = load_model(src, trust_remote_code=False).hf_device_map
+    assert "disk" in placed.values() and "cpu" in placed.values(), placed
+    opts = ["--suite", "quality", "--limit", "4", "--json", "-q"]
+    runs = {}
+    for name, extra in (("memory", []), ("budget", ["--max-memory", "cpu=60KB"])):
+        assert main(["eval", str(recipe), "--hooks", "--out", str(tmp_path / f"ev-{name}"), *opts, *extra]) == 0
+        runs[name] = json.loads(capsys.readouterr().out)["models"]
+    assert runs["memory"] == runs["budget"]  # every figure, and the examples
+    data = yaml.safe_load(recipe.read_text())
+    data["tune"] = {"params": {"interventions[0].scale": {"low": -3, "high": 3}}, "objectives": ["kl"], "trials": 2,
+                    "startup": 2, "limit": 4, "eval": {"kl_tokens": 4}}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(data))
+    fronts = {}
+    for name, extra in (("memory", []), ("budget", ["--max-memory", "cpu=60KB"])):
+        assert main(["tune", str(tmp_path / "t.yaml"), "--study-dir", str(tmp_path / f"study-{name}"), "--json", "-q",
+                     *extra]) == 0
+        fronts[name] = [(t["values"], t["metrics"]) for t in json.loads(capsys.readouterr().out)["all"]]
+    assert fronts["memory"] == fronts["budget"] and len(fronts["memory"]) == 2
+    assert all(v and m.get("kl") is not None for v, m in fronts["memory"])

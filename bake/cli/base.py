@@ -27,6 +27,7 @@ class Command:
     examples: ClassVar[tuple[str, ...]] = ()  # `bake ...` lines, each parsed by the tests
     trust: ClassVar[bool] = True  # takes --trust-remote-code (it may load a model)
     device: ClassVar[bool] = False  # takes --device (it runs forward passes)
+    budget: ClassVar[bool] = False  # takes --max-memory as per-device budgets (it loads whole models)
     nested: ClassVar[bool] = False  # has sub-commands, which take the common options
 
     def arguments(self, sp: argparse.ArgumentParser) -> None:
@@ -54,7 +55,7 @@ def epilog(examples) -> str | None:
     return "examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None
 
 
-def common(sp: argparse.ArgumentParser, trust: bool = True, device: bool = False) -> None:
+def common(sp: argparse.ArgumentParser, trust: bool = True, device: bool = False, budget: bool = False) -> None:
     sp.add_argument("--json", action="store_true", help="print the result as JSON")
     sp.add_argument("--quiet", "-q", action="store_true", help="no progress bars, only the result")
     sp.add_argument("--progress", action="store_true",
@@ -67,6 +68,10 @@ def common(sp: argparse.ArgumentParser, trust: bool = True, device: bool = False
         sp.add_argument("--device", metavar="DEVICE",
                         help="where the forward passes run: auto (default: a CUDA GPU, else Apple's MPS, else the "
                              "CPU), cpu, cuda, cuda:N or mps; baking itself always rewrites the files on the CPU")
+    if budget:
+        sp.add_argument("--max-memory", dest="memory_budget", metavar="BUDGETS",
+                        help="memory each device may hold, e.g. cpu=8GiB or cuda:0=70GiB,cpu=100GiB (one size: the "
+                             "CPU's); a model larger than that is spread over them by accelerate, the rest on disk")
 
 
 def as_json(obj):

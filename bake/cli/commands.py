@@ -242,6 +242,7 @@ class Generate(Command):
 class Eval(Command):
     name = "eval"
     device = True
+    budget = True
     help = ("measure what a bake does to behaviour and quality (toxicity, steering, refusal, perplexity, KL) "
             "against the base model; --sweep re-bakes a recipe per value")
     examples = ("bake eval out/smollm2-demo --suite toxicity,steering,refusal,quality --limit 16",
@@ -319,6 +320,7 @@ _own_explanation.command = "bake explain"
 class Tune(Command):
     name = "tune"
     device = True
+    budget = True
     help = ("search a recipe's parameters (its `tune:` block) with Optuna on a tuning split; show the Pareto "
             "front; --pick re-measures a trial on the held-out split and writes the recipe with its figures")
     examples = ("bake tune recipes/refuser-abliterate.yaml --trials 60",

@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
                             epilog=epilog(cmd.examples))
         cmd.arguments(sp)
         if not cmd.nested:
-            common(sp, trust=cmd.trust, device=cmd.device)
+            common(sp, trust=cmd.trust, device=cmd.device, budget=cmd.budget)
     return p
 
 
@@ -50,10 +50,10 @@ def main(argv=None) -> int:
         # progress bars only on a terminal (a log or CI sees no redraws), unless asked for
         progress = not (args.quiet or args.json) and (args.progress or sys.stderr.isatty())
         cmd = COMMANDS[args.cmd]
-        if getattr(args, "device", None) is not None:
+        if getattr(args, "device", None) is not None or getattr(args, "memory_budget", None) is not None:
             from ..model.device import using
 
-            with using(args.device):  # every forward pass of the command (bake.model.device)
+            with using(getattr(args, "device", None), getattr(args, "memory_budget", None)):  # every forward pass of the command (bake.model.device)
                 result = cmd.run(args, progress)
         else:
             result = cmd.run(args, progress)

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from ..errors import BakeError
 from ..artifacts import imports
+from ..model.device import parse_size
 from . import collect as learn
 from . import data as data_mod
 from . import refusal
@@ -86,19 +87,6 @@ def _peak_rss_mb() -> float:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def parse_size(size: str | int | None) -> int | None:
-    """Bytes from `--max-memory` ("2GB", "512MiB", "1.5G" or a number of bytes)."""
-    import re
-
-    if size is None or isinstance(size, int):
-        return size
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(i?)B?\s*", str(size), re.IGNORECASE)
-    if not m:
-        raise BakeError(f"--max-memory {size!r}: give a size such as 8GB, 512MiB or a number of bytes")
-    unit = 1024 if m.group(3) else 1000
-    return int(float(m.group(1)) * unit ** "_KMGT".index(m.group(2).upper() or "_"))
 
 
 def own_artifact(what: str):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 
 import torch
 
@@ -19,6 +20,39 @@ from ..errors import BakeError
 
 CHOICES = "auto, cpu, cuda, cuda:N, mps"
 _chosen: ContextVar[torch.device | None] = ContextVar("bake_device", default=None)
+_budget: ContextVar[tuple[dict, str] | None] = ContextVar("bake_memory_budget", default=None)
+
+
+def parse_size(size: str | int | None) -> int | None:
+    """Bytes from a size ("2GB", "512MiB", "1.5G" or a number of bytes)."""
+    import re
+
+    if size is None or isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(i?)B?\s*", str(size), re.IGNORECASE)
+    if not m:
+        raise BakeError(f"--max-memory {size!r}: give a size such as 8GB, 512MiB or a number of bytes")
+    unit = 1024 if m.group(3) else 1000
+    return int(float(m.group(1)) * unit ** "_KMGT".index(m.group(2).upper() or "_"))
+
+
+def parse_budget(spec: str) -> dict:
+    """accelerate's `max_memory` from `--max-memory`: "cuda:0=70GiB,cpu=100GiB" (per device), or one
+    size, the CPU's ("8GiB"). What fits nowhere goes to disk."""
+    out: dict = {}
+    for part in (p.strip() for p in str(spec).split(",") if p.strip()):
+        name, _, size = part.rpartition("=")
+        name = name.strip().lower() or "cpu"
+        if name == "cpu" or name == "mps":
+            key = name
+        elif name.startswith("cuda"):
+            key = resolve(name).index  # checked against this machine: accelerate names a GPU by its index
+        else:
+            raise BakeError(f"--max-memory {spec}: {name!r} is not a device; give cpu=SIZE, cuda:N=SIZE or mps=SIZE")
+        out[key] = parse_size(size)
+    if not out:
+        raise BakeError(f"--max-memory {spec!r}: give budgets such as cpu=8GiB or cuda:0=70GiB,cpu=100GiB")
+    return out
 
 
 def _mps() -> bool:
@@ -55,16 +89,34 @@ def resolve(spec: str | None = "auto") -> torch.device:
 
 
 @contextmanager
-def using(spec: str | torch.device | None):
-    """Every forward pass inside runs on `spec` (checked first; None keeps the current choice)."""
-    if spec is None:
+def using(spec: str | torch.device | None, max_memory: str | dict | None = None):
+    """Every forward pass inside runs on `spec` (checked first; None keeps the current choice). With
+    `max_memory` (per-device budgets, `parse_budget`), every model is spread by accelerate over those
+    devices, then disk (a temporary offload folder, removed at the end)."""
+    from contextlib import ExitStack
+
+    from ..files.tempdirs import temp_dir
+
+    with ExitStack() as stack:
+        if spec is not None:
+            token = _chosen.set(spec if isinstance(spec, torch.device) else resolve(spec))
+            stack.callback(_chosen.reset, token)
+        if max_memory is not None:
+            budget = max_memory if isinstance(max_memory, dict) else parse_budget(max_memory)
+            token = _budget.set((budget, stack.enter_context(temp_dir("offload"))))
+            stack.callback(_budget.reset, token)
         yield current()
-        return
-    token = _chosen.set(spec if isinstance(spec, torch.device) else resolve(spec))
-    try:
-        yield _chosen.get()
-    finally:
-        _chosen.reset(token)
+
+
+def spread() -> dict:
+    """from_pretrained's arguments that spread a model over the memory budget (none without one)."""
+    import uuid
+
+    b = _budget.get()
+    if b is None:
+        return {}
+    budget, root = b
+    return {"device_map": "auto", "max_memory": budget, "offload_folder": str(Path(root) / uuid.uuid4().hex)}
 
 
 def current() -> torch.device:

@@ -34,9 +34,10 @@ def _load_error(e: Exception, what: str, path: Path, trust: bool) -> BakeError:
 def load_model(path: Path, *, trust_remote_code: bool, dtype: torch.dtype = torch.float32, moe: bool = False,
                on: torch.device | None = None):
     """A causal LM from a local folder, safetensors only (never a pickle), in eval mode, on the device of
-    this command's forward passes (`device.for_dtype`; `on` names another). Code shipped with the
+    this command's forward passes (`device.for_dtype`; `on` names another), or spread over the
+    command's memory budget (`device.spread`). Code shipped with the
     checkpoint runs only with `trust_remote_code` (always passed, so transformers never asks)."""
-    from .device import for_dtype
+    from .device import for_dtype, spread
 
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -45,11 +46,15 @@ def load_model(path: Path, *, trust_remote_code: bool, dtype: torch.dtype = torc
     hf_logging.set_verbosity_error()
     # grouped-GEMM expert kernels take no float64: MoE models run their experts in eager loops
     extra = {"experts_implementation": "eager"} if moe else {}
+    if on is None:  # under a memory budget, accelerate spreads the model over its devices, then disk
+        extra.update(spread())
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust_remote_code,
                                                      use_safetensors=True, local_files_only=True, **extra)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, ImportError) as e:
         raise _load_error(e, "model", path, trust_remote_code) from None
+    if "device_map" in extra:  # spread by accelerate: its hooks move each module's data where it runs
+        return model.eval()
     return model.to(on or for_dtype(dtype)[0]).eval()
 
 
