@@ -75,7 +75,14 @@ def apply(recipe: Recipe | str | Path | dict, output: str | Path | None = None, 
     `force` replaces an output folder that bake wrote earlier, never anything else;
     `trust_remote_code` lets transformers run code shipped with the model; `verify_mode`
     (full | streamed | local | auto) overrides the recipe's `verify.mode`."""
+    from .model.device import prefer
+
     r = _recipe(recipe)
+    with prefer(r.device):  # the recipe's `device:`, unless --device chose
+        return _apply(r, output, force, progress, trust_remote_code, verify_mode)
+
+
+def _apply(r: Recipe, output, force: bool, progress: bool, trust_remote_code: bool, verify_mode: str | None) -> Report:
     out = _output_dir(r, output)
     refuse = staging.own_output("bake apply")
     staging.check_target(out, folder=True, force=force, around=[r.base_dir], refuse=refuse)  # fail fast, before learning
@@ -274,8 +281,11 @@ def evaluate(target: str | Path, against: str | None = None, suites: str = "toxi
         policy = dict(folder=True, force=force, protect=inputs, around=around, what="eval output",
                       refuse=staging.own_output("bake eval"))
         staging.check_target(out, **policy)
-    rep = run.evaluate(target, against, suites, opts, sweep=sweep, max_ppl_increase=max_ppl_increase, hooks=hooks,
-                       trust_remote_code=trust_remote_code)
+    from .model.device import prefer
+
+    with prefer(_recipe(folder).device if is_recipe(folder) else None):  # a recipe's `device:` (not a baked folder's)
+        rep = run.evaluate(target, against, suites, opts, sweep=sweep, max_ppl_increase=max_ppl_increase, hooks=hooks,
+                           trust_remote_code=trust_remote_code)
     if not into_folder:
         with staging.staged(out, **policy) as tmp:
             rep["files"] = ereport.write(rep, tmp)
@@ -417,8 +427,11 @@ def tune(recipe: str | Path, trials: int | None = None, show: bool = False, pick
         raise BakeError("bake tune: --show and --pick are two different things; give one")
     if out is not None and pick is None:
         raise BakeError("bake tune: --out is where --pick writes the resolved recipe; the study's folder is --study-dir")
+    from .model.device import prefer
+
     s = tstudy.setup(recipe, study_dir, storage, study, data)
-    if pick is not None:
-        return Picked.model_validate(tstudy.pick(s, pick, out, force, progress, trust_remote_code))
-    rep = tstudy.show(s) if show else tstudy.search(s, trials, progress, trust_remote_code)
+    with prefer(_recipe(recipe).device):  # the recipe's `device:`, unless --device chose
+        if pick is not None:
+            return Picked.model_validate(tstudy.pick(s, pick, out, force, progress, trust_remote_code))
+        rep = tstudy.show(s) if show else tstudy.search(s, trials, progress, trust_remote_code)
     return TuneReport.model_validate(rep)

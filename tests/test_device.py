@@ -192,3 +192,34 @@ def test_eval_and_tune_on_a_model_spread_over_cpu_and_disk_give_the_in_memory_fi
         fronts[name] = [(t["values"], t["metrics"]) for t in json.loads(capsys.readouterr().out)["all"]]
     assert fronts["memory"] == fronts["budget"] and len(fronts["memory"]) == 2
     assert all(v and m.get("kl") is not None for v, m in fronts["memory"])
+
+
+def test_a_recipes_device_is_used_unless_the_command_line_chooses(tmp_path, capsys):
+    import yaml
+
+    import bake
+    from bake.errors import RecipeError
+    from tiny import steered
+
+    src, recipe = steered(tmp_path)
+    data = yaml.safe_load(recipe.read_text())
+    with pytest.raises(RecipeError, match="device"):
+        bake.load_recipe(_write(tmp_path / "bad.yaml", {**data, "device": "gpu"}))
+    cpu = _write(tmp_path / "cpu.yaml", {**data, "device": "cpu"})
+    assert bake.apply(cpu, output=tmp_path / "o1", progress=False)["verification"]["device"] == "cpu"
+    if torch.cuda.is_available():
+        return
+    gone = _write(tmp_path / "cuda.yaml", {**data, "device": "cuda"})
+    capsys.readouterr()
+    assert main(["apply", str(gone), "--out", str(tmp_path / "o2"), "-q"]) == 2  # one line, nothing written
+    err = capsys.readouterr().err
+    assert "the recipe's device: torch" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o2").exists()
+    assert main(["apply", str(gone), "--out", str(tmp_path / "o3"), "--device", "cpu", "-q"]) == 0  # the CLI wins
+
+
+def _write(path, data):
+    import yaml
+
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -108,6 +108,20 @@ def using(spec: str | torch.device | None, max_memory: str | dict | None = None)
         yield current()
 
 
+@contextmanager
+def prefer(spec: str | None, where: str = "the recipe's device"):
+    """`spec` (a recipe's `device:`) unless the command line chose a device already."""
+    if spec is None or _chosen.get() is not None:
+        yield current()
+        return
+    try:
+        dev = resolve(spec)
+    except BakeError as e:
+        raise BakeError(f"{where}: {e}".replace(f"--device {spec}: ", "", 1)) from None
+    with using(dev) as d:
+        yield d
+
+
 def spread() -> dict:
     """from_pretrained's arguments that spread a model over the memory budget (none without one)."""
     import uuid

@@ -54,6 +54,8 @@ class Recipe(_Strict):
     # formats written by `bake apply`: the HF folder always; onnx -> <output>/onnx/, gguf -> <output>/<name>.<TYPE>.gguf
     export: list[ExportFormat] = Field(default_factory=lambda: ["hf"])
     gguf_type: str | None = None  # f32 | f16 | bf16 | q8_0 | ... (default: f32 for float32 checkpoints, else f16)
+    # where `bake apply`, `bake tune` and `bake eval RECIPE` run their forward passes (--device overrides it)
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")] | None = None
     provenance: dict | None = None  # written by bake into the output's recipe.yaml; ignored on input
     # `bake tune`'s search (bake/tune/spec.py validates it); bake apply and the others ignore it
     tune: dict | None = None
