@@ -265,6 +265,43 @@ def test_ablate_a_direction_per_block(models, tmp_path, name):
     assert rep["steps"][0]["details"]["weights"] == {"1": 1.0}
 
 
+@pytest.mark.parametrize("name", EXACT_ABLATE)
+def test_ablate_with_a_kernel_for_attention_and_one_for_the_mlp(models, tmp_path, name):
+    """heretic's split: the attention writers follow one kernel, the MLP writers (experts too) another.
+    Block 0's MLP and block 2's attention are left alone; hooks and bake agree."""
+    from bake.families.probe import site_of
+
+    fam = _files(models[name], tmp_path)
+    r = str(tmp_path / "dirs.safetensors#r")
+    two = {"attention": {"peak": 0.8, "position": 1, "distance": 1},  # blocks 0..2: 0, 0.8, 0 -> only block 1
+           "mlp": {"peak": 1.0, "position": 2, "min": 0.5, "distance": 1}}  # blocks 1, 2, 3: 0.5, 1, 0.5
+    rep = _passed(_apply(models[name], [{"kind": "ablate", "direction": r, "weights": two}], tmp_path / "two"))
+    step = rep["steps"][0]
+    assert step["details"]["weights"]["1"] == {"attention": 0.8, "mlp": 0.5}
+    assert step["details"]["weights"]["2"] == {"attention": 0.0, "mlp": 1.0} and "0" not in step["details"]["weights"]
+    assert "a kernel each" in step["summary"]
+    u = load_file(str(tmp_path / "dirs.safetensors"))["r"].double()
+    u = u / u.norm()
+    before, after = ({k: v for f in sorted(d.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+                     for d in (models[name], tmp_path / "two"))
+    for i in range(fam.n_layers):
+        for w in fam.blocks[i]:
+            role = site_of(w.module.removeprefix(fam.block(i) + "."))
+            changed = any(not torch.equal(before[t], after[t]) for t, _ in w.tensors)
+            assert changed == ((role == "attn_out" and i == 1) or (role == "mlp_out" and 1 <= i <= 3)), (i, w.module)
+            if role == "mlp_out" and i == 2:  # strength 1: the direction is gone from what it writes
+                for t, axis in w.tensors:
+                    assert float(torch.tensordot(after[t].double(), u, dims=([axis], [0])).abs().max()) < 1e-5
+
+
+def test_attention_and_mlp_kernels_come_together():
+    for weights in ({"attention": {"peak": 1, "position": 0, "distance": 1}},
+                    {"kernel": {"peak": 1, "position": 0, "distance": 1}, "mlp": {"peak": 1, "position": 0, "distance": 1}},
+                    {}):
+        with pytest.raises(bake.RecipeError, match="both `attention:` and `mlp:`"):
+            parse({"model": "x", "interventions": [{"kind": "ablate", "direction": "a", "weights": weights}]})
+
+
 def test_a_direction_per_block_needs_one_row_per_block_and_direction(models, tmp_path):
     fam = _files(models["llama"], tmp_path)
     save_file({"few": torch.randn(fam.n_layers - 1, fam.d), "zero": torch.zeros(fam.n_layers, fam.d)},

@@ -7,7 +7,8 @@ Variants (each a linear map per writer that hooks reproduce exactly):
 - `weights:` strength per block, a list or heretic's kernel `{peak, position, min, distance}`
   (p-e-w/heretic, `abliterate`): `w_i = peak + (|i - position| / distance) * (min - peak)` within
   `distance` of `position`, else 0. 0 < w < 1 removes part of the component. The embeddings are left
-  alone when `weights` is given (as heretic does).
+  alone when `weights` is given (as heretic does). `{attention: KERNEL, mlp: KERNEL}` instead gives the
+  attention writers and the MLP writers (experts included) a kernel each, as heretic tunes them.
 - `directions:` several directions at once: the span, orthonormalized (SVD), its rank reported.
   A reference `file#candidates[p, 12.5]` interpolates between two layers' candidates.
 - a direction per block: a `direction` of shape [blocks, d] (e.g. `key: candidates[-1]`, every block's
@@ -45,7 +46,19 @@ class Kernel(StrictModel):
 
 
 class KernelWeights(StrictModel):
-    kernel: Kernel
+    """One kernel for every writer of a block, or one for its attention writers and one for its MLP writers."""
+
+    kernel: Kernel | None = None
+    attention: Kernel | None = None
+    mlp: Kernel | None = None
+
+    @model_validator(mode="after")
+    def _which(self):
+        if (self.kernel is None) == (self.attention is None or self.mlp is None) or (
+                self.kernel is not None and (self.attention or self.mlp)):
+            raise ValueError("give `kernel:` (every writer of a block) or both `attention:` and `mlp:` (a kernel for "
+                             "each kind of writer)")
+        return self
 
 
 class Ablate(StrictModel):
@@ -148,12 +161,19 @@ class AblateKind(Kind):
         return {i: r[i] / norms[i] for i in range(r.shape[0])}, {"per_block": True}
 
     def strengths(self, b, iv, where) -> dict:
-        """{block index or "embed": strength} of the writers to edit."""
+        """{block index or "embed": strength} of the writers to edit; with attention and MLP kernels,
+        {block: {"attn_out": strength, "mlp_out": strength}} (blocks where both are 0 left out)."""
         n = b.family.n_layers
         if iv.weights is None:
             blocks = range(n) if iv.layers == "all" else b.layers(iv.layers, where)
             out = {i: 1.0 for i in blocks}
             return {"embed": 1.0, **out} if iv.layers == "all" else out
+        if isinstance(iv.weights, KernelWeights) and iv.weights.kernel is None:
+            att, mlp = kernel_weights(iv.weights.attention, n), kernel_weights(iv.weights.mlp, n)
+            out = {i: {"attn_out": a, "mlp_out": m} for i, (a, m) in enumerate(zip(att, mlp)) if a > 0 or m > 0}
+            if not out:
+                raise BakeError(f"{where}.weights: every block's strength is 0, so the step would change nothing")
+            return out
         ws = kernel_weights(iv.weights.kernel, n) if isinstance(iv.weights, KernelWeights) else list(iv.weights)
         if len(ws) != n:
             raise BakeError(f"{where}.weights: {len(ws)} weights; the model has {n} blocks (one weight per block)")
@@ -171,7 +191,8 @@ class AblateKind(Kind):
         if per_block:
             strengths.pop("embed", None)  # no block's direction belongs to the embeddings
         writers = [(w, strengths["embed"], q) for w in fam.embeds] if "embed" in strengths else []
-        writers += [(w, s, q[i] if per_block else q) for i, s in strengths.items() if i != "embed" for w in fam.blocks[i]]
+        writers += [(w, ws, q[i] if per_block else q) for i, s in strengths.items() if i != "embed"
+                    for w in fam.blocks[i] if (ws := _of_role(s, w, fam.block(i), where)) > 0]
         inexact = [w for w, _, _ in writers if not w.exact]
         status, why = self.status(fam)
         if status == "refused":
@@ -212,8 +233,13 @@ class AblateKind(Kind):
                 else f"a rank-{q.shape[1]} subspace ({details['directions']} directions)")
         step.summary = f"remove {what} from {where_txt}"
         if iv.weights is not None:
-            step.details["weights"] = {str(i): round(s, 6) for i, s in strengths.items()}
-            step.summary += f" (strength {min(strengths.values(), default=0):.3g}..{max(strengths.values(), default=0):.3g})"
+            step.details["weights"] = {str(i): round(s, 6) if not isinstance(s, dict) else
+                                       {("attention" if k == "attn_out" else "mlp"): round(v, 6) for k, v in s.items()}
+                                       for i, s in strengths.items()}
+            used = [s for _, s, _ in writers]
+            step.summary += f" (strength {min(used, default=0):.3g}..{max(used, default=0):.3g}" + (
+                ", attention and MLP writers by a kernel each)" if any(isinstance(s, dict) for s in strengths.values())
+                else ")")
         if iv.norm_preserving:
             vals = list(leftover.values())
             step.details["norm_preserving"] = iv.norm_preserving
@@ -290,6 +316,19 @@ class AblateKind(Kind):
         step.hooks += [Hook(idx, owner, "scale_in", gain), Hook(idx, w.module, "project_out", q, _w(s))]
         comp1 = _component(fold.project_out(fold.scale_units(t, gain, col), q, axis, s), q, axis)
         return math.sqrt(comp1 / comp0) if comp0 > 0 else 0.0
+
+
+def _of_role(s, w, block: str, where: str) -> float:
+    """A writer's strength: the block's, or with attention and MLP kernels, its kind's."""
+    if not isinstance(s, dict):
+        return s
+    from ..families.probe import site_of
+
+    role = site_of(w.module.removeprefix(block + "."))
+    if role is None:
+        raise NotBakeable(f"{where}.weights: {w.module} is neither an attention nor an MLP writer by its name, so "
+                          "it has no kernel of its own; give one `kernel:` for every writer")
+    return s[role]
 
 
 def _w(s: float) -> tuple:
