@@ -180,6 +180,40 @@ def test_learn_aura_data_parallel_equals_one_process(model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "one.safetensors", "two.safetensors"]
 
 
+def test_learn_steer_and_refusal_data_parallel_equal_one_process(model, tmp_path):
+    """`steer` and `refusal` under `accelerate launch` with 2 processes (CPU, gloo): the residuals and
+    the scoring log-probs are shared as AURA's responses are; the files equal the one-process ones
+    (to float32 rounding: each process batches its own share)."""
+    import socket
+    import subprocess
+    import sys
+
+    (tmp_path / "pos.txt").write_text("\n".join(CORPUS[: len(CORPUS) // 2]))
+    (tmp_path / "neg.txt").write_text("\n".join(CORPUS[len(CORPUS) // 2:]))
+    (tmp_path / "hf.json").write_text(json.dumps([{"instruction": t} for t in CORPUS[:8]]))
+    (tmp_path / "hl.json").write_text(json.dumps([{"instruction": t} for t in CORPUS[8:16]]))
+    jobs = {"steer": ["learn", "steer", "--model", str(model), "--positive", str(tmp_path / "pos.txt"),
+                      "--negative", str(tmp_path / "neg.txt"), "--layers", "1:3"],
+            "refusal": ["learn", "refusal", "--model", str(model), "--harmful", str(tmp_path / "hf.json"),
+                        "--harmless", str(tmp_path / "hl.json"), "--kl-max", "100"]}
+    for what, args in jobs.items():
+        assert main(args + ["--out", str(tmp_path / f"{what}-one.safetensors"), "--quiet"]) == 0
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        run = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                              "--main_process_port", str(port), "-m", "bake", *args, "--quiet",
+                              "--out", str(tmp_path / f"{what}-two.safetensors")], capture_output=True, text=True,
+                             timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        one, two = (load_file(str(tmp_path / f"{what}-{n}.safetensors")) for n in ("one", "two"))
+        assert sorted(one) == sorted(two), what
+        for k in one:
+            scale = float(one[k].abs().max()) or 1.0
+            assert float((one[k] - two[k]).abs().max()) <= 1e-5 * scale, (what, k)
+
+
 def test_mean_diff_recovers_a_planted_direction(model, tmp_path):
     """Plant a direction through a hook on block 1; mean-diff of block outputs recovers it."""
     runner = learn.Runner(str(model))

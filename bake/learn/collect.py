@@ -55,8 +55,9 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
 def process_group():
     """accelerate's process state when this process is one of several (`accelerate launch
     --multi_gpu --num_processes N`, which is torchrun underneath, or torchrun itself), else None.
-    The processes talk over gloo: learning runs on the CPU (`accelerate launch --cpu` would need
-    mpirun for more than one process)."""
+    The processes talk over gloo (they exchange rows gathered on the CPU, whatever device each one
+    computes on: `--device auto` gives process k the GPU of its LOCAL_RANK); `accelerate launch --cpu`
+    would need mpirun for more than one process."""
     import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -64,6 +65,28 @@ def process_group():
     from accelerate import PartialState
 
     return PartialState(cpu=True)
+
+
+def shared(texts: list, fn, progress: bool = True):
+    """fn(texts, progress) -> a tensor [len(texts), ...] or a dict of them, computed data parallel when
+    this process is one of several: each process runs `fn` on its contiguous share of the texts and
+    every process gathers all the rows in text order, so what follows (AUROC needs the ranks of all
+    texts; means, KL) sees the rows a single process would have: the exact reduction is the gather
+    itself (float64 rows, no approximation)."""
+    state = process_group()
+    if state is None:
+        return fn(texts, progress)
+    from accelerate.utils import gather_object
+
+    if len(texts) < state.num_processes:  # too few to share: every process computes them all
+        return fn(texts, progress and state.is_main_process)
+    with state.split_between_processes(list(range(len(texts)))) as mine:
+        local = fn([texts[i] for i in mine], progress and state.is_main_process)
+        first = mine[0]
+    parts = [p for _, p in sorted(gather_object([(first, local)]), key=lambda p: p[0])]  # in text order
+    if isinstance(parts[0], dict):
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return torch.cat(parts)
 
 
 def process_count() -> int:
@@ -158,10 +181,8 @@ class Runner:
         # float64) hands this pass to the CPU; a streamed skeleton stays on meta (its weights are read as it runs)
         self._place(home if home.type == "meta" else for_dtype(dtype, home)[0], dtype)
         try:
-            state = process_group()
-            if state is None:
-                return self._responses(texts, modules, pooling, max_length, batch_size, progress)
-            return self._shared(state, texts, modules, pooling, max_length, batch_size, progress)
+            return shared(texts, lambda part, bar: self._responses(part, modules, pooling, max_length, batch_size, bar),
+                          progress)
         finally:
             self._place(home, source)
 
@@ -170,22 +191,6 @@ class Runner:
             self.model.to(dtype)
         else:
             self.model.to(dev, dtype)
-
-    def _shared(self, state, texts, modules, pooling, max_length, batch_size, progress):
-        """Data parallel: each process pools the responses of its contiguous share of the texts, and
-        every process gathers all of them in text order. The statistics (AUROC needs the ranks of all
-        texts) are then computed from the same pooled responses a single process would have: the
-        exact reduction is the gather itself (samples x units, float64, no approximation)."""
-        from accelerate.utils import gather_object
-
-        if len(texts) < state.num_processes:
-            raise BakeError(f"{len(texts)} texts cannot be shared among {state.num_processes} processes")
-        with state.split_between_processes(list(range(len(texts)))) as mine:
-            local = self._responses([texts[i] for i in mine], modules, pooling, max_length, batch_size,
-                                    progress and state.is_main_process)
-            first = mine[0]
-        parts = sorted(gather_object([(first, local)]), key=lambda p: p[0])  # in text order
-        return {m: torch.cat([part[m] for _, part in parts]) for m in modules}
 
     def _responses(self, texts, modules, pooling, max_length, batch_size, progress):
         table = dict(self.model.named_modules())
@@ -269,9 +274,15 @@ class Runner:
             self.tok.padding_side = side
         return out
 
-    @torch.no_grad()
     def residuals(self, texts: list[str], layers: list[int], position: str | int = "last",
                   batch_size: int = 16, progress: bool = True, hooks=(), site: str = "block_out") -> torch.Tensor:
+        """`_residuals` (below), data parallel under `accelerate launch` (`shared`)."""
+        return shared(texts, lambda part, bar: self._residuals(part, layers, position, batch_size, bar, hooks, site),
+                      progress)
+
+    @torch.no_grad()
+    def _residuals(self, texts: list[str], layers: list[int], position: str | int = "last",
+                   batch_size: int = 16, progress: bool = True, hooks=(), site: str = "block_out") -> torch.Tensor:
         """The residual stream at a steering site of each layer, at `position` -> [len(texts),
         len(layers), hidden] float64. Sites: `block_out` and `mlp_out`, the block's output (resid_post:
         the MLP writes last); `attn_out`, the stream right after the attention write (the block's

@@ -17,7 +17,7 @@ from ..compile.hooks import hooked
 from ..compile.planning import Hook
 from ..errors import BakeError
 from ..families import Adapter
-from .collect import Runner
+from .collect import Runner, shared
 
 REFUSAL_STARTS = ("I", "Sorry", "As", "Unfortunately", "No")
 
@@ -46,9 +46,14 @@ def refusal_token_ids(tok) -> list[int]:
     return ids
 
 
-@torch.no_grad()
 def last_logprobs(runner: Runner, prompts: list[str], hooks=(), batch_size: int = 16) -> torch.Tensor:
-    """log-softmax of the next-token logits after each (formatted) prompt -> [N, vocab]."""
+    """log-softmax of the next-token logits after each (formatted) prompt -> [N, vocab] (data parallel
+    under `accelerate launch`)."""
+    return shared(prompts, lambda part, _: _last_logprobs(runner, part, hooks, batch_size))
+
+
+@torch.no_grad()
+def _last_logprobs(runner: Runner, prompts: list[str], hooks=(), batch_size: int = 16) -> torch.Tensor:
     side = runner.tok.padding_side
     runner.tok.padding_side = "left"
     out = []

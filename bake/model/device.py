@@ -64,8 +64,11 @@ def resolve(spec: str | None = "auto") -> torch.device:
     """The device `spec` names, checked against what torch sees here (a clear error otherwise)."""
     s = str(spec or "auto").strip().lower()
     if s == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available():  # one of several processes (accelerate launch, torchrun): its own GPU
+            import os
+
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
+                                % torch.cuda.device_count())
         return torch.device("mps") if _mps() else torch.device("cpu")
     try:
         dev = torch.device(s)
