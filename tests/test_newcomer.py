@@ -276,7 +276,7 @@ def test_a_learner_declares_its_options_once():
         fn = getattr(learners, fname)
         opts = {o.name: o for o in learners.options(fn)}
         cli = {a.dest: a for a in subs[f"learn {what}"]._actions if a.option_strings}
-        own = set(cli) - {"help", "force", "json", "quiet", "progress", "trust_remote_code"}
+        own = set(cli) - {"help", "force", "json", "quiet", "progress", "trust_remote_code", "device"}
         assert own == set(opts), (what, own ^ set(opts))
         for name, o in opts.items():
             default = inspect.signature(fn).parameters[name].default

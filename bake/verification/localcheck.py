@@ -84,7 +84,12 @@ def record(model: torch.nn.Module, names: list[str], into: dict):
 
 
 def _detach(v):
-    return v.detach().clone() if isinstance(v, torch.Tensor) else v
+    """A copy on the CPU (where the module-local checks run), through tuples and lists (rotary cos/sin)."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().to("cpu", copy=True)
+    if type(v) in (tuple, list):
+        return type(v)(_detach(x) for x in v)
+    return v
 
 
 def _output(y):
