@@ -2,10 +2,12 @@
 verification, generation): `--device auto|cpu|cuda|cuda:N|mps` (a recipe's `device:`), `auto` by
 default: the first CUDA device when there is one, else Apple's MPS, else the CPU.
 
-A command chooses once (`using`); every model bake loads for a forward pass goes there
-(`loading.load_model`) and its inputs follow the model (`inputs`). A pass in a dtype the device
-lacks (MPS has no float64) runs on the CPU instead, and says so (`for_dtype`). Baking itself is a
-streamed rewrite of the checkpoint's files on the CPU and never reads this rule.
+A command chooses once (`using`; a recipe's choice through `prefer`); every model bake loads for a
+forward pass goes there (`loading.load_model`) and its inputs follow the model (`to_model`). A pass
+in a dtype the device lacks (MPS has no float64) runs on the CPU instead, and says so (`for_dtype`).
+With per-device memory budgets (`--max-memory cuda:0=70GiB,cpu=100GiB`), accelerate spreads a model
+over them and disk instead (`spread`). Baking itself is a streamed rewrite of the checkpoint's files
+on the CPU and never reads this rule.
 """
 
 from __future__ import annotations
