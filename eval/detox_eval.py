@@ -31,14 +31,15 @@ from bake import api  # noqa: E402
 from bake.evaluation.report import sections  # noqa: E402
 
 WORK = ROOT / "out" / "eval-work" / "detox"
+SMOLLM2 = "builtin:smollm2-135m-instruct"
 
 
-def balanced_prompts(test_csv: Path, n: int, seed: int = 0) -> Path:
+def balanced_prompts(test_csv: Path, n: int, seed: int = 0, folder: Path = WORK) -> Path:
     rows = list(csv.DictReader(open(test_csv, newline="", encoding="utf-8")))
     rng = random.Random(seed)
     by = {lab: [r for r in rows if r["label"] == lab] for lab in ("0", "1")}
     picked = [r for lab in ("1", "0") for r in rng.sample(by[lab], n // 2)]
-    path = WORK / "prompts.jsonl"
+    path = folder / "prompts.jsonl"
     path.write_text("".join(json.dumps({"text": r["text"], "label": int(r["label"])}) + "\n" for r in picked))
     return path
 
@@ -53,15 +54,19 @@ def main():
     ap.add_argument("--rule", default="aura")
     ap.add_argument("--harmless", default=str(ROOT.parent / "shared/data/refusal/arditi2024/harmless_test.json"))
     ap.add_argument("--kl-prompts", type=int, default=50)
+    ap.add_argument("--model", default=SMOLLM2, help="the model (another one than SmolLM2 writes "
+                    "eval/detox_eval_NAME.json and skips the SmolLM2 recipe's step)")
     args = ap.parse_args()
     t0 = time.time()
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
+    tag = "" if args.model == SMOLLM2 else "_" + args.model.split(":")[-1].replace("-", "_").replace(".", "_")
+    work = WORK.parent / (WORK.name + tag.replace("_", "-"))
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     data = Path(args.data).resolve()
-    prompts = balanced_prompts(data / "test.csv", args.prompts)
-    recipe = WORK / "detox-davidson.yaml"
+    prompts = balanced_prompts(data / "test.csv", args.prompts, folder=work)
+    recipe = work / "detox-davidson.yaml"
     recipe.write_text(
-        "model: builtin:smollm2-135m-instruct\n"
+        f"model: {args.model}\n"
         "interventions:\n"
         "  - kind: aura\n"
         "    modules: [\"model.layers.*.mlp.up_proj\"]\n"
@@ -72,20 +77,23 @@ def main():
     # the harmless set is larger than the prompt budget: a seeded sample of it, via a trimmed copy
     harmless = json.loads(Path(args.harmless).read_text())
     random.Random(0).shuffle(harmless)
-    (WORK / "harmless.json").write_text(json.dumps(harmless[:args.kl_prompts]))
-    opts["data"]["harmless"] = str(WORK / "harmless.json")
-    sweep = api.evaluate(recipe, suites="toxicity,quality", out=WORK / "sweep", force=True,
+    (work / "harmless.json").write_text(json.dumps(harmless[:args.kl_prompts]))
+    opts["data"]["harmless"] = str(work / "harmless.json")
+    sweep = api.evaluate(recipe, suites="toxicity,quality", out=work / "sweep", force=True,
                          sweep=f"strength={args.strengths}", options=opts)
     print("\n".join(sections(sweep)))
-    shipped = api.evaluate(ROOT / "recipes/smollm2-detox.yaml", suites="toxicity,quality", out=WORK / "shipped",
-                           force=True, options=opts)
-    print("\n## The shipped recipe (learned from recipes/data/toxicity-sample.jsonl)\n")
-    print("\n".join(sections(shipped)))
-    shutil.copy(WORK / "sweep" / "sweep.png", ROOT / "eval" / "detox_sweep.png")
+    shipped = None
+    if not tag:
+        shipped = api.evaluate(ROOT / "recipes/smollm2-detox.yaml", suites="toxicity,quality", out=work / "shipped",
+                               force=True, options=opts)
+        print("\n## The shipped recipe (learned from recipes/data/toxicity-sample.jsonl)\n")
+        print("\n".join(sections(shipped)))
+    shutil.copy(work / "sweep" / "sweep.png", ROOT / "eval" / f"detox_sweep{tag}.png")
     result = {"command": "python eval/detox_eval.py " + " ".join(sys.argv[1:]), "args": vars(args),
-              "seconds": round(time.time() - t0, 1), "sweep": sweep.to_dict(), "shipped": shipped.to_dict()}
-    (ROOT / "eval" / "detox_eval.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    print(f"\nwrote eval/detox_eval.json and eval/detox_sweep.png in {result['seconds']} s")
+              "seconds": round(time.time() - t0, 1), "sweep": sweep.to_dict(),
+              "shipped": shipped.to_dict() if shipped else None}
+    (ROOT / "eval" / f"detox_eval{tag}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    print(f"\nwrote eval/detox_eval{tag}.json and eval/detox_sweep{tag}.png in {result['seconds']} s")
 
 
 if __name__ == "__main__":
