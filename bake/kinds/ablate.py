@@ -54,8 +54,8 @@ class KernelWeights(StrictModel):
 
     @model_validator(mode="after")
     def _which(self):
-        if (self.kernel is None) == (self.attention is None or self.mlp is None) or (
-                self.kernel is not None and (self.attention or self.mlp)):
+        split = self.attention is not None or self.mlp is not None
+        if (self.kernel is not None) == split or (split and (self.attention is None or self.mlp is None)):
             raise ValueError("give `kernel:` (every writer of a block) or both `attention:` and `mlp:` (a kernel for "
                              "each kind of writer)")
         return self
