@@ -1,9 +1,10 @@
 """Which model types bake supports, proven by baking: every causal-LM type of the installed transformers.
 
-    .venv/bin/python eval/coverage.py [--types llama,qwen3_moe,...] [--onnx-only] [--json eval/coverage.json]
+    .venv/bin/python eval/coverage.py [--types llama,qwen3_moe,...] [--onnx-only] [--kinds lineas] [--json ...]
 
 (with --types, those rows of an existing JSON of the same transformers version are replaced;
---onnx-only runs only the ONNX trial: of the rows that have none yet, or of the --types given)
+--onnx-only runs only the ONNX trial: of the rows that have none yet, or of the --types given;
+--kinds proves only those kinds' cells of the existing rows: a new kind's column)
 
 For each type transformers registers for causal LM, a tiny random model of its default config is
 classified (decoder-only or not, numerically), probed for its adapter (`bake.families`), and for
@@ -36,15 +37,17 @@ from bake.model import tiny  # noqa: E402
 TOL = 1e-4  # max abs logit difference, float32 checkpoints compared in float64: bake's own tolerance
 
 
-def prove(model_type: str, statuses: dict, tmp: Path) -> dict:
-    """Bake and verify each kind the probe supports; returns kind -> cell text."""
+def prove(model_type: str, statuses: dict, tmp: Path, kinds=None) -> dict:
+    """Bake and verify each kind the probe supports (of `kinds`, default all); returns kind -> cell text."""
+    kinds = list(kinds or coverage.KINDS)
+    statuses = {k: statuses[k] for k in kinds}
     if all(st == "refused" for st, _ in statuses.values()):
         return dict(statuses)
     model = tmp / "model"
     tiny.save(coverage.default_config(model_type), model)
     arts = coverage.artifacts(model, tmp)
     cells = {}
-    for kind in coverage.KINDS:
+    for kind in kinds:
         st, why = statuses[kind]
         if st == "refused":
             cells[kind] = ("refused", why)
@@ -75,11 +78,15 @@ def main() -> int:
     ap.add_argument("--types", help="comma-separated model types (default: all)")
     ap.add_argument("--json", default=str(ROOT / "eval" / "coverage.json"))
     ap.add_argument("--onnx-only", action="store_true", help="only run the ONNX trial (rows without one, or --types)")
+    ap.add_argument("--kinds", help="comma-separated kinds: prove only their cells, merged into the existing JSON "
+                                    "(a new kind's column; no ONNX trial)")
     args = ap.parse_args()
     import transformers
 
     if args.onnx_only:
         return onnx_only(args)
+    if args.kinds:
+        return kinds_only(args)
 
     types = args.types.split(",") if args.types else coverage.causal_lm_types()
     rows, t0 = [], time.time()
@@ -123,6 +130,30 @@ def onnx_only(args) -> int:
               f"({time.time() - t:.1f}s)", flush=True)
         save(args, rows)  # an interrupted run keeps what it tried
     print(f"\n{len(todo)} ONNX trials in {time.time() - t0:.0f} s")
+    return write(args, rows, False)
+
+
+def kinds_only(args) -> int:
+    kinds = args.kinds.split(",")
+    unknown = set(kinds) - set(coverage.KINDS)
+    if unknown:
+        raise SystemExit(f"--kinds: unknown {', '.join(sorted(unknown))}; known: {', '.join(coverage.KINDS)}")
+    old = json.loads(Path(args.json).read_text())
+    rows, t0 = old["rows"], time.time()
+    want = set(args.types.split(",")) if args.types else None
+    todo = [r for r in rows if r["decoder"] and r["cells"] and (want is None or r["model_type"] in want)]
+    for j, r in enumerate(todo):
+        t = time.time()
+        row = coverage.status(r["model_type"])
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                cells = prove(r["model_type"], row.status, Path(tmp), kinds)
+            except Exception as e:  # noqa: BLE001 - as in main
+                cells = {k: ("failed", f"{type(e).__name__}: {first_line(e)[:160]}") for k in kinds}
+        r["cells"].update(cells)
+        print(f"[{j + 1}/{len(todo)}] {r['model_type']}: " + ", ".join(f"{k}={c[0]}" for k, c in cells.items()),
+              f"({time.time() - t:.1f}s)", flush=True)
+    print(f"\n{len(todo)} types in {time.time() - t0:.0f} s")
     return write(args, rows, False)
 
 

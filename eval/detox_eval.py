@@ -1,8 +1,12 @@
-"""AURA detoxification of SmolLM2 measured from outside: learned on Davidson et al. (2017) train,
-prompted with the first halves of held-out test tweets, strength swept, perplexity and KL beside.
+"""AURA (or LinEAS) detoxification of SmolLM2 measured from outside: learned on Davidson et al. (2017)
+train, prompted with the first halves of held-out test tweets, strength swept, perplexity and KL beside.
 
     .venv/bin/python eval/detox_eval.py [--data ../shared/data/toxicity/davidson2017] [--learn 1000] \
-        [--prompts 200] [--samples 5] [--strengths 0.25,0.5,0.75,1] [--rule aura]
+        [--prompts 200] [--samples 5] [--strengths 0.25,0.5,0.75,1] [--rule aura] [--model builtin:...]
+    .venv/bin/python eval/detox_eval.py --method lineas [--lineas-samples 32] [--steps 200]
+
+With `--method lineas` step (1) fits LinEAS maps on each block's MLP input instead (`bake learn lineas`:
+--lineas-samples tweets of each label, --steps SGD steps) and the files are named detox_eval*_lineas.
 
 Steps: (1) a recipe that learns AURA alphas (rule `aura`: alpha = 1 - 2 (AUROC - 0.5) per up_proj
 unit) from a seeded, label-stratified sample of `train.csv`; (2) a balanced prompt set from
@@ -52,6 +56,12 @@ def main():
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--strengths", default="0.25,0.5,0.75,1")
     ap.add_argument("--rule", default="aura")
+    ap.add_argument("--method", default="aura", choices=("aura", "lineas"),
+                    help="aura (alphas from --learn tweets) or lineas (maps fitted on --lineas-samples tweets a side)")
+    ap.add_argument("--lineas-samples", type=int, default=32, help="lineas: training tweets of each label (paper: 32)")
+    ap.add_argument("--steps", type=int, default=200, help="lineas: optimization steps")
+    ap.add_argument("--lineas-options", default="",
+                    help="lineas: more learn options as YAML flow pairs, e.g. 'optimizer: adam, lr: 0.01, batch_size: 16'")
     ap.add_argument("--harmless", default=str(ROOT.parent / "shared/data/refusal/arditi2024/harmless_test.json"))
     ap.add_argument("--kl-prompts", type=int, default=50)
     ap.add_argument("--model", default=SMOLLM2, help="the model (another one than SmolLM2 writes "
@@ -59,19 +69,25 @@ def main():
     args = ap.parse_args()
     t0 = time.time()
     tag = "" if args.model == SMOLLM2 else "_" + args.model.split(":")[-1].replace("-", "_").replace(".", "_")
+    tag += "" if args.method == "aura" else "_" + args.method
     work = WORK.parent / (WORK.name + tag.replace("_", "-"))
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     data = Path(args.data).resolve()
     prompts = balanced_prompts(data / "test.csv", args.prompts, folder=work)
     recipe = work / "detox-davidson.yaml"
-    recipe.write_text(
-        f"model: {args.model}\n"
-        "interventions:\n"
-        "  - kind: aura\n"
-        "    modules: [\"model.layers.*.mlp.up_proj\"]\n"
-        f"    alphas: {{learn: {{data: {data / 'train.csv'}, pooling: max, rule: {args.rule}, limit: {args.learn}}}}}\n"
-        "    strength: 1.0\n")
+    if args.method == "aura":
+        intervention = ("  - kind: aura\n"
+                        "    modules: [\"model.layers.*.mlp.up_proj\"]\n"
+                        f"    alphas: {{learn: {{data: {data / 'train.csv'}, pooling: max, rule: {args.rule}, "
+                        f"limit: {args.learn}}}}}\n")
+    else:  # the paper's site (each block's MLP input), samples and optimizer; fewer steps on a CPU
+        intervention = ("  - kind: lineas\n"
+                        "    modules: [\"model.layers.*.mlp\"]\n"
+                        f"    maps: {{learn: {{data: {data / 'train.csv'}, samples: {args.lineas_samples}, "
+                        f"steps: {args.steps}" + (f", {args.lineas_options}" if args.lineas_options else "")
+                        + "}}\n")
+    recipe.write_text(f"model: {args.model}\ninterventions:\n" + intervention + "    strength: 1.0\n")
     opts = {"data": {"toxicity": str(prompts), "harmless": args.harmless}, "samples": args.samples, "tokens": 20,
             "seed": 0, "limit": None}
     # the harmless set is larger than the prompt budget: a seeded sample of it, via a trimmed copy
@@ -83,7 +99,7 @@ def main():
                          sweep=f"strength={args.strengths}", options=opts)
     print("\n".join(sections(sweep)))
     shipped = None
-    if not tag:
+    if not tag:  # SmolLM2 with AURA: the shipped recipe beside it
         shipped = api.evaluate(ROOT / "recipes/smollm2-detox.yaml", suites="toxicity,quality", out=work / "shipped",
                                force=True, options=opts)
         print("\n## The shipped recipe (learned from recipes/data/toxicity-sample.jsonl)\n")

@@ -39,14 +39,15 @@ def test_every_kind_is_wired_from_the_registry():
     from bake.recipe.schema import Intervention
 
     assert set(get_args(get_args(Intervention)[0])) == {k.schema for k in kinds.KINDS.values()}
-    assert set(kinds.KINDS) == {"aura", "steer", "ablate", "sae_amplify", "sae_calibrate"}
-    assert set(coverage.KINDS) == {k for k, kind in kinds.KINDS.items() if kind.coverage} == {"aura", "steer", "ablate"}
+    assert set(kinds.KINDS) == {"aura", "steer", "ablate", "lineas", "sae_amplify", "sae_calibrate"}
+    assert set(coverage.KINDS) == {k for k, kind in kinds.KINDS.items() if kind.coverage} == {
+        "aura", "steer", "ablate", "lineas"}
     for name, kind in kinds.KINDS.items():
         assert kind.schema.model_fields["kind"].annotation.__args__ == (name,)
         assert kind.tag and set(kind.learners) <= set(kind.artifacts) <= set(kind.schema.model_fields)
-    with pytest.raises(bake.RecipeError, match="expected aura, steer, ablate, sae_amplify or sae_calibrate"):
+    with pytest.raises(bake.RecipeError, match="expected aura, steer, ablate, lineas, sae_amplify or sae_calibrate"):
         parse({"model": "x", "interventions": [{"kind": "nope"}]})
-    with pytest.raises(BakeError, match="unknown intervention kind 'nope'; bake knows aura, steer, ablate, sae_amplify, sae_calibrate"):
+    with pytest.raises(BakeError, match="unknown intervention kind 'nope'; bake knows aura, steer, ablate, lineas, sae_amplify, sae_calibrate"):
         kinds.get("nope")
 
 
@@ -62,7 +63,8 @@ def test_every_op_has_its_fold_and_hook_twin():
     for name, spec in OPS.items():
         assert spec.fold is not None or spec.attach is not None, name
     assert {n for n, s in OPS.items() if s.attach is None} == {"shift", "mul", "append"}
-    assert {n for n, s in OPS.items() if s.fold is None} == {"scale_experts", "sae_gate"}  # sae_gate: hook-only
+    # sae_gate: hook-only; affine_in (lineas) folds as scale_in on the weights and add on the biases
+    assert {n for n, s in OPS.items() if s.fold is None} == {"scale_experts", "sae_gate", "affine_in"}
 
 
 # --- the math: fold == hook ----------------------------------------------------------------------

@@ -494,7 +494,9 @@ class Learn(Command):
                 "bake learn refusal --model builtin:smollm2-135m-instruct --harmful recipes/data/harmful.json "
                 "--harmless recipes/data/harmless.json --layers 16:19 --out refusal.safetensors",
                 "bake learn sae --model builtin:smollm2-135m-instruct --data recipes/data/sae-corpus.txt --layer 6 "
-                "--d-sae 512 --k 8 --out sae-l6")
+                "--d-sae 512 --k 8 --out sae-l6",
+                "bake learn lineas --model builtin:smollm2-135m-instruct --data recipes/data/toxicity-sample.jsonl "
+                "--steps 200 --out lineas.safetensors")
 
     def arguments(self, sp):
         from ..learn import learners
@@ -549,6 +551,13 @@ class Learn(Command):
         if args.what == "steer":
             return (f"wrote {res['out']}: vector[num_layers, hidden] for site {res.get('site', 'block_out')}, "
                     f"nonzero at blocks {res['layers']} (norms {res['norms']})")
+        if args.what == "lineas":
+            return (f"wrote {res['out']}: LinEAS maps (scale, shift) on the input of {res['modules']} modules, fitted "
+                    f"end to end on {res['source']} source and {res['target']} target texts in {res['steps']} steps\n"
+                    f"sliced-Wasserstein loss {res['loss_first']:.4g} -> {res['loss_last']:.4g} (mean of the last 10 "
+                    f"steps {res['loss_last10_mean']:.4g}); support {res['support']} of {res['units']} units\n"
+                    f"{res['seconds_per_step']} s per step (one forward and one backward pass); peak RSS "
+                    f"{res['peak_rss_mb']} MB; total {res['seconds_total']} s")
         if args.what == "sae":
             return (f"wrote {res['out']}: TopK SAE on {res['hook_name']}, {res['d_sae']} features, k = {res['k']}, "
                     f"trained on {res['tokens']} tokens of {res['texts']} texts ({res['steps']} steps, "

@@ -94,6 +94,12 @@ def hook_scale(h: torch.Tensor, alpha: torch.Tensor, mu: torch.Tensor | None = N
     return out
 
 
+def hook_affine(h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """LinEAS's per-unit map: h: [..., N] -> scale * h + shift (scale, shift: [N]). On the input of a Linear
+    it folds into the weight's input columns (`scale_units` along the input axis) and the bias (+ W @ shift)."""
+    return h * scale.to(h.dtype) + shift.to(h.dtype)
+
+
 def hook_add(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """h: [..., d] -> h + v at every position."""
     return h + v.to(h.dtype)

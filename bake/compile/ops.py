@@ -49,6 +49,22 @@ def _on_input(module: torch.nn.Module, hook) -> list:
     return [module.register_forward_pre_hook(pre, with_kwargs=True)]
 
 
+def _affine_on_input(module: torch.nn.Module, hook) -> list:
+    """LinEAS: the module's first input (a Linear's features, or what a block's MLP receives) through
+    scale * x + shift (vec: scale, args: (shift,)); its folds are "scale_in" on the weights that read
+    the input and "add" (W @ shift) on their biases."""
+    def pre(mod, args, kwargs):
+        if args:
+            return (fold.hook_affine(args[0], hook.vec.to(args[0].device), hook.args[0].to(args[0].device)),
+                    *args[1:]), kwargs
+        if "hidden_states" not in kwargs:
+            raise BakeError(f"intervention #{hook.step}: {hook.module} was called without a positional input or "
+                            "hidden_states; bake cannot tell which input the map applies to")
+        x = kwargs["hidden_states"]
+        return args, {**kwargs, "hidden_states": fold.hook_affine(x, hook.vec.to(x.device), hook.args[0].to(x.device))}
+    return [module.register_forward_pre_hook(pre, with_kwargs=True)]
+
+
 def _on_expert_units(experts: torch.nn.Module, hook) -> list:
     """AURA inside fused experts: scale unit j of expert e by vec[e, j] where the experts module computes it,
     at the output of its `act_fn` (act(gate) * up then carries the factor). The eager experts loop calls
@@ -125,6 +141,9 @@ OPS: dict[str, OpSpec] = {
     # input unit j times gain[j] (columns of a Linear, rows of an embedding table)
     "scale_in": OpSpec(lambda t, g, axis: fold.scale_units(t, g, axis), _on_input,
                        lambda op: f"input gain on axis {op.axis}"),
+    # LinEAS, hook side: input unit j -> scale[j] * x_j + shift[j] (args: (shift,)); its folds are "scale_in"
+    # on the weights reading that input and "add" of W @ shift on their biases
+    "affine_in": OpSpec(None, _affine_on_input, lambda op: "affine map on the input"),
     # steering: b + v along axis
     "add": OpSpec(lambda t, v, axis: fold.add_vector(t, v, axis), _on_output(fold.hook_add),
                   lambda op: f"add |v|={op.vec.norm():.4g}", lambda op, ndim: set()),

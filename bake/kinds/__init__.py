@@ -7,4 +7,4 @@ learners. Adding a kind is one module here plus its import below (and its tests)
 
 from .base import KINDS, Kind, get, names, register  # noqa: F401
 
-from . import aura, steer, ablate, sae_amplify, sae_calibrate  # noqa: E402,F401  (each registers itself)
+from . import aura, steer, ablate, lineas, sae_amplify, sae_calibrate  # noqa: E402,F401  (each registers itself)

@@ -6,6 +6,7 @@ recipe can use directly, and returns a JSON-able summary.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import time
 from dataclasses import dataclass
@@ -14,10 +15,11 @@ from typing import Annotated
 
 import torch
 from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from ..errors import BakeError
 from ..artifacts import imports
-from ..model.device import parse_size
+from ..model.device import parse_size, to_model
 from . import collect as learn
 from . import data as data_mod
 from . import refusal
@@ -74,7 +76,8 @@ def options(fn) -> list[Option]:
     return out
 
 
-LEARNERS = {"aura": "learn_aura", "steer": "learn_steer", "refusal": "learn_refusal", "sae": "learn_sae"}
+LEARNERS = {"aura": "learn_aura", "steer": "learn_steer", "refusal": "learn_refusal", "sae": "learn_sae",
+            "lineas": "learn_lineas"}
 
 
 def _peak_rss_mb() -> float:
@@ -93,7 +96,7 @@ def own_artifact(what: str):
     """The `refuse` rule of `bake learn WHAT --out X --force`: X may be replaced only when `bake learn`
     wrote it (an SAE folder whose cfg.json says so; a .safetensors file whose metadata names the
     format `learn WHAT` writes)."""
-    formats = {"aura": "bake-aura", "steer": "bake-steer", "refusal": "bake-refusal"}
+    formats = {"aura": "bake-aura", "steer": "bake-steer", "refusal": "bake-refusal", "lineas": "bake-lineas"}
 
     def refuse(path: Path) -> str | None:
         if what == "sae":
@@ -340,6 +343,121 @@ def learn_sae(
 
 
 learn_sae.folder = True  # its artifact is a folder (SAELens layout), not one .safetensors file
+
+
+def learn_lineas(
+        model: Model, data: A[str, Opt("CSV/TSV/JSONL/JSON file or a Hub dataset id[:split], with text and 0/1 labels: "
+                                       "label 1 is the source (the behaviour to move away from), 0 the target")],
+        out: Out,
+        modules: A[tuple[str, ...], Opt("module name patterns whose input gets the map (a block's MLP: the "
+                                        "normalized state its input projections read, where the paper places it)")] = (
+            "model.layers.*.mlp",),
+        text_column: A[str | None, Opt("the data's text column (default: guessed)")] = None,
+        label_column: A[str | None, Opt("the data's label column (default: guessed)")] = None,
+        layout: A[str | None, Opt("a named column layout", choices=("jigsaw", "davidson"))] = None,
+        samples: A[int, Opt("texts of each side, a seeded sample (the paper: 32)")] = 32,
+        steps: A[int, Opt("optimization steps, one forward and one backward pass each (the paper: 1000)")] = 1000,
+        batch_size: A[int, Opt("texts of each side per step")] = 32,
+        lr: A[float, Opt("learning rate (cosine-annealed)")] = 0.1,
+        optimizer: A[str, Opt("sgd: the paper's; adam: steps that do not scale with the loss (whose size depends on "
+                              "the model's activations)", choices=("sgd", "adam"))] = "sgd",
+        final_lr: A[float, Opt("the annealed learning rate at the end, as a fraction of --lr")] = 0.01,
+        l1: A[float, Opt("sparsity: soft-threshold of each unit's (scale - 1) and shift (lasso)")] = 0.0,
+        group: A[float, Opt("sparsity: shrink of each module's map as a group (group lasso)")] = 0.0,
+        power: A[int, Opt("the Wasserstein distance's power p (|sorted x - sorted y|^p)", choices=(1, 2))] = 2,
+        pooling: A[str, Opt("how a text's activations are pooled over its tokens",
+                            choices=("mean", "max", "last"))] = "mean",
+        max_length: A[int, Opt("tokens per text at most")] = 64,
+        seed: A[int, Opt("seed of the samples and of each step's batch")] = 0,
+        progress=True, runner=None, trust_remote_code=False, max_memory: MaxMemory = None) -> dict:
+    """LinEAS maps (a per-unit scale and shift on the input of each matched module), fitted end to end
+    so that the source texts' activations, mapped, match the target texts' (sliced-Wasserstein loss)."""
+    import random
+
+    from . import lineas
+
+    t0 = time.time()
+    for name, v in (("--samples", samples), ("--steps", steps), ("--batch-size", batch_size),
+                    ("--max-length", max_length)):
+        if not isinstance(v, int) or v < 1:
+            raise BakeError(f"learn lineas: {name} {v!r}: give a positive integer")
+    if not (lr > 0 and 0 < final_lr <= 1 and l1 >= 0 and group >= 0):
+        raise BakeError("learn lineas: need --lr > 0, 0 < --final-lr <= 1, --l1 >= 0 and --group >= 0")
+    ds = data_mod.load(data, text_column, label_column, layout, need_labels=True)
+    rng = random.Random(seed)
+    sides = []
+    for label, what in ((1, "source (label 1)"), (0, "target (label 0)")):
+        texts = [t for t, y in zip(ds.texts, ds.labels) if y == label]
+        if not texts:
+            raise BakeError(f"{ds.source}: no {what} texts; LinEAS maps the source texts' activations onto the "
+                            "target texts', so it needs both labels")
+        sides.append(rng.sample(texts, min(samples, len(texts))))
+    source, target = sides
+    runner = runner or learn.Runner(model, trust_remote_code, parse_size(max_memory))
+    if runner.streamed:
+        raise BakeError(f"learn lineas: {runner.ckpt.spec} does not fit the memory budget, and LinEAS backpropagates "
+                        "through the whole model each step, which bake does not stream; give it more memory "
+                        "(--max-memory) or a machine where the model fits")
+    table = dict(runner.model.named_modules())
+    mods = [m for p in modules for m in table if fnmatch.fnmatchcase(m, p)]
+    mods = list(dict.fromkeys(mods))
+    if not mods:
+        raise BakeError(f"learn lineas: --modules {', '.join(modules)} matches no module of the model")
+    enc_src = runner.tok(source, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+    enc_tgt = runner.tok(target, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+    current: dict = {}
+
+    def pre(name):
+        def hook(mod, args, kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            if name in current["maps"]:
+                scale, shift = current["maps"][name]
+                x = x * scale.to(x.device, x.dtype) + shift.to(x.device, x.dtype)
+            current["pooled"][name] = learn.pool(x, current["mask"].to(x.device), pooling).float().cpu()
+            return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
+        return hook
+
+    def forward(enc, rows, maps):
+        batch = to_model(runner.model, {k: v[rows] for k, v in enc.items()})
+        current.update(maps=maps, pooled={}, mask=batch["attention_mask"])
+        runner.forward(batch)
+        return current["pooled"]
+
+    grads = [p.requires_grad for p in runner.model.parameters()]
+    handles = [table[m].register_forward_pre_hook(pre(m), with_kwargs=True) for m in mods]
+    bar = tqdm(total=steps, desc="lineas", unit="step", disable=not progress)
+    try:
+        runner.model.requires_grad_(False)
+        with torch.no_grad():
+            tgt = {}
+            for i in range(0, len(target), batch_size):
+                for m, v in forward(enc_tgt, list(range(i, min(i + batch_size, len(target)))), {}).items():
+                    tgt.setdefault(m, []).append(v)
+            tgt = {m: torch.cat(v) for m, v in tgt.items()}
+        t1 = time.time()
+        with torch.enable_grad():
+            maps, figures = lineas.fit(lambda rows, maps: forward(enc_src, rows, maps), len(source), tgt,
+                                       {m: t.shape[1] for m, t in tgt.items()}, steps, batch_size, lr=lr,
+                                       final_lr=final_lr, l1=l1, group=group, p=power, seed=seed,
+                                       optimizer=optimizer,
+                                       progress=lambda k, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4g}")))
+    finally:
+        bar.close()
+        for h in handles:
+            h.remove()
+        for p, g in zip(runner.model.parameters(), grads):
+            p.requires_grad_(g)
+    t2 = time.time()
+    tensors = {}
+    for m, (scale, shift) in maps.items():
+        tensors[f"scale/{m}"] = scale.contiguous()
+        tensors[f"shift/{m}"] = shift.contiguous()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out), metadata={"format": "bake-lineas", "modules": ",".join(maps),
+                                           "figures": json.dumps(figures)})
+    return {"out": str(out), "modules": len(maps), "source": len(source), "target": len(target), **figures,
+            "steps": steps, "seconds_total": round(time.time() - t0, 1),
+            "seconds_per_step": round((t2 - t1) / steps, 3), "peak_rss_mb": round(_peak_rss_mb())}
 
 
 # --- learning inside a recipe (`alphas: {learn: {...}}`) -----------------------------------------

@@ -122,8 +122,13 @@ def greedy(model, ids: torch.Tensor, n_new: int, **first):
     while len(tokens) < n_new:
         tokens.append(int(greedy_choice(out.logits[0, -1], eos)))
         if len(tokens) < n_new:
-            out = model(input_ids=torch.tensor([[tokens[-1]]], dtype=ids.dtype, device=ids.device), use_cache=True,
-                        **{name: getattr(out, name)})
+            cache = getattr(out, name, None)  # None: a model that returns no KV cache (GPT-1, RecurrentGemma)
+            if cache is None:
+                out = model(input_ids=torch.cat([ids, torch.tensor([tokens], dtype=ids.dtype, device=ids.device)], 1),
+                            use_cache=False)
+            else:
+                out = model(input_ids=torch.tensor([[tokens[-1]]], dtype=ids.dtype, device=ids.device),
+                            use_cache=True, **{name: cache})
     return head, tokens
 
 
@@ -149,9 +154,15 @@ def greedy_many(model, prompts: list[torch.Tensor], n_new: int, pad_id: int) -> 
         tokens.append(greedy_choice(out.logits[:, -1], eos))
         if len(tokens) < n_new:
             mask = torch.cat([mask, torch.ones((len(prompts), 1), dtype=mask.dtype, device=mask.device)], 1)
+            cache = getattr(out, name, None)  # None: a model that returns no KV cache
+            if cache is None:
+                ids = torch.cat([ids, tokens[-1][:, None].to(ids.dtype)], 1)
+                pos = (mask.cumsum(-1) - 1).clamp_min(0)
+                out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+                continue
             pos = pos[:, -1:] + 1
             out = model(input_ids=tokens[-1][:, None].to(ids.dtype), attention_mask=mask, position_ids=pos,
-                        use_cache=True, **{name: getattr(out, name)})
+                        use_cache=True, **{name: cache})
     return torch.stack(tokens, 1).tolist() if tokens else [[] for _ in prompts]
 
 
