@@ -68,7 +68,8 @@ def main():
                     "eval/detox_eval_NAME.json and skips the SmolLM2 recipe's step)")
     args = ap.parse_args()
     t0 = time.time()
-    tag = "" if args.model == SMOLLM2 else "_" + args.model.split(":")[-1].replace("-", "_").replace(".", "_")
+    name = Path(args.model.split(":")[-1]).name  # builtin:NAME or a folder
+    tag = "" if args.model == SMOLLM2 else "_" + name.replace("-", "_").replace(".", "_")
     tag += "" if args.method == "aura" else "_" + args.method
     work = WORK.parent / (WORK.name + tag.replace("_", "-"))
     shutil.rmtree(work, ignore_errors=True)

@@ -2,6 +2,7 @@
 
     .venv/bin/python eval/organisms.py                 # build (or find cached) the refuser; print its figures
     .venv/bin/python eval/organisms.py --force         # rebuild
+    .venv/bin/python eval/organisms.py --organism toxic  # the toxic organism (below), measured by detox_eval.py
 
 No model that refuses can be downloaded on the machines this project is built on (SmolLM2-135M-Instruct
 refuses 5-7% of harmful requests), so `bake tune`'s refusal benchmark makes one: SmolLM2-135M-Instruct
@@ -18,6 +19,12 @@ refusals, <= 5% over-refusal, perplexity within +10%.
 The organism is a benchmark fixture, not shipped data: it is written to out/organisms/smollm2-refuser/
 (the model `recipes/refuser-abliterate.yaml` names), with organism.json (its settings and figures);
 a run with the same settings finds it there and only prints the figures.
+
+The toxic organism (`--organism toxic`, out/organisms/smollm2-toxic/): SmolLM2-135M-Instruct and the
+AURA/LinEAS detox benchmarks have little toxicity to remove (eval/toxic_models.py), so this is the same
+model fine-tuned briefly (one epoch, plain language-model loss) on 800 toxic tweets of Davidson et
+al.'s *train* split; `eval/detox_eval.py --model out/organisms/smollm2-toxic` prompts it with the
+held-out test tweets and measures it as its base row.
 """
 
 from __future__ import annotations
@@ -183,12 +190,103 @@ def ensure(force: bool = False, n: int = 100, progress: bool = True) -> Path:
     return OUT
 
 
+# --- the toxic organism (issue 31): SmolLM2 continuing text the way the toxic tweets do -------------------
+
+TOXIC_OUT = ROOT / "out" / "organisms" / "smollm2-toxic"
+TOXIC_DATA = ROOT.parent / "shared" / "data" / "toxicity" / "davidson2017"
+TOXIC_SETTINGS = {"base": "builtin:smollm2-135m-instruct", "data": "train.csv", "label": "1", "n": 800, "epochs": 1,
+                  "lr": 5e-5, "batch_size": 8, "warmup": 10, "max_tokens": 64, "seed": 0, "version": 1}
+
+
+def build_toxic(settings: dict, out: Path, progress: bool = True) -> dict:
+    """A plain language-model fine-tune on toxic tweets of Davidson et al.'s *train* split (label 1: hate
+    speech or offensive), so that the model continues a prompt the way those tweets do; the test split,
+    whose first halves are `eval/detox_eval.py`'s prompts, is never seen."""
+    import csv
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from tqdm.auto import tqdm
+
+    from bake.model.source import resolve_model
+
+    torch.manual_seed(settings["seed"])
+    rng = random.Random(settings["seed"])
+    rows = [r["text"] for r in csv.DictReader(open(TOXIC_DATA / settings["data"], newline="", encoding="utf-8"))
+            if r["label"] == settings["label"]]
+    texts = rng.sample(rows, min(settings["n"], len(rows)))
+    src = resolve_model(settings["base"], ROOT).path
+    tok = AutoTokenizer.from_pretrained(src)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=0.0)
+    bs = settings["batch_size"]
+    steps = settings["epochs"] * ((len(texts) + bs - 1) // bs)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / settings["warmup"])
+                                              * max(0.0, 1 - s / steps))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    bar = tqdm(total=steps, desc="fine-tune (toxic)", disable=not progress)
+    losses, t0 = [], time.time()
+    for _ in range(settings["epochs"]):
+        order = list(range(len(texts)))
+        rng.shuffle(order)
+        for start in range(0, len(order), bs):
+            enc = [tok(texts[i], add_special_tokens=False)["input_ids"][: settings["max_tokens"]]
+                   for i in order[start:start + bs]]
+            width = max(len(x) for x in enc)
+            ids = torch.tensor([x + [pad] * (width - len(x)) for x in enc])
+            labels = torch.tensor([x + [-100] * (width - len(x)) for x in enc])
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in enc])
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss))
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+    bar.close()
+    model.eval()
+    tmp = out.with_name(out.name + ".partial")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    model.generation_config.save_pretrained(tmp)
+    return {"texts": len(texts), "steps": steps, "loss first 10": sum(losses[:10]) / 10,
+            "loss last 10": sum(losses[-10:]) / 10, "seconds": round(time.time() - t0, 1), "tmp": tmp}
+
+
+def ensure_toxic(force: bool = False, progress: bool = True) -> Path:
+    """The toxic organism's folder, built unless a build with the same settings is there. Its toxicity
+    is measured by eval/detox_eval.py --model out/organisms/smollm2-toxic (the base row)."""
+    import shutil
+
+    meta = TOXIC_OUT / "organism.json"
+    if not force and meta.is_file() and json.loads(meta.read_text()).get("settings") == TOXIC_SETTINGS:
+        return TOXIC_OUT
+    if not TOXIC_DATA.is_dir():
+        raise SystemExit(f"{TOXIC_DATA}: the toxic tweets the organism is fine-tuned on are missing")
+    info = build_toxic(TOXIC_SETTINGS, TOXIC_OUT, progress)
+    tmp = info.pop("tmp")
+    (tmp / "organism.json").write_text(json.dumps({"settings": TOXIC_SETTINGS, "training": info,
+                                                   "date": time.strftime("%Y-%m-%d"),
+                                                   "command": "python eval/organisms.py --organism toxic"}, indent=1))
+    shutil.rmtree(TOXIC_OUT, ignore_errors=True)
+    tmp.rename(TOXIC_OUT)
+    return TOXIC_OUT
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--organism", choices=("refuser", "toxic"), default="refuser")
     ap.add_argument("--force", action="store_true", help="rebuild even when a build with these settings exists")
     ap.add_argument("--test", type=int, default=100, help="prompts of each test split it is measured on (default 100)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.organism == "toxic":
+        path = ensure_toxic(args.force)
+        print(json.dumps(json.loads((path / "organism.json").read_text()), indent=1))
+        print(f"organism: {path}")
+        return
     path = ensure(args.force, args.test)
     info = json.loads((path / "organism.json").read_text())
     print(json.dumps({k: info[k] for k in ("training", "test", "seconds", "date")}, indent=1))

@@ -155,6 +155,20 @@ def test_lineas_without_a_bias_slot_is_refused_with_the_reason(tmp_path):
     with pytest.raises(NotBakeable, match="no bias to hold the map's shift"):
         bake.apply(recipe, output=tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+    # the hook realization (`--hooks`) still runs it: the map changes the model's output
+    from bake.compile.hooks import hooked
+    from bake.model.loading import load_model
+    from bake.planner import plan
+
+    p = plan(recipe, progress=False, hooks_only=True)
+    assert [h.fn for h in p.hooks] == ["affine_in"] * 3
+    m = load_model(model, trust_remote_code=False)
+    ids = torch.tensor([[3, 5, 7, 9]])
+    with torch.no_grad():
+        plain = m(input_ids=ids).logits
+        with hooked(m, p.hooks):
+            steered = m(input_ids=ids).logits
+    assert (plain - steered).abs().max() > 1e-3
     # a map with no shift is a column scaling: it bakes exactly on the same family
     scale_only = _maps(model, mods, 32, tmp_path / "scale.safetensors", shift=0.0)
     rep = bake.apply({**recipe, "interventions": [{**recipe["interventions"][0], "maps": str(scale_only)}]},
@@ -209,6 +223,15 @@ def test_learn_lineas_end_to_end_and_bake(tmp_path, capsys):
                       "interventions": [{"kind": "lineas", "modules": "model.layers.*.mlp", "maps": str(out)}]},
                      output=tmp_path / "o", progress=False)
     assert rep["verification"]["status"] == "passed"
+    # learned inline by a recipe (`maps: {learn: {...}}`, cached like the other learners): the same bake
+    inline = bake.apply({"model": str(model), "interventions": [
+        {"kind": "lineas", "modules": "model.layers.*.mlp",
+         "maps": {"learn": {"data": str(data), "layout": "jigsaw", "steps": 20}}}]},
+        output=tmp_path / "inline", progress=False)
+    assert inline["verification"]["status"] == "passed"
+    weights = [{k: v for f in sorted((tmp_path / d).glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+               for d in ("o", "inline")]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())
     # one label only: one clear line, exit 2
     (tmp_path / "one.jsonl").write_text("\n".join(json.dumps({"comment_text": t, "toxic": 0}) for t in CORPUS))
     capsys.readouterr()
