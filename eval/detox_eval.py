@@ -68,6 +68,8 @@ def main():
                     "eval/detox_eval_NAME.json and skips the SmolLM2 recipe's step)")
     args = ap.parse_args()
     t0 = time.time()
+    if Path(args.model).exists():  # a folder: the recipe (in the work folder) names it absolutely
+        args.model = str(Path(args.model).resolve())
     name = Path(args.model.split(":")[-1]).name  # builtin:NAME or a folder
     tag = "" if args.model == SMOLLM2 else "_" + name.replace("-", "_").replace(".", "_")
     tag += "" if args.method == "aura" else "_" + args.method

@@ -6,7 +6,6 @@ recipe can use directly, and returns a JSON-able summary.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import time
 from dataclasses import dataclass
@@ -15,11 +14,10 @@ from typing import Annotated
 
 import torch
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from ..errors import BakeError
 from ..artifacts import imports
-from ..model.device import parse_size, to_model
+from ..model.device import parse_size
 from . import collect as learn
 from . import data as data_mod
 from . import refusal
@@ -398,56 +396,10 @@ def learn_lineas(
         raise BakeError(f"learn lineas: {runner.ckpt.spec} does not fit the memory budget, and LinEAS backpropagates "
                         "through the whole model each step, which bake does not stream; give it more memory "
                         "(--max-memory) or a machine where the model fits")
-    table = dict(runner.model.named_modules())
-    mods = [m for p in modules for m in table if fnmatch.fnmatchcase(m, p)]
-    mods = list(dict.fromkeys(mods))
-    if not mods:
-        raise BakeError(f"learn lineas: --modules {', '.join(modules)} matches no module of the model")
-    enc_src = runner.tok(source, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
-    enc_tgt = runner.tok(target, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
-    current: dict = {}
-
-    def pre(name):
-        def hook(mod, args, kwargs):
-            x = args[0] if args else kwargs["hidden_states"]
-            if name in current["maps"]:
-                scale, shift = current["maps"][name]
-                x = x * scale.to(x.device, x.dtype) + shift.to(x.device, x.dtype)
-            current["pooled"][name] = learn.pool(x, current["mask"].to(x.device), pooling).float().cpu()
-            return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
-        return hook
-
-    def forward(enc, rows, maps):
-        batch = to_model(runner.model, {k: v[rows] for k, v in enc.items()})
-        current.update(maps=maps, pooled={}, mask=batch["attention_mask"])
-        runner.forward(batch)
-        return current["pooled"]
-
-    grads = [p.requires_grad for p in runner.model.parameters()]
-    handles = [table[m].register_forward_pre_hook(pre(m), with_kwargs=True) for m in mods]
-    bar = tqdm(total=steps, desc="lineas", unit="step", disable=not progress)
-    try:
-        runner.model.requires_grad_(False)
-        with torch.no_grad():
-            tgt = {}
-            for i in range(0, len(target), batch_size):
-                for m, v in forward(enc_tgt, list(range(i, min(i + batch_size, len(target)))), {}).items():
-                    tgt.setdefault(m, []).append(v)
-            tgt = {m: torch.cat(v) for m, v in tgt.items()}
-        t1 = time.time()
-        with torch.enable_grad():
-            maps, figures = lineas.fit(lambda rows, maps: forward(enc_src, rows, maps), len(source), tgt,
-                                       {m: t.shape[1] for m, t in tgt.items()}, steps, batch_size, lr=lr,
-                                       final_lr=final_lr, l1=l1, group=group, p=power, seed=seed,
-                                       optimizer=optimizer,
-                                       progress=lambda k, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4g}")))
-    finally:
-        bar.close()
-        for h in handles:
-            h.remove()
-        for p, g in zip(runner.model.parameters(), grads):
-            p.requires_grad_(g)
-    t2 = time.time()
+    maps, figures = lineas.fit_model(runner, list(modules), source, target, steps=steps, batch_size=batch_size,
+                                     lr=lr, final_lr=final_lr, l1=l1, group=group, p=power, seed=seed,
+                                     optimizer=optimizer, pooling=pooling, max_length=max_length, progress=progress)
+    per_step = figures.pop("seconds_fit") / steps
     tensors = {}
     for m, (scale, shift) in maps.items():
         tensors[f"scale/{m}"] = scale.contiguous()
@@ -457,7 +409,7 @@ def learn_lineas(
                                            "figures": json.dumps(figures)})
     return {"out": str(out), "modules": len(maps), "source": len(source), "target": len(target), **figures,
             "steps": steps, "seconds_total": round(time.time() - t0, 1),
-            "seconds_per_step": round((t2 - t1) / steps, 3), "peak_rss_mb": round(_peak_rss_mb())}
+            "seconds_per_step": round(per_step, 3), "peak_rss_mb": round(_peak_rss_mb())}
 
 
 # --- learning inside a recipe (`alphas: {learn: {...}}`) -----------------------------------------

@@ -119,3 +119,66 @@ def fit(run: Callable[[list[int], dict], dict], n_source: int, target: dict, wid
                "support": sum(support(s, b) for s, b in out.values()),
                "units": sum(s.numel() for s, _ in out.values())}
     return out, figures
+
+
+def fit_model(runner, patterns: list[str], source: list[str], target: list[str], steps: int, batch_size: int,
+              pooling: str = "mean", max_length: int = 64, progress: bool = True, **opts) -> tuple[dict, dict]:
+    """`fit` on a model (a `collect.Runner`): the maps hook the input of each module matching `patterns`
+    (the hook realization's op, `fold.hook_affine`); the target texts' pooled inputs are computed once
+    with no map; the model's weights are frozen for the fit and restored after it."""
+    import fnmatch
+    import time
+
+    from tqdm.auto import tqdm
+
+    from ..compile.fold import hook_affine
+    from ..model.device import to_model
+    from .collect import pool
+
+    table = dict(runner.model.named_modules())
+    mods = list(dict.fromkeys(m for p in patterns for m in table if fnmatch.fnmatchcase(m, p)))
+    if not mods:
+        raise BakeError(f"learn lineas: --modules {', '.join(patterns)} matches no module of the model")
+    enc = {side: runner.tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+           for side, texts in (("source", source), ("target", target))}
+    current: dict = {}
+
+    def pre(name):
+        def hook(mod, args, kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            if name in current["maps"]:
+                x = hook_affine(x, *current["maps"][name])
+            current["pooled"][name] = pool(x, current["mask"].to(x.device), pooling).float().cpu()
+            return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
+        return hook
+
+    def forward(side, rows, maps):
+        batch = to_model(runner.model, {k: v[rows] for k, v in enc[side].items()})
+        current.update(maps=maps, pooled={}, mask=batch["attention_mask"])
+        runner.forward(batch)
+        return current["pooled"]
+
+    grads = [p.requires_grad for p in runner.model.parameters()]
+    handles = [table[m].register_forward_pre_hook(pre(m), with_kwargs=True) for m in mods]
+    bar = tqdm(total=steps, desc="lineas", unit="step", disable=not progress)
+    try:
+        runner.model.requires_grad_(False)
+        with torch.no_grad():
+            parts: dict = {}
+            for i in range(0, len(target), batch_size):
+                for m, v in forward("target", list(range(i, min(i + batch_size, len(target)))), {}).items():
+                    parts.setdefault(m, []).append(v)
+            tgt = {m: torch.cat(v) for m, v in parts.items()}
+        t0 = time.time()
+        with torch.enable_grad():
+            maps, figures = fit(lambda rows, maps: forward("source", rows, maps), len(source), tgt,
+                                {m: t.shape[1] for m, t in tgt.items()}, steps, batch_size,
+                                progress=lambda k, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4g}")), **opts)
+        figures["seconds_fit"] = time.time() - t0
+    finally:
+        bar.close()
+        for h in handles:
+            h.remove()
+        for p, g in zip(runner.model.parameters(), grads):
+            p.requires_grad_(g)
+    return maps, figures
