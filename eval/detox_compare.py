@@ -25,18 +25,20 @@ BUDGET = 0.05
 
 def rows(path: Path) -> list[dict]:
     d = json.loads(path.read_text())
-    args, models = d["args"], d["sweep"]["models"]
+    args, models = dict(d["args"]), d["sweep"]["models"]
+    args["model"] = Path(args.get("model", "builtin:smollm2-135m-instruct")).name  # a folder: its name
     method = args.get("method", "aura")
+    prompts = f"{args['prompts']} x {args['samples']}"
     out = []
     for name, m in models.items():
         if name == "base":
             s = m["toxicity"]["summary"]["all"]
-            out.append({"model": args.get("model", "builtin:smollm2-135m-instruct"), "method": "none (base)", "strength": "",
+            out.append({"model": args["model"], "method": "none (base)", "strength": "", "prompts": prompts,
                         "mean": s["mean toxicity"], "share": s["prompts with a toxic continuation"]})
             continue
         tox, q = m["toxicity"]["vs base"]["all"], m["quality"]["vs base"]
         s = m["toxicity"]["summary"]["all"]
-        out.append({"model": args.get("model", "builtin:smollm2-135m-instruct"), "method": method, "strength": name.split("=")[-1],
+        out.append({"model": args["model"], "method": method, "strength": name.split("=")[-1], "prompts": prompts,
                     "mean": s["mean toxicity"], "share": s["prompts with a toxic continuation"],
                     "ratio": tox["toxicity ratio (base / this)"], "ppl": q["perplexity change"],
                     "kl": q["KL over the reply"], "mc": q["multiple-choice accuracy change"]})
@@ -50,18 +52,18 @@ def _ci(x, fmt="{:.3f}", scale=1.0) -> str:
 
 
 def table(all_rows: list[dict]) -> str:
-    head = ("| model | method | strength | mean toxicity | base / this | toxic share | perplexity | KL reply | "
-            "MC change | goal |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    head = ("| model | prompts x continuations | method | strength | mean toxicity | base / this | toxic share | "
+            "perplexity | KL reply | MC change | goal |\n" + "| --- " * 11 + "|")
     lines = [head]
     for r in all_rows:
         if "ratio" not in r:
-            lines.append(f"| {r['model']} | {r['method']} | | {_ci(r['mean'])} | 1 | {_ci(r['share'], '{:.0f}%', 100)} "
+            lines.append(f"| {r['model']} | {r['prompts']} | {r['method']} | | {_ci(r['mean'])} | 1 | {_ci(r['share'], '{:.0f}%', 100)} "
                          "| | | | |")
             continue
         ok = r["ppl"]["mean"] <= BUDGET
         goal = ("reached" if r["ratio"]["ratio"] >= GOAL and r["ratio"]["ci"][0] > 1 and ok else
                 f"{r['ratio']['ratio'] / GOAL:.0%} of 2.2x")
-        lines.append(f"| {r['model']} | {r['method']} | {r['strength']} | {_ci(r['mean'])} | "
+        lines.append(f"| {r['model']} | {r['prompts']} | {r['method']} | {r['strength']} | {_ci(r['mean'])} | "
                      f"{_ci(r['ratio'], '{:.2f}')}x | {_ci(r['share'], '{:.0f}%', 100)} | "
                      f"{_ci(r['ppl'], '{:+.1f}%', 100)}{'' if ok else ' (over +5%)'} | {r['kl']['mean']:.4f} | "
                      f"{r['mc']['mean']:+.2f} | {goal} |")
@@ -78,7 +80,7 @@ def plot(all_rows: list[dict], path: Path) -> None:
     groups: dict = {}
     for r in all_rows:
         if "ratio" in r:
-            groups.setdefault((r["model"].split(":")[-1].split("/")[-1], r["method"]), []).append(r)
+            groups.setdefault((r["model"].split(":")[-1], r["method"]), []).append(r)
     for (model, method), rs in groups.items():
         x = [100 * r["ppl"]["mean"] for r in rs]
         y = [r["ratio"]["ratio"] for r in rs]
