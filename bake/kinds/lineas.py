@@ -145,11 +145,12 @@ class LineasKind(Kind):
                                 f"; the file has maps for {len(maps)} modules"))
             scale, shift = maps[m]
             found = readers(b.family, m)
-            if not isinstance(found, str):
-                r0 = found[0]
-                n = b.family.params[r0 + ".weight"][_in_axis(modules[r0])]
-                if scale.numel() != n:
-                    raise BakeError(f"{where}.maps[{m}]: {scale.numel()} units; the input of {m} has {n}")
+            # the input's width: a reader's input features, else (a container no map folds into) the hidden size
+            r0 = found[0] if not isinstance(found, str) else m
+            n = (b.family.params[r0 + ".weight"][_in_axis(modules[r0])] if modules[r0] in LINEAR
+                 else b.family.d)
+            if scale.numel() != n:
+                raise BakeError(f"{where}.maps[{m}]: {scale.numel()} units; the input of {m} has {n}")
             s = iv.strength
             out.append((m, found, 1 + s * (scale - 1), s * shift))
         return out
