@@ -153,7 +153,7 @@ def test_unknown_key_in_verify_section(tmp_path, llama, art):
 
 def test_unknown_kind(tmp_path):
     load_fails(tmp_path, "model: m\ninterventions:\n  - kind: boost\n    layers: [1]\n",
-               "interventions[0]: unknown kind 'boost'", "expected aura, steer, ablate, sae_amplify or sae_calibrate")
+               "interventions[0]: unknown kind 'boost'", "expected aura, steer, ablate, lineas, sae_amplify or sae_calibrate")
 
 
 def test_missing_kind(tmp_path):

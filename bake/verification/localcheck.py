@@ -183,16 +183,16 @@ def check(plan: Plan, baked_dir: Path, recorded: dict | None = None) -> dict:
 
 def _hooks_for(target: str, plan: Plan, by_module: dict) -> list:
     """The hooks that shape `target`'s output, with names relative to it: those inside it or on it
-    (they fire in its forward, in recipe order), then those of enclosing sublayers that fold into its
-    tensors, innermost first (they act on its output after them)."""
+    (they fire in its forward, in recipe order), then those of enclosing sublayers whose step folds into
+    its tensors, innermost first: they act on its output after them, or (lineas's `affine_in`, on the
+    sublayer's input) on its input, which is the sublayer's where such a step folds into it."""
     inner = [dataclasses.replace(h, module=h.module[len(target) + 1:]) for h in plan.hooks
              if h.module == target or h.module.startswith(target + ".")]
     mine = [e for k, e in plan.edits.items() if k.startswith(target + ".")]
+    folded = {op.step for e in mine for op in e.ops}  # the steps with a fold in `target`'s tensors
     moved = []
     for outer in sorted((m for m in by_module if target.startswith(m + ".")), key=len, reverse=True):
-        steps = {h.step for h in by_module[outer]}
-        if any(op.step in steps for e in mine for op in e.ops):
-            moved += [dataclasses.replace(h, module="") for h in by_module[outer]]
+        moved += [dataclasses.replace(h, module="") for h in by_module[outer] if h.step in folded]
     return inner + moved
 
 
