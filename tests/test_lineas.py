@@ -239,3 +239,20 @@ def test_learn_lineas_end_to_end_and_bake(tmp_path, capsys):
                  "jigsaw", "--out", str(tmp_path / "x.safetensors"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no source (label 1) texts" in err[0]
+
+
+def test_lineas_composes_with_steer_in_one_block(tmp_path):
+    """A map on block 1's MLP input and a steering vector added by the same MLP's output bias: both fold into
+    that MLP (gate/up and down_proj); the module-local checks hold each hook to the tensors it folds into."""
+    model = build("llama", tmp_path / "m")
+    maps = _maps(model, [f"model.layers.{i}.mlp" for i in range(3)], 32, tmp_path / "maps.safetensors")
+    save_file({"v": torch.randn(32, generator=torch.Generator().manual_seed(3))}, str(tmp_path / "v.safetensors"))
+    rep = bake.apply({"model": str(model), "verify": {"generate_tokens": 2}, "interventions": [
+        {"kind": "steer", "layers": [1], "vector": str(tmp_path / "v.safetensors"), "scale": 2.0},
+        {"kind": "lineas", "modules": "model.layers.*.mlp", "maps": str(maps)}]},
+        output=tmp_path / "out", progress=False)
+    v = rep["verification"]
+    assert v["status"] == "passed", v["failures"]
+    local = {r["module"]: r for r in v["local"]["modules"]}
+    assert local["model.layers.1.mlp.down_proj"]["status"] == "passed"
+    assert local["model.layers.1.mlp.gate_proj"]["status"] == "passed"
