@@ -104,24 +104,36 @@ def build(settings: dict, out: Path, progress: bool = True) -> dict:
     for p, reply in examples:
         ids = prompt_ids(tok, p, True)[0].tolist()
         rows.append((ids + reply, [-100] * len(ids) + reply))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    t1 = time.time()
+    losses = fine_tune(model, rows, settings, pad, rng, "fine-tune", progress)
+    steps = len(losses)
+    tmp = save_partial(model, tok, out)
+    return {"examples": {"harmful (refusals)": len(harmful), "harmless (own greedy replies)": len(harmless)},
+            "steps": steps, "loss first 10": sum(losses[:10]) / 10, "loss last 10": sum(losses[-10:]) / 10,
+            "seconds": {"own replies": round(t_replies, 1), "fine-tune": round(time.time() - t1, 1)}, "tmp": tmp}
+
+
+def fine_tune(model, rows: list, settings: dict, pad: int, rng: random.Random, desc: str, progress: bool) -> list:
+    """AdamW with linear warm-up and decay, gradients clipped at 1, over `rows` ((input ids, labels), -100
+    where no loss is taken) in batches of settings["batch_size"], shuffled by `rng` each epoch; the model
+    is left in eval mode. Returns the loss of each step."""
+    from tqdm.auto import tqdm
+
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=0.0)
     bs = settings["batch_size"]
     steps = settings["epochs"] * ((len(rows) + bs - 1) // bs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / settings["warmup"])
                                               * max(0.0, 1 - s / steps))
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=steps, desc="fine-tune", disable=not progress)
+    bar = tqdm(total=steps, desc=desc, disable=not progress)
     losses = []
-    t1 = time.time()
-    for epoch in range(settings["epochs"]):
+    for _ in range(settings["epochs"]):
         order = list(range(len(rows)))
         rng.shuffle(order)
         for start in range(0, len(order), bs):
             chunk = [rows[i] for i in order[start:start + bs]]
             width = max(len(ids) for ids, _ in chunk)
-            pad = tok.pad_token_id if tok.pad_token_id is not None else eos
             ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in chunk])
             labels = torch.tensor([y + [-100] * (width - len(y)) for _, y in chunk])
             mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in chunk])
@@ -136,13 +148,16 @@ def build(settings: dict, out: Path, progress: bool = True) -> dict:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
     bar.close()
     model.eval()
+    return losses
+
+
+def save_partial(model, tok, out: Path) -> Path:
+    """The fine-tuned model and tokenizer in `out`.partial (renamed into place once measured)."""
     tmp = out.with_name(out.name + ".partial")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     model.generation_config.save_pretrained(tmp)
-    return {"examples": {"harmful (refusals)": len(harmful), "harmless (own greedy replies)": len(harmless)},
-            "steps": steps, "loss first 10": sum(losses[:10]) / 10, "loss last 10": sum(losses[-10:]) / 10,
-            "seconds": {"own replies": round(t_replies, 1), "fine-tune": round(time.time() - t1, 1)}, "tmp": tmp}
+    return tmp
 
 
 def measure(path: Path, n: int, progress: bool = True) -> dict:
@@ -205,7 +220,6 @@ def build_toxic(settings: dict, out: Path, progress: bool = True) -> dict:
     import csv
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from tqdm.auto import tqdm
 
     from bake.model.source import resolve_model
 
@@ -217,40 +231,12 @@ def build_toxic(settings: dict, out: Path, progress: bool = True) -> dict:
     src = resolve_model(settings["base"], ROOT).path
     tok = AutoTokenizer.from_pretrained(src)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=0.0)
-    bs = settings["batch_size"]
-    steps = settings["epochs"] * ((len(texts) + bs - 1) // bs)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / settings["warmup"])
-                                              * max(0.0, 1 - s / steps))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    bar = tqdm(total=steps, desc="fine-tune (toxic)", disable=not progress)
-    losses, t0 = [], time.time()
-    for _ in range(settings["epochs"]):
-        order = list(range(len(texts)))
-        rng.shuffle(order)
-        for start in range(0, len(order), bs):
-            enc = [tok(texts[i], add_special_tokens=False)["input_ids"][: settings["max_tokens"]]
-                   for i in order[start:start + bs]]
-            width = max(len(x) for x in enc)
-            ids = torch.tensor([x + [pad] * (width - len(x)) for x in enc])
-            labels = torch.tensor([x + [-100] * (width - len(x)) for x in enc])
-            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in enc])
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(float(loss))
-            bar.update(1)
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
-    bar.close()
-    model.eval()
-    tmp = out.with_name(out.name + ".partial")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    model.generation_config.save_pretrained(tmp)
+    enc = [tok(t, add_special_tokens=False)["input_ids"][: settings["max_tokens"]] for t in texts]
+    t0 = time.time()
+    losses = fine_tune(model, [(x, x) for x in enc], settings, pad, rng, "fine-tune (toxic)", progress)
+    steps = len(losses)
+    tmp = save_partial(model, tok, out)
     return {"texts": len(texts), "steps": steps, "loss first 10": sum(losses[:10]) / 10,
             "loss last 10": sum(losses[-10:]) / 10, "seconds": round(time.time() - t0, 1), "tmp": tmp}
 
