@@ -4,8 +4,9 @@
     .venv/bin/python eval/out_of_core.py --size 1 --shard-mb 256
 
 Writes a random Llama-shaped bfloat16 checkpoint (eval/synthetic.py, shard by shard), times a plain
-`cp -r` of it, then in a fresh process: plans a recipe with all three kinds (aura on every block's
-first projection, steer at block 1, ablate on every residual writer), rewrites the checkpoint
+`cp -r` of it, then in a fresh process: plans a recipe with one intervention of every kind in the coverage table
+(aura on every block's first projection, steer at block 1, ablate on every residual writer, and
+since lineas, maps on the first two blocks' MLP inputs), rewrites the checkpoint
 (the bake: timed alone), verifies it end to end streamed from disk (`bake apply --verify
 streamed`: hooked original vs baked, every module read when it runs, then the module-local
 checks; with the progress bar the command line shows), and times one plain streamed forward pass

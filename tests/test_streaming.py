@@ -79,7 +79,7 @@ print(json.dumps({{"base": base, "peak": status("VmHWM:"), "status": report["ver
 
 
 def test_streamed_bake_and_verification_stay_within_a_shard_bound(tmp_path):
-    """A 380 MB bfloat16 Llama in 32 MB shards bakes (all three kinds) and verifies end to end with the
+    """A 380 MB bfloat16 Llama in 32 MB shards bakes (one intervention of every coverage kind) and verifies end to end with the
     peak RSS above the interpreter's at most 1.5x the largest shard + 256 MiB, which is less than the
     model's own bfloat16 bytes (so less than half of what holding it in float32 for a forward pass takes)."""
     sys.path.insert(0, str(ROOT / "eval"))
