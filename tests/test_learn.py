@@ -257,6 +257,31 @@ def test_learn_steer_cli_writes_a_recipe_ready_vector(model, tmp_path):
     assert report["verification"]["status"] == "passed"
 
 
+def test_learn_steer_from_one_labelled_file_equals_two_files_and_away_reverses_it(model, tmp_path, capsys):
+    pos, neg = ["you are a lovely person", "thank you so much"], ["I hate you, you idiot", "this is stupid and ugly"]
+    (tmp_path / "pos.txt").write_text("\n".join(pos) + "\n")
+    (tmp_path / "neg.txt").write_text("\n".join(neg) + "\n")
+    (tmp_path / "tox.jsonl").write_text("".join(json.dumps({"text": t, "label": lab}) + "\n"
+                                                for t, lab in [(neg[0], 1), (pos[0], 0), (neg[1], 1), (pos[1], 0)]))
+    common = ["learn", "steer", "--model", str(model), "--layers", "1:3", "--quiet"]
+    assert main([*common, "--positive", str(tmp_path / "pos.txt"), "--negative", str(tmp_path / "neg.txt"),
+                 "--out", str(tmp_path / "two.safetensors")]) == 0
+    assert main([*common, "--data", str(tmp_path / "tox.jsonl"), "--away", "--out", str(tmp_path / "away.safetensors")]) == 0
+    assert main([*common, "--data", str(tmp_path / "tox.jsonl"), "--out", str(tmp_path / "toward.safetensors")]) == 0
+    two, away, toward = (load_file(str(tmp_path / f"{n}.safetensors"))["vector"] for n in ("two", "away", "toward"))
+    assert two[1].norm() > 0 and torch.allclose(away, two) and torch.allclose(toward, -two)
+    (tmp_path / "ones.jsonl").write_text(json.dumps({"text": "a", "label": 1}) + "\n")
+    for args, msg in [(["--data", str(tmp_path / "ones.jsonl")], "no label-0 texts"),
+                      (["--data", str(tmp_path / "pos.txt")], "labels are needed"),
+                      (["--data", str(tmp_path / "tox.jsonl"), "--positive", str(tmp_path / "pos.txt")], "not both"),
+                      (["--positive", str(tmp_path / "pos.txt"), "--negative", str(tmp_path / "neg.txt"), "--away"],
+                       "--away reverses")]:
+        capsys.readouterr()
+        assert main([*common, *args, "--out", str(tmp_path / "x.safetensors")]) == 2, args
+        assert msg in capsys.readouterr().err, args
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_gguf_control_vector_round_trip(tmp_path):
     vecs = {1: torch.randn(32), 2: torch.randn(32)}
     path = tmp_path / "cv.gguf"

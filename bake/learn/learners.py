@@ -190,6 +190,9 @@ def learn_steer(
         model: Model, out: Out,
         positive: A[str | None, Opt("texts showing the behaviour to add (one per line, or a data file)")] = None,
         negative: A[str | None, Opt("texts showing its opposite")] = None,
+        data: A[str | None, Opt("instead of --positive/--negative: one labelled data file (label 1: the behaviour "
+                                "to add, 0: its opposite; --away swaps them)")] = None,
+        away: A[bool, Opt("with --data: learn the vector away from label 1 (0 minus 1), e.g. to remove toxicity")] = False,
         layers: A[str, Opt("the blocks to learn at: 8:16, 3,5 or all")] = "all",
         site: A[str, Opt("where the recipe's steer adds it (its `site:`): learned on the residual stream there",
                          choices=("block_out", "attn_out", "mlp_out"))] = "block_out",
@@ -233,13 +236,20 @@ def learn_steer(
             raise BakeError(f"--site {site}: an imported vector was made at block outputs; import it with the "
                             "default site (block_out) and steer at block_out")
     else:
-        if not positive or not negative:
-            raise BakeError("learn steer needs --positive and --negative (or an import: --from-gguf/--from-sae)")
+        if data is not None and (positive or negative):
+            raise BakeError("learn steer: give --data (one labelled file) or --positive and --negative, not both")
+        if data is None and (not positive or not negative):
+            raise BakeError("learn steer needs --positive and --negative, or --data (a labelled file), "
+                            "or an import: --from-gguf/--from-sae")
+        if away and data is None:
+            raise BakeError("learn steer: --away reverses --data's labels; with --positive/--negative swap the files")
+        if data is not None:
+            pos, neg = _by_label(data_mod.load(data, need_labels=True), away)
+        else:
+            pos, neg = data_mod.load(positive).texts, data_mod.load(negative).texts
         runner = runner or learn.Runner(model, trust_remote_code, parse_size(max_memory))
         if isinstance(position, str) and position.lstrip("-").isdigit():
             position = int(position)
-        pos = data_mod.load(positive).texts
-        neg = data_mod.load(negative).texts
         if chat:
             pos, neg = [runner.chat(t) for t in pos], [runner.chat(t) for t in neg]
         layers_used = learn.parse_layers(layers, runner.n_layers)
@@ -258,6 +268,16 @@ def learn_steer(
               metadata={"format": "bake-steer", "layers": ",".join(map(str, layers_used)), "site": site})
     return {"out": str(out), "layers": layers_used, "site": site,
             "norms": {i: round(full[i].norm().item(), 4) for i in layers_used}}
+
+
+def _by_label(ds, away: bool) -> tuple[list[str], list[str]]:
+    """(texts to move toward, texts to move away from) of a labelled data set: 1 and 0, swapped by `away`."""
+    ones = [t for t, lab in zip(ds.texts, ds.labels) if lab == 1]
+    zeros = [t for t, lab in zip(ds.texts, ds.labels) if lab == 0]
+    if not ones or not zeros:
+        raise BakeError(f"{ds.source}: a steering vector contrasts two sets; the data has no label-"
+                        f"{0 if ones else 1} texts")
+    return (zeros, ones) if away else (ones, zeros)
 
 
 def learn_refusal(
