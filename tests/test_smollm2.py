@@ -122,7 +122,8 @@ def test_arch_reports_family(capsys):
     assert info["exactness"]["steer"].startswith("exact")
 
 
-@pytest.mark.parametrize("name", ["smollm2-detox", "smollm2-steer", "smollm2-refusal", "smollm2-sae"])
+@pytest.mark.parametrize("name", ["smollm2-detox", "smollm2-detox-steer", "smollm2-steer", "smollm2-refusal",
+                                  "smollm2-sae"])
 def test_learned_recipes_run(tmp_path, name):
     """Every shipped recipe bakes and verifies (learned artifacts come from the shared cache)."""
     from bake.recipe.schema import parse
