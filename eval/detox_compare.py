@@ -181,7 +181,7 @@ def plot(all_rows: list[dict], path: Path) -> None:
 def main() -> int:
     files = [Path(a) for a in sys.argv[1:]] or [p for p in [ROOT / "eval" / "detox_tune.json"] if p.is_file()] + \
         sorted((ROOT / "eval").glob("detox_eval*.json"))
-    tuned = [f for f in files if f.name.startswith("detox_tune")]
+    tuned = [f for f in files if "methods" in json.loads(f.read_text())]  # detox_tune.py's (else detox_eval.py's)
     swept = [f for f in files if f not in tuned]
     for f in tuned:
         print(f"## Tuned by bake tune, baked, measured on the held-out half ({f.name})\n")
