@@ -28,8 +28,8 @@ GOAL = 2.2
 BUDGET = 0.05
 
 
-def rows(path: Path) -> list[dict]:
-    d = json.loads(path.read_text())
+def rows(d: dict) -> list[dict]:
+    """The rows of one detox_eval.py JSON (a strength sweep)."""
     args, models = dict(d["args"]), d["sweep"]["models"]
     args["model"] = Path(args.get("model", "builtin:smollm2-135m-instruct")).name  # a folder: its name
     method = args.get("method", "aura")
@@ -50,9 +50,8 @@ def rows(path: Path) -> list[dict]:
     return out
 
 
-def tuned_rows(path: Path) -> list[dict]:
+def tuned_rows(d: dict) -> list[dict]:
     """One row per method of eval/detox_tune.py's JSON (the baked pick against the model, held out)."""
-    d = json.loads(path.read_text())
     model = Path(d["args"]["model"]).name
     prompts = f"{d['args']['heldout']} x {d['args']['heldout_samples']}"
     out, base = [], None
@@ -84,14 +83,13 @@ def _short(v) -> str:
     return v.rsplit("#", 1)[-1] if "#" in v else v  # a direction's file: its key (the block index)
 
 
-def fronts(path: Path, out: Path) -> None:
+def fronts(d: dict, out: Path) -> None:
     """Every trial of each method's study (tuning split) and its pick (held-out split, baked)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    d = json.loads(path.read_text())
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for i, (method, r) in enumerate(d["methods"].items()):
         c = f"C{i}"
@@ -181,23 +179,24 @@ def plot(all_rows: list[dict], path: Path) -> None:
 def main() -> int:
     files = [Path(a) for a in sys.argv[1:]] or [p for p in [ROOT / "eval" / "detox_tune.json"] if p.is_file()] + \
         sorted((ROOT / "eval").glob("detox_eval*.json"))
-    tuned = [f for f in files if "methods" in json.loads(f.read_text())]  # detox_tune.py's (else detox_eval.py's)
+    loaded = {f: json.loads(f.read_text()) for f in files}
+    tuned = [f for f in files if "methods" in loaded[f]]  # detox_tune.py's (else detox_eval.py's)
     swept = [f for f in files if f not in tuned]
     for f in tuned:
         print(f"## Tuned by bake tune, baked, measured on the held-out half ({f.name})\n")
-        print(table(tuned_rows(f)))
-        ver = {m: r["verification"] for m, r in json.loads(f.read_text())["methods"].items() if "verification" in r}
+        print(table(tuned_rows(loaded[f])))
+        ver = {m: r["verification"] for m, r in loaded[f]["methods"].items() if "verification" in r}
         if ver:
             print("\n`bake apply` of each pick (bake + verification against its hooks): " + ", ".join(
                 f"{m} {v['status']} (max |logit diff| {v['max_abs_logit']:.1e})" for m, v in ver.items()))
-        fronts(f, ROOT / "eval" / "detox_fronts.png")
+        fronts(loaded[f], ROOT / "eval" / "detox_fronts.png")
         print("\nwrote eval/detox_fronts.png (each study's trials and front on the tuning split, its pick held out)\n")
     if not swept:
         return 0
     print("## Strength sweeps, untuned (eval/detox_eval.py)\n")
     all_rows = []
     for f in swept:
-        all_rows += rows(f)
+        all_rows += rows(loaded[f])
     print(table(all_rows))
     plot(all_rows, ROOT / "eval" / "detox_compare.png")
     print(f"\nwrote eval/detox_compare.png (the fronts: toxicity ratio against perplexity change)")

@@ -32,6 +32,10 @@ class Dataset:
     labels: list[int] | None
     source: str
 
+    def of(self, label: int) -> list[str]:
+        """The texts with this label."""
+        return [t for t, y in zip(self.texts, self.labels or []) if y == label]
+
 
 MAX_ITEM_CHARS = 1_000_000  # one example (a line, a CSV field): far beyond any context window
 DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".txt", ".parquet", ".arrow")

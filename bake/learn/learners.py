@@ -272,8 +272,7 @@ def learn_steer(
 
 def _by_label(ds, away: bool) -> tuple[list[str], list[str]]:
     """(texts to move toward, texts to move away from) of a labelled data set: 1 and 0, swapped by `away`."""
-    ones = [t for t, lab in zip(ds.texts, ds.labels) if lab == 1]
-    zeros = [t for t, lab in zip(ds.texts, ds.labels) if lab == 0]
+    ones, zeros = ds.of(1), ds.of(0)
     if not ones or not zeros:
         raise BakeError(f"{ds.source}: a steering vector contrasts two sets; the data has no label-"
                         f"{0 if ones else 1} texts")
@@ -405,7 +404,7 @@ def learn_lineas(
     rng = random.Random(seed)
     sides = []
     for label, what in ((1, "source (label 1)"), (0, "target (label 0)")):
-        texts = [t for t, y in zip(ds.texts, ds.labels) if y == label]
+        texts = ds.of(label)
         if not texts:
             raise BakeError(f"{ds.source}: no {what} texts; LinEAS maps the source texts' activations onto the "
                             "target texts', so it needs both labels")
